@@ -1,0 +1,41 @@
+# visuomotor: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+RUN := scripts/with-env.sh
+EPISODES ?= 10
+PROFILE ?= nominal
+SEED ?= 0
+
+.PHONY: setup demo test lint bench train-encoder train-policy evaluate constraints clean
+
+setup:  ## create .venv, install pinned packages, colcon build ros2_ws (idempotent)
+	bash scripts/setup.sh
+
+demo: setup  ## run the full ROS 2 graph headless on the committed models and print the report
+	$(RUN) python -m visuomotor_ros.demo --episodes $(EPISODES) --profile $(PROFILE) --seed $(SEED)
+
+test: setup  ## lint + the whole test suite
+	$(RUN) ruff check .
+	$(RUN) python -m pytest
+
+lint: setup
+	$(RUN) ruff check .
+
+bench: setup  ## benchmarks: sim/render, encoder, controller timing
+	$(RUN) python -m visuomotor_sim.bench
+	$(RUN) python -m visuomotor_models.bench_encoder
+	$(RUN) python -m visuomotor_ros.bench_controller
+
+train-encoder: setup
+	$(RUN) python -m visuomotor_models.train_encoder
+
+train-policy: setup
+	$(RUN) python -m visuomotor_models.train_policy
+
+evaluate: setup
+	$(RUN) python -m visuomotor_models.evaluate_policy
+
+constraints:  ## re-pin every installed package after changing a requirements file
+	.venv/bin/pip freeze --exclude-editable | grep -v '@ file' | sed 's/+cpu//' > requirements/constraints.txt
+
+clean:
+	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log

@@ -1,0 +1,1 @@
+"""Parameter files, RViz configuration and robot description of the visuomotor loop."""

@@ -1,0 +1,1 @@
+"""rclpy nodes of the visuomotor loop: vision encoder, policy, actuator controller, in-process runner."""
