@@ -1,1 +1,3 @@
-"""rclpy nodes of the visuomotor loop: vision encoder, policy, actuator controller, in-process runner."""
+"""rclpy nodes of the visuomotor loop: vision encoder, policy, actuator controller,
+in-process runner.
+"""

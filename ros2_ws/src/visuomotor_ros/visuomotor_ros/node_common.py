@@ -1,0 +1,203 @@
+"""Helpers every visuomotor node shares: parameter schemas, QoS, stamps, diagnostics.
+
+Nodes stay thin: they declare their parameters from one schema
+(:class:`visuomotor_core.params.ParamSpec`), convert messages to numpy, call the
+ROS-free core and publish. What they have in common lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+from visuomotor_core.params import ParamSpec, validate
+
+#: Camera images and camera info: best effort, keep only the newest frame so a
+#: slow consumer drops frames instead of building a backlog.
+SENSOR_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
+#: Streams where only the latest sample matters but each should arrive (joint
+#: states, targets, commands).
+LATEST_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
+)
+#: Latched topics such as /robot_description.
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+#: Ordinary reliable topics (diagnostics, status, markers).
+DEFAULT_QOS = 10
+
+_PARAM_TYPES = {
+    bool: Parameter.Type.BOOL,
+    int: Parameter.Type.INTEGER,
+    float: Parameter.Type.DOUBLE,
+    str: Parameter.Type.STRING,
+}
+
+
+def time_to_seconds(stamp: Time) -> float:
+    """builtin_interfaces/Time -> seconds (float)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_time(seconds: float) -> Time:
+    """Seconds (float, >= 0) -> builtin_interfaces/Time."""
+    sec = int(seconds)
+    nanosec = round((seconds - sec) * 1e9)
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def now_seconds(node: Node) -> float:
+    """The node's clock (ROS time: sim time when use_sim_time is set) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    unit = f" [{spec.unit}]" if getattr(spec, "unit", "") else ""
+    descriptor = ParameterDescriptor(
+        name=spec.name,
+        description=f"{spec.description}{unit}",
+        read_only=bool(getattr(spec, "read_only", False)),
+        dynamic_typing=isinstance(spec.default, (list, tuple)),
+    )
+    low, high = getattr(spec, "min", None), getattr(spec, "max", None)
+    if spec.type is float and low is not None and high is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+        ]
+    elif spec.type is int and low is not None and high is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+    return descriptor
+
+
+def declare_schema(node: Node, schema: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Declare every parameter of ``schema`` on ``node``; return {name: value}.
+
+    Values given at start-up (YAML, launch, overrides) are validated against the
+    schema; an invalid one raises ValueError naming the parameter, so a node
+    fails at configure time instead of running with a bad value.
+    """
+    values: dict[str, Any] = {}
+    for spec in schema:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        value = node.get_parameter(spec.name).value
+        ok, reason = validate(spec, value)
+        if not ok:
+            raise ValueError(f"parameter '{spec.name}': {reason}")
+        values[spec.name] = value
+    return values
+
+
+def on_set_validated(
+    node: Node,
+    schema: Iterable[ParamSpec],
+    apply: Callable[[Mapping[str, Any]], tuple[bool, str]],
+) -> None:
+    """Validate live parameter changes against ``schema``, then hand them to ``apply``.
+
+    ``apply`` receives {name: value} for the changed parameters and returns
+    (accepted, reason); a change is refused as a whole when any value is invalid
+    or ``apply`` refuses it, and the reason is returned to the caller
+    (``ros2 param set`` prints it).
+    """
+    specs = {spec.name: spec for spec in schema}
+
+    def callback(parameters: Sequence[Parameter]) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for parameter in parameters:
+            spec = specs.get(parameter.name)
+            if spec is None:
+                continue  # e.g. use_sim_time, handled by rclpy
+            if getattr(spec, "read_only", False):
+                return SetParametersResult(
+                    successful=False, reason=f"'{parameter.name}' is read-only"
+                )
+            ok, reason = validate(spec, parameter.value)
+            if not ok:
+                return SetParametersResult(
+                    successful=False, reason=f"'{parameter.name}': {reason}"
+                )
+            changes[parameter.name] = parameter.value
+        if not changes:
+            return SetParametersResult(successful=True)
+        ok, reason = apply(changes)
+        return SetParametersResult(successful=ok, reason=reason)
+
+    node.add_on_set_parameters_callback(callback)
+
+
+class DiagnosticsReporter:
+    """Publishes one DiagnosticStatus for a node on /diagnostics, rate-limited.
+
+    ``report`` may be called at any rate; a message goes out at most every
+    ``period`` seconds of the node's clock (or at once when ``force``).
+    """
+
+    LEVELS: ClassVar[dict[str, bytes]] = {
+        "ok": DiagnosticStatus.OK,
+        "warn": DiagnosticStatus.WARN,
+        "error": DiagnosticStatus.ERROR,
+        "stale": DiagnosticStatus.STALE,
+    }
+
+    def __init__(self, node: Node, name: str, hardware_id: str = "", period: float = 1.0):
+        self._node = node
+        self._name = f"{node.get_name()}: {name}"
+        self._hardware_id = hardware_id
+        self._period = period
+        self._last = float("-inf")
+        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", DEFAULT_QOS)
+
+    def report(
+        self, level: str, message: str, values: Mapping[str, Any], force: bool = False
+    ) -> bool:
+        """Publish when due; returns True when a message was published."""
+        now_ns = self._node.get_clock().now().nanoseconds
+        if not force and now_ns * 1e-9 - self._last < self._period:
+            return False
+        self._last = now_ns * 1e-9
+        status = DiagnosticStatus(
+            level=self.LEVELS[level],
+            name=self._name,
+            message=message,
+            hardware_id=self._hardware_id,
+            values=[KeyValue(key=k, value=_format(v)) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        self._publisher.publish(array)
+        return True
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
