@@ -26,9 +26,9 @@ ARGUMENTS = {
     "encoder_model": (str(graph.model_path("encoder.onnx")), "Encoder ONNX file"),
     "policy_model": (str(graph.model_path("policy.onnx")), "Policy ONNX file"),
     "profile": ("nominal", "Domain-randomization profile of the sim"),
-    "image_topic": (graph.CAMERA_IMAGE, "Camera image topic"),
-    "joint_states_topic": (graph.JOINT_STATES, "Joint state topic"),
-    "command_topic": (graph.DEFAULT_COMMAND_TOPIC, "ros2_control forward-command topic"),
+    "image_topic": ("/" + graph.CAMERA_IMAGE, "Camera image topic"),
+    "joint_states_topic": ("/" + graph.JOINT_STATES, "Joint state topic"),
+    "command_topic": ("/" + graph.DEFAULT_COMMAND_TOPIC, "ros2_control forward-command topic"),
     "command_interface": ("effort", "Controller output: effort, position or velocity"),
 }
 

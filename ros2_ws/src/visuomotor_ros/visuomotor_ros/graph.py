@@ -15,19 +15,27 @@ from pathlib import Path
 BRINGUP_PACKAGE = "visuomotor_bringup"
 MODELS_PACKAGE = "visuomotor_models"
 
-# Topic and service names of the loop (see README, "Topics").
-CAMERA_IMAGE = "/camera/image_raw"
-CAMERA_INFO = "/camera/camera_info"
-JOINT_STATES = "/joint_states"
-ROBOT_DESCRIPTION = "/robot_description"
-ENCODER_FEATURES = "/encoder/features"
-ENCODER_TARGET = "/encoder/target_estimate"
-POLICY_TARGETS = "/policy/joint_targets"
-POLICY_GOAL = "/policy/goal"
-CONTROLLER_STATE = "/controller/state"
-DEFAULT_COMMAND_TOPIC = "/effort_controller/commands"
-TASK_STATUS = "/sim/task_status"
-TARGET_MARKER = "/sim/target_marker"
+# Topic and service names of the loop (see README, "Topics"). Relative, so a
+# launch namespace moves the whole graph; without one they resolve to "/<name>".
+CAMERA_IMAGE = "camera/image_raw"
+CAMERA_INFO = "camera/camera_info"
+JOINT_STATES = "joint_states"
+ROBOT_DESCRIPTION = "robot_description"
+ENCODER_FEATURES = "encoder/features"
+ENCODER_TARGET = "encoder/target_estimate"
+POLICY_TARGETS = "policy/joint_targets"
+POLICY_GOAL = "policy/goal"
+CONTROLLER_STATE = "controller/state"
+DEFAULT_COMMAND_TOPIC = "effort_controller/commands"
+CONTROLLER_ESTOP = "controller/estop"
+CONTROLLER_RESET_ESTOP = "controller/reset_estop"
+TASK_STATUS = "sim/task_status"
+TARGET_MARKER = "sim/target_marker"
+SIM_RESET = "sim/reset_episode"
+SIM_SET_TARGET = "sim/set_target"
+# Absolute by ROS convention.
+CLOCK = "/clock"
+DIAGNOSTICS = "/diagnostics"
 
 
 @dataclass(frozen=True)
