@@ -19,5 +19,10 @@ setup(
     maintainer_email="maintainers@visuomotor.dev",
     description="Headless PyBullet stand-in for the robot: world, camera, domain randomization, reach task, Gymnasium env, sim node.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "sim_node = visuomotor_sim.node:main",
+            "bench-sim = visuomotor_sim.bench:main",
+        ]
+    },
 )
