@@ -218,7 +218,7 @@ def default_config_path() -> Path:
 
         return Path(get_package_share_directory("visuomotor_sim")) / "config" / \
             "randomization.yaml"
-    except Exception as err:  # any lookup failure: report what was looked for
+    except (ImportError, LookupError, ValueError) as err:
         raise FileNotFoundError(f"randomization.yaml not found at {source} and no installed "
                                 f"visuomotor_sim share directory ({err})") from None
 

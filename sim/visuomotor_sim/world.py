@@ -241,6 +241,7 @@ class PandaWorld:
         self.limits = JointLimits(
             lower=np.array([i[8] for i in infos]), upper=np.array([i[9] for i in infos]),
             effort=np.array([i[10] for i in infos]), velocity=np.array([i[11] for i in infos]))
+        self._neg_effort = -self.limits.effort
 
     def _create_table(self) -> int:
         c, cfg = self._client, self.config
@@ -420,10 +421,11 @@ class PandaWorld:
 
     def step(self, n: int = 1) -> None:
         """Advance the physics by ``n`` steps, applying the delayed command each step."""
+        step_simulation, tau, dt = self._client.stepSimulation, self._applied_tau, self.dt
         for _ in range(n):
             self._push_and_apply()
-            self._client.stepSimulation()
-            self._effort_integral += float(self._applied_tau @ self._applied_tau) * self.dt
+            step_simulation()
+            self._effort_integral += float(tau @ tau) * dt
             self._steps += 1
 
     def _push_and_apply(self) -> None:
@@ -441,7 +443,8 @@ class PandaWorld:
             if self._motor_mode != _EFFORT:
                 self._release_arm_motors()
             tau = np.multiply(values, strength, out=self._tau_buffer)
-            np.clip(tau, -lim, lim, out=tau)
+            np.minimum(tau, lim, out=tau)  # two ufuncs: several times faster than np.clip
+            np.maximum(tau, self._neg_effort, out=tau)
             self._applied_tau[:] = tau
             c.setJointMotorControlArray(self.robot, self.arm_joints, pybullet.TORQUE_CONTROL,
                                         forces=tau.tolist())
