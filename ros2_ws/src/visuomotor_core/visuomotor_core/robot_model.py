@@ -337,7 +337,15 @@ class RobotModel:
         self._masses = np.array([body.mass for body in bodies])
         self._suffix_mass = np.cumsum(self._masses[::-1])[::-1].copy()
         self._coms = np.array([body.com for body in bodies])
-        self._aligned_coms = np.einsum("kji,kj->ki", align, self._coms)[:, :, None]
+        aligned_coms = np.einsum("kji,kj->ki", align, self._coms)
+        self._mass_com_h = np.concatenate([aligned_coms, np.ones((n, 1))], axis=1)
+        self._mass_com_h = (self._mass_com_h * self._masses[:, None])[:, :, None]
+        self._suffix_ones = np.triu(np.ones((n, n)))
+        self._suffix_mass_col = self._suffix_mass[:, None].copy()
+        self._ones3 = np.ones(3)
+        self._weighted = np.empty((n, 4, 1))
+        self._lever = np.empty((n, 3))
+        self._moment = np.empty((n, 3))
         self._inertias = np.array([body.inertia for body in bodies])
         # (r × a) for rows r equals r @ skew(a); a = -g is fixed.
         self._anti_gravity_skew = _skew(-gravity_vector)
@@ -494,21 +502,18 @@ class RobotModel:
         """
         self._update_frames(q)
         positions = self._positions
-        weighted = np.matmul(self._rotations, self._aligned_coms)[:, :, 0]
-        weighted += positions
-        weighted *= self._masses[:, None]
-        # Suffix sums over the chain: everything from joint k outwards.
-        suffix = np.cumsum(weighted[::-1], axis=0)[::-1]
-        mass = self._suffix_mass
+        # Mass-weighted centres of mass in the base frame: T_k @ (m_k [com_k; 1]).
+        weighted = np.matmul(self._transforms, self._mass_com_h, out=self._weighted)
+        # Suffix sums over the chain (everything from joint k outwards) as one matmul.
+        lever = np.matmul(self._suffix_ones, weighted[:, :3, 0], out=self._lever)
         if extra_payload is not None and extra_payload.mass > 0.0:
             body, point = self._payload_point(extra_payload)
-            mass = mass.copy()
-            suffix[: body + 1] += extra_payload.mass * point
-            mass[: body + 1] += extra_payload.mass
-        suffix -= mass[:, None] * positions
-        moment = suffix @ self._anti_gravity_skew
+            lever[: body + 1] += extra_payload.mass * (point - positions[: body + 1])
+        np.multiply(self._suffix_mass_col, positions, out=self._moment)
+        lever -= self._moment
+        moment = np.matmul(lever, self._anti_gravity_skew, out=self._moment)
         moment *= self._rotations[:, :, 2]  # joint axes in the base frame
-        return np.sum(moment, axis=1, out=out)
+        return np.matmul(moment, self._ones3, out=out)
 
     def _payload_point(self, payload: Payload) -> tuple[int, np.ndarray]:
         """(carrying body index, payload position in base frame) after _update_frames."""

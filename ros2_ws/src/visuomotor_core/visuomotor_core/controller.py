@@ -1,0 +1,823 @@
+"""Joint-space actuator controller: interpolation, PD + gravity compensation, limits, watchdog.
+
+The controller turns sparse, stamped joint-position targets (a policy at
+~20 Hz) into a joint command at the control rate (1 kHz by default). Times
+are seconds on one clock (ROS time, sim time or any monotonic clock), joint
+positions rad, velocities rad/s, efforts N·m, all ordered as the model's
+joints.
+
+Modes (:class:`Mode`):
+
+* ``INACTIVE`` – after construction and :meth:`JointController.deactivate`:
+  nothing is commanded; :meth:`~JointController.update` returns a command with
+  ``valid=False`` that must not be sent.
+* ``TRACKING`` – the reference moves toward the latest accepted target and
+  the command follows the reference.
+* ``HOLD`` – damped hold at the position measured when the hold began:
+  ``tau = hold_kp (q_hold - q) - hold_kd qd + g(q)``. Entered on activation,
+  on reset, when no target was accepted for ``target_timeout``, when the joint
+  state is older than ``state_timeout`` (by its stamp), when the joint state is
+  not finite or has the wrong length, and when the clock jumps backwards. The
+  switch happens on the first ``update()`` after the condition arises. Only an
+  accepted target leaves HOLD.
+* ``ESTOP`` – latched by :meth:`~JointController.estop`: same damped hold,
+  targets refused, until :meth:`~JointController.reset_estop` (which goes to
+  HOLD; a fresh target then resumes tracking).
+
+Targets (:meth:`~JointController.set_target`) are refused, with a reason, when
+they are not finite or have the wrong length, when their stamp is older than
+``max_target_age`` at arrival (or newer than ``now`` by more than that), when
+any joint lies outside its position range by more than
+``out_of_range_tolerance`` (a sign of a units or frame error, not of a policy
+overshoot), while the e-stop is latched and while inactive. Accepted targets
+are clamped to ``[lower + position_margin, upper - position_margin]``.
+
+Interpolation: each accepted target starts a segment from the current
+reference (position and velocity) to the target over ``interpolation_time``:
+``linear``, ``min_jerk`` (quintic with continuous velocity and zero boundary
+accelerations) or ``none`` (step). The reference is then rate-limited by the
+effective velocity limits and clamped to the position range.
+
+Outputs, whatever the inputs: finite; effort within ±effort limits (scaled),
+position within the margin-shrunk position range, velocity within ±velocity
+limits (scaled).
+
+The target watchdog runs on arrival time (the ``now`` passed to
+``set_target``); staleness of targets and joint states is judged by their
+stamps. The class is not thread-safe: call it from one thread (or under a lock).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from visuomotor_core.limits import JointLimits, LimitOverrides, check_vector, effective_limits
+from visuomotor_core.params import ParamSpec
+from visuomotor_core.robot_model import RobotModel
+
+#: Command interfaces, as in ros2_control's forward command controllers.
+COMMAND_INTERFACES: tuple[str, ...] = ("effort", "position", "velocity")
+#: Reference interpolation between consecutive targets.
+INTERPOLATIONS: tuple[str, ...] = ("linear", "min_jerk", "none")
+#: Franka Panda position gains, N·m/rad (joints 5-7 have 12 N·m effort limits).
+PANDA_KP: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
+#: Franka Panda damping gains, N·m·s/rad. Near-critical damping for the joint-space
+#: inertias of pybullet_data's Panda (about 0.1-2.6 kg·m² on joints 1-4, 0.045 on
+#: joints 5-6, 0.004 on joint 7), keeping kd·dt/I well below 1 at 1 kHz: a larger
+#: joint-7 damping (e.g. 10) makes the discrete loop chatter at the effort limit.
+PANDA_KD: tuple[float, ...] = (50.0, 50.0, 40.0, 30.0, 8.0, 6.0, 1.5)
+
+#: |q| (rad) or |qd| (rad/s) above this is a sensor fault, not a joint state.
+_PLAUSIBLE_STATE = 1.0e3
+#: The reference advances by at most this many nominal periods per update, so
+#: a late update cannot make it jump.
+_MAX_TICK_PERIODS = 5.0
+
+
+class Mode(enum.Enum):
+    """Controller mode; see the module docstring."""
+
+    INACTIVE = "inactive"
+    TRACKING = "tracking"
+    HOLD = "hold"
+    ESTOP = "estop"
+
+
+def _gain_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"ControllerConfig.{name} must be {n} numbers") from error
+    if array.shape != (n,):
+        raise ValueError(f"ControllerConfig.{name} must have {n} entries, got shape {array.shape}")
+    if not np.isfinite(array).all() or (array < 0.0).any():
+        raise ValueError(f"ControllerConfig.{name} must be finite and >= 0, got {array.tolist()}")
+    return tuple(float(v) for v in array)
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0.0 or (value == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"ControllerConfig.{name} must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Controller settings (validated on construction; ValueError names the bad field).
+
+    Attributes:
+        num_joints: number of controlled joints (must match the model).
+        rate_hz: nominal control rate, Hz (> 0).
+        command_interface: "effort" (N·m), "position" (rad) or "velocity" (rad/s).
+        kp: position gains, N·m/rad, one per joint (>= 0).
+        kd: damping gains, N·m·s/rad, one per joint (>= 0).
+        hold_kp: HOLD/ESTOP position gains, N·m/rad; None uses ``kp``.
+        hold_kd: HOLD/ESTOP damping gains, N·m·s/rad; None uses ``kd``.
+        gravity_compensation: add the model's gravity torques (effort interface).
+        interpolation: "linear", "min_jerk" or "none".
+        interpolation_time: duration of one target segment, s (> 0 unless "none").
+        target_timeout: HOLD when no target was accepted for this long, s.
+        state_timeout: HOLD when the joint state stamp is older than this, s.
+        max_target_age: targets whose stamp is older than this at arrival are stale, s.
+        position_margin: rad kept free at both ends of each position range.
+        out_of_range_tolerance: targets beyond a position limit by more than this
+            (rad) are refused; closer ones are clamped.
+        velocity_scale: factor in (0, 1] on the URDF velocity limits.
+        effort_scale: factor in (0, 1] on the URDF effort limits.
+        velocity_feedback_gain: velocity interface only, 1/s: the command is
+            ``qd_ref + gain * (q_ref - q)``.
+    """
+
+    num_joints: int = 7
+    rate_hz: float = 1000.0
+    command_interface: str = "effort"
+    kp: tuple[float, ...] = PANDA_KP
+    kd: tuple[float, ...] = PANDA_KD
+    hold_kp: tuple[float, ...] | None = None
+    hold_kd: tuple[float, ...] | None = None
+    gravity_compensation: bool = True
+    interpolation: str = "min_jerk"
+    interpolation_time: float = 0.05
+    target_timeout: float = 0.1
+    state_timeout: float = 0.05
+    max_target_age: float = 0.25
+    position_margin: float = 0.01
+    out_of_range_tolerance: float = 0.2
+    velocity_scale: float = 1.0
+    effort_scale: float = 1.0
+    velocity_feedback_gain: float = 10.0
+
+    def __post_init__(self) -> None:
+        n = self.num_joints
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"ControllerConfig.num_joints must be a positive int, got {n!r}")
+        for name in ("kp", "kd", "hold_kp", "hold_kd"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _gain_tuple(name, value, n))
+        if self.command_interface not in COMMAND_INTERFACES:
+            raise ValueError(
+                f"ControllerConfig.command_interface must be one of {COMMAND_INTERFACES}, "
+                f"got {self.command_interface!r}"
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"ControllerConfig.interpolation must be one of {INTERPOLATIONS}, "
+                f"got {self.interpolation!r}"
+            )
+        if not isinstance(self.gravity_compensation, bool):
+            raise ValueError("ControllerConfig.gravity_compensation must be a bool")
+        for name in ("rate_hz", "target_timeout", "state_timeout", "max_target_age"):
+            _positive(name, getattr(self, name))
+        for name in ("position_margin", "out_of_range_tolerance", "velocity_feedback_gain"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        _positive("interpolation_time", self.interpolation_time, allow_zero=True)
+        if self.interpolation != "none" and self.interpolation_time <= 0.0:
+            raise ValueError(
+                f"ControllerConfig.interpolation_time must be > 0 s for "
+                f"{self.interpolation!r} interpolation"
+            )
+        for name in ("velocity_scale", "effort_scale"):
+            value = getattr(self, name)
+            _positive(name, value)
+            if value > 1.0:
+                raise ValueError(f"ControllerConfig.{name} must be in (0, 1], got {value!r}")
+
+    @property
+    def period(self) -> float:
+        """Nominal control period, s."""
+        return 1.0 / self.rate_hz
+
+    @property
+    def effective_hold_kp(self) -> tuple[float, ...]:
+        """HOLD/ESTOP position gains in force, N·m/rad."""
+        return self.kp if self.hold_kp is None else self.hold_kp
+
+    @property
+    def effective_hold_kd(self) -> tuple[float, ...]:
+        """HOLD/ESTOP damping gains in force, N·m·s/rad."""
+        return self.kd if self.hold_kd is None else self.hold_kd
+
+    def limit_overrides(self) -> LimitOverrides:
+        """The configured restrictions on the URDF limits."""
+        return LimitOverrides(
+            velocity_scale=self.velocity_scale,
+            effort_scale=self.effort_scale,
+            position_margin=self.position_margin,
+        )
+
+
+#: ControllerConfig fields that cannot change while the controller is active.
+_FIXED_WHILE_ACTIVE = frozenset({"num_joints", "command_interface"})
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """Outcome of :meth:`JointController.set_target` (also used for config changes)."""
+
+    accepted: bool
+    reason: str = ""
+
+
+#: Outcome of :meth:`JointController.update_config` / :meth:`JointController.set_gains`.
+ChangeResult = TargetResult
+
+
+@dataclass(frozen=True, slots=True)
+class ControlCommand:
+    """One control-period output.
+
+    Attributes:
+        values: (n,) command on ``interface`` (N·m, rad or rad/s).
+        mode: the controller mode that produced it.
+        reason: why the controller is not tracking ("" while tracking).
+        interface: "effort", "position" or "velocity".
+        valid: False when nothing may be commanded (inactive, or no joint state
+            seen yet); such a command must not be sent to the robot.
+    """
+
+    values: np.ndarray
+    mode: Mode
+    reason: str
+    interface: str
+    valid: bool = True
+
+
+class JointController:
+    """Interpolating PD + gravity-compensation controller with limits, watchdog and e-stop."""
+
+    def __init__(self, config: ControllerConfig, model: RobotModel) -> None:
+        if config.num_joints != model.n:
+            raise ValueError(
+                f"ControllerConfig.num_joints is {config.num_joints}, "
+                f"the model has {model.n} joints"
+            )
+        self._model = model
+        n = model.n
+        self._n = n
+        # Work buffers (reused every update).
+        self._q = np.zeros(n)
+        self._qd = np.zeros(n)
+        self._q_ref = np.zeros(n)
+        self._qd_ref = np.zeros(n)
+        self._q_hold = np.zeros(n)
+        self._q_last_good = np.zeros(n)
+        self._gravity = np.zeros(n)
+        self._work = np.zeros(n)
+        self._out = np.zeros(n)
+        self._seg_start = np.zeros(n)
+        self._seg_delta = np.zeros(n)
+        self._seg_v0 = np.zeros(n)
+        self._seg_v1 = np.zeros(n)
+        self._seg_goal = np.zeros(n)
+        self._zeros = np.zeros(n)
+        self._apply_config(config)
+        self._active = False
+        self._estop = False
+        self._mode = Mode.INACTIVE
+        self._reason = "inactive"
+        self.targets_accepted = 0
+        self.targets_refused = 0
+        self.last_refusal = ""
+        self.hold_entries = 0
+        self._clear_state()
+
+    # ----------------------------------------------------------------- configuration
+    def _apply_config(self, config: ControllerConfig) -> None:
+        """Derive the arrays the control law uses from ``config``."""
+        limits = effective_limits(self._model.limits, config.limit_overrides())
+        self._config = config
+        self._limits = limits
+        self._urdf_lower = self._model.limits.lower
+        self._urdf_upper = self._model.limits.upper
+        self._low = limits.lower
+        self._high = limits.upper
+        self._vmax = limits.velocity
+        self._neg_vmax = -limits.velocity
+        self._effort = limits.effort
+        self._neg_effort = -limits.effort
+        self._kp = np.array(config.kp)
+        self._kd = np.array(config.kd)
+        self._hold_kp = np.array(config.effective_hold_kp)
+        self._hold_kd = np.array(config.effective_hold_kd)
+        self._period = config.period
+        self._max_tick = _MAX_TICK_PERIODS * config.period
+        self._interface = config.command_interface
+        self._interpolation = config.interpolation
+        self._seg_time = config.interpolation_time
+        self._kv = config.velocity_feedback_gain
+        self._timeout_reason = f"no target for more than target_timeout {config.target_timeout} s"
+        self._stale_reason = (
+            f"joint state stale (older than state_timeout {config.state_timeout} s)"
+        )
+        # A fallback command that is within limits for every interface.
+        self._idle_values = np.clip(np.zeros(self._n), self._low, self._high)
+        if self._interface != "position":
+            self._idle_values[:] = 0.0
+
+    @property
+    def config(self) -> ControllerConfig:
+        """The configuration in force."""
+        return self._config
+
+    @property
+    def limits(self) -> JointLimits:
+        """Effective limits: URDF limits intersected with the configured scales and margin."""
+        return self._limits
+
+    @property
+    def mode(self) -> Mode:
+        """Current mode."""
+        return self._mode
+
+    @property
+    def reason(self) -> str:
+        """Why the controller is not tracking ("" while tracking)."""
+        return self._reason
+
+    @property
+    def estop_latched(self) -> bool:
+        """True while the e-stop is latched."""
+        return self._estop
+
+    @property
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the current reference position (rad) and velocity (rad/s)."""
+        return self._q_ref.copy(), self._qd_ref.copy()
+
+    def update_config(self, **changes: Any) -> ChangeResult:
+        """Change configuration fields live; invalid changes are refused with a reason.
+
+        ``num_joints`` and ``command_interface`` can only change while inactive.
+        """
+        names = {f.name for f in fields(ControllerConfig)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            return ChangeResult(False, f"unknown controller setting(s) {unknown}")
+        if self._active:
+            fixed = sorted(
+                name
+                for name in _FIXED_WHILE_ACTIVE & set(changes)
+                if changes[name] != getattr(self._config, name)
+            )
+            if fixed:
+                return ChangeResult(
+                    False, f"{fixed} can only change while the controller is inactive"
+                )
+        try:
+            config = replace(self._config, **changes)
+        except (TypeError, ValueError) as error:
+            return ChangeResult(False, str(error))
+        if config.num_joints != self._n:
+            return ChangeResult(False, f"num_joints must stay {self._n} (the model's joint count)")
+        try:
+            self._apply_config(config)
+        except ValueError as error:
+            return ChangeResult(False, str(error))
+        # Keep the reference and the active segment inside the new limits.
+        np.clip(self._q_ref, self._low, self._high, out=self._q_ref)
+        np.clip(self._qd_ref, self._neg_vmax, self._vmax, out=self._qd_ref)
+        np.clip(self._seg_goal, self._low, self._high, out=self._seg_goal)
+        np.subtract(self._seg_goal, self._seg_start, out=self._seg_delta)
+        return ChangeResult(True, "")
+
+    def set_gains(self, kp: Sequence[float], kd: Sequence[float]) -> ChangeResult:
+        """Change the tracking gains live (N·m/rad, N·m·s/rad); refused with a reason if invalid."""
+        return self.update_config(kp=kp, kd=kd)
+
+    # ----------------------------------------------------------------- lifecycle
+    def _clear_state(self) -> None:
+        self._has_state = False
+        self._ref_valid = False
+        self._hold_valid = False
+        self._has_segment = False
+        self._segment_needs_start = False
+        self._seg_t0 = 0.0
+        self._last_update = None
+        self._last_target_time = -math.inf
+        self._qd_ref[:] = 0.0
+
+    def activate(self) -> None:
+        """Start commanding: HOLD at the measured position until the first target (or ESTOP)."""
+        if self._active:
+            return
+        self._active = True
+        self._clear_state()
+        self._enter_hold("waiting for first target")
+
+    def deactivate(self) -> None:
+        """Stop commanding: ``update()`` returns invalid (unsendable) commands."""
+        self._active = False
+        self._mode = Mode.INACTIVE
+        self._reason = "inactive"
+        self._clear_state()
+
+    def reset(self) -> None:
+        """Forget targets and the reference; hold the next measured position (watchdog cleared).
+
+        A latched e-stop stays latched.
+        """
+        self._clear_state()
+        if self._active:
+            self._enter_hold("reset: waiting for target")
+
+    def estop(self, reason: str = "e-stop") -> None:
+        """Latch the e-stop: damped hold at the position measured next; targets refused."""
+        self._estop = True
+        self._has_segment = False
+        self._hold_valid = False
+        if self._active:
+            self._mode = Mode.ESTOP
+            self._reason = reason
+            self.hold_entries += 1
+
+    def reset_estop(self) -> None:
+        """Release the e-stop: HOLD where the arm is until a fresh target arrives."""
+        if not self._estop:
+            return
+        self._estop = False
+        if self._active:
+            self._mode = Mode.HOLD
+            self._reason = "e-stop released: waiting for target"
+            if self._hold_valid:
+                self._q_ref[:] = self._q_hold
+                self._qd_ref[:] = 0.0
+
+    def _enter_hold(self, reason: str) -> None:
+        """Switch to HOLD at the last good measured position (captured on next update if none)."""
+        if self._estop:
+            self._mode = Mode.ESTOP
+            return
+        self._mode = Mode.HOLD
+        self._reason = reason
+        self._has_segment = False
+        self.hold_entries += 1
+        if self._has_state:
+            self._q_hold[:] = self._q_last_good
+            self._hold_valid = True
+            self._q_ref[:] = self._q_hold
+            self._ref_valid = True
+        else:
+            self._hold_valid = False
+        self._qd_ref[:] = 0.0
+
+    # ----------------------------------------------------------------- targets
+    def _refuse(self, reason: str) -> TargetResult:
+        self.targets_refused += 1
+        self.last_refusal = reason
+        return TargetResult(False, reason)
+
+    def set_target(
+        self,
+        positions: Sequence[float] | np.ndarray,
+        stamp: float,
+        now: float,
+        velocities: Sequence[float] | np.ndarray | None = None,
+    ) -> TargetResult:
+        """Offer a joint-position target (rad) stamped ``stamp`` (s), arriving at ``now`` (s).
+
+        ``velocities`` (rad/s, optional) is the velocity the reference should have
+        on reaching the target (``min_jerk`` only). See the module docstring for
+        the refusal rules.
+        """
+        if self._estop:
+            return self._refuse("e-stop latched")
+        if not self._active:
+            return self._refuse("controller inactive")
+        ok, reason = check_vector(positions, self._n, "target positions")
+        if not ok:
+            return self._refuse(reason)
+        if velocities is not None:
+            ok, reason = check_vector(velocities, self._n, "target velocities")
+            if not ok:
+                return self._refuse(reason)
+        try:
+            stamp, now = float(stamp), float(now)
+        except (TypeError, ValueError):
+            return self._refuse("stamp and now must be numbers (s)")
+        if not (math.isfinite(stamp) and math.isfinite(now)):
+            return self._refuse("stamp or now is not finite")
+        age = now - stamp
+        limit = self._config.max_target_age
+        if age > limit:
+            return self._refuse(f"stale target: age {age:.3f} s > max_target_age {limit} s")
+        if age < -limit:
+            return self._refuse(f"target stamp is {-age:.3f} s in the future")
+        target = np.asarray(positions, dtype=np.float64)
+        tolerance = self._config.out_of_range_tolerance
+        outside = (target < self._urdf_lower - tolerance) | (target > self._urdf_upper + tolerance)
+        if outside.any():
+            return self._refuse(
+                f"target outside position limits by more than {tolerance} rad "
+                f"at joint index {np.flatnonzero(outside).tolist()}"
+            )
+        np.clip(target, self._low, self._high, out=self._seg_goal)
+        if velocities is None or self._interpolation != "min_jerk":
+            self._seg_v1[:] = 0.0
+        else:
+            np.clip(velocities, self._neg_vmax, self._vmax, out=self._seg_v1)
+        self._start_segment(now)
+        self._last_target_time = now
+        if self._mode is Mode.HOLD:
+            self._mode = Mode.TRACKING
+            self._reason = ""
+        self.targets_accepted += 1
+        return TargetResult(True, "")
+
+    def _start_segment(self, now: float) -> None:
+        self._has_segment = True
+        self._seg_t0 = now
+        if not self._ref_valid:
+            # No measured position yet: the segment starts at the first one.
+            self._segment_needs_start = True
+            return
+        self._segment_needs_start = False
+        self._seg_start[:] = self._q_ref
+        self._seg_v0[:] = self._qd_ref
+        np.subtract(self._seg_goal, self._seg_start, out=self._seg_delta)
+
+    # ----------------------------------------------------------------- control law
+    def _advance_reference(self, now: float, dt: float) -> None:
+        """Move the reference along the active segment, rate-limited, within limits."""
+        q_ref, qd_ref, work = self._q_ref, self._qd_ref, self._work
+        if self._has_segment:
+            duration = self._seg_time
+            s = 1.0 if duration <= 0.0 else min(max((now - self._seg_t0) / duration, 0.0), 1.0)
+            if s >= 1.0 or self._interpolation == "none":
+                work[:] = self._seg_goal
+                qd_ref[:] = 0.0
+                if s >= 1.0:
+                    self._has_segment = False
+            elif self._interpolation == "linear":
+                np.multiply(self._seg_delta, s, out=work)
+                work += self._seg_start
+                np.multiply(self._seg_delta, 1.0 / duration, out=qd_ref)
+            else:
+                self._min_jerk(s, duration)
+        else:
+            work[:] = q_ref
+            qd_ref[:] = 0.0
+        # Rate limit: the reference moves at most vmax * dt this update.
+        work -= q_ref
+        step = self._vmax * dt
+        np.clip(work, -step, step, out=work)
+        q_ref += work
+        np.clip(q_ref, self._low, self._high, out=q_ref)
+        np.clip(qd_ref, self._neg_vmax, self._vmax, out=qd_ref)
+
+    def _min_jerk(self, s: float, duration: float) -> None:
+        """Quintic from (start, v0) to (goal, v1) with zero end accelerations -> work, qd_ref."""
+        s2 = s * s
+        s3 = s2 * s
+        s4 = s3 * s
+        s5 = s4 * s
+        h01 = 10.0 * s3 - 15.0 * s4 + 6.0 * s5
+        h10 = s - 6.0 * s3 + 8.0 * s4 - 3.0 * s5
+        h11 = -4.0 * s3 + 7.0 * s4 - 3.0 * s5
+        dh01 = 30.0 * s2 - 60.0 * s3 + 30.0 * s4
+        dh10 = 1.0 - 18.0 * s2 + 32.0 * s3 - 15.0 * s4
+        dh11 = -12.0 * s2 + 28.0 * s3 - 15.0 * s4
+        work, qd_ref = self._work, self._qd_ref
+        np.multiply(self._seg_delta, h01, out=work)
+        work += self._seg_start
+        work += self._seg_v0 * (h10 * duration)
+        np.multiply(self._seg_delta, dh01 / duration, out=qd_ref)
+        qd_ref += self._seg_v0 * dh10
+        if self._seg_v1.any():
+            work += self._seg_v1 * (h11 * duration)
+            qd_ref += self._seg_v1 * dh11
+
+    def _read_state(self, q: Any, qd: Any) -> str:
+        """Copy q/qd into the work buffers; '' when both are usable, else the fault."""
+        try:
+            q = np.asarray(q, dtype=np.float64)
+            qd = np.asarray(qd, dtype=np.float64)
+        except (TypeError, ValueError):
+            return "joint state is not numeric"
+        n = self._n
+        if q.shape != (n,) or qd.shape != (n,):
+            return f"joint state has shape {q.shape}/{qd.shape}, expected ({n},)"
+        # NaN fails both comparisons, so it is caught here too.
+        if not (np.abs(q).max() < _PLAUSIBLE_STATE):
+            return "joint positions not finite or implausible"
+        if not (np.abs(qd).max() < _PLAUSIBLE_STATE):
+            return "joint velocities not finite or implausible"
+        self._q[:] = q
+        self._qd[:] = qd
+        return ""
+
+    def _finish(self, values: np.ndarray, valid: bool = True) -> ControlCommand:
+        return ControlCommand(values.copy(), self._mode, self._reason, self._interface, valid)
+
+    def _idle_command(self, reason: str | None = None) -> ControlCommand:
+        if reason is not None:
+            self._reason = reason
+        return self._finish(self._idle_values, valid=False)
+
+    def update(self, now: float, q: Any, qd: Any, state_stamp: float) -> ControlCommand:
+        """Compute the command for this control period.
+
+        Args:
+            now: current time, s.
+            q: measured joint positions, rad, shape (n,).
+            qd: measured joint velocities, rad/s, shape (n,).
+            state_stamp: time the joint state was measured, s.
+        """
+        if not self._active:
+            return self._idle_command()
+        fault = self._read_state(q, qd)
+        if not fault:
+            self._q_last_good[:] = self._q
+            self._has_state = True
+            if not self._ref_valid:
+                self._q_ref[:] = self._q
+                self._qd_ref[:] = 0.0
+                self._ref_valid = True
+            if not self._hold_valid and self._mode is not Mode.TRACKING:
+                self._q_hold[:] = self._q
+                self._hold_valid = True
+            if self._segment_needs_start:
+                self._start_segment(self._seg_t0)
+        if not self._has_state:
+            # Nothing known about the arm yet: nothing can be commanded safely.
+            return self._idle_command("no valid joint state yet")
+
+        try:
+            now = float(now)
+        except (TypeError, ValueError):
+            now = math.nan
+        last = self._last_update
+        if not fault:
+            fault = self._timing_fault(now, state_stamp, last)
+        dt = self._period if last is None else min(max(now - last, 0.0), self._max_tick)
+        if not math.isfinite(dt):
+            dt = 0.0
+        if math.isfinite(now):
+            self._last_update = now
+
+        if self._mode is Mode.TRACKING:
+            if fault:
+                self._enter_hold(fault)
+            elif now - self._last_target_time > self._config.target_timeout:
+                self._enter_hold(self._timeout_reason)
+        if self._mode is Mode.TRACKING:
+            self._advance_reference(now, dt)
+            values = self._tracking_law()
+        else:
+            if fault and self._mode is Mode.HOLD and self._reason != fault:
+                self._reason = fault
+            values = self._hold_law(fault)
+        if not np.isfinite(values).all():
+            self._enter_hold("non-finite command suppressed")
+            values = self._idle_values
+        return self._finish(values)
+
+    def _timing_fault(self, now: float, state_stamp: Any, last: float | None) -> str:
+        if not math.isfinite(now):
+            return "controller time is not finite"
+        try:
+            age = now - float(state_stamp)
+        except (TypeError, ValueError):
+            return "joint state stamp is not a number"
+        if not math.isfinite(age):
+            return "joint state stamp is not finite"
+        if age > self._config.state_timeout:
+            return self._stale_reason
+        if age < -self._config.state_timeout:
+            return "joint state stamp is in the future"
+        if last is not None and now < last:
+            return "clock jumped backwards"
+        return ""
+
+    def _tracking_law(self) -> np.ndarray:
+        out, q = self._out, self._q
+        if self._interface == "effort":
+            self._gravity_into(q)
+            np.subtract(self._q_ref, q, out=out)
+            out *= self._kp
+            np.subtract(self._qd_ref, self._qd, out=self._work)
+            self._work *= self._kd
+            out += self._work
+            out += self._gravity
+            return np.clip(out, self._neg_effort, self._effort, out=out)
+        if self._interface == "position":
+            return np.clip(self._q_ref, self._low, self._high, out=out)
+        np.subtract(self._q_ref, q, out=out)
+        out *= self._kv
+        out += self._qd_ref
+        return np.clip(out, self._neg_vmax, self._vmax, out=out)
+
+    def _hold_law(self, fault: str) -> np.ndarray:
+        """Damped hold at q_hold; with a bad state, measured values are replaced safely."""
+        out, work = self._out, self._work
+        if not self._hold_valid:
+            self._q_hold[:] = self._q_last_good
+            self._hold_valid = True
+        if fault:
+            # Without a trustworthy measurement: no position error, no damping.
+            q, qd = self._q_hold, self._zeros
+        else:
+            q, qd = self._q, self._qd
+        if self._interface == "effort":
+            self._gravity_into(q)
+            np.subtract(self._q_hold, q, out=out)
+            out *= self._hold_kp
+            np.multiply(qd, self._hold_kd, out=work)
+            out -= work
+            out += self._gravity
+            return np.clip(out, self._neg_effort, self._effort, out=out)
+        if self._interface == "position":
+            return np.clip(self._q_hold, self._low, self._high, out=out)
+        np.subtract(self._q_hold, q, out=out)
+        out *= self._kv
+        return np.clip(out, self._neg_vmax, self._vmax, out=out)
+
+    def _gravity_into(self, q: np.ndarray) -> None:
+        if self._config.gravity_compensation:
+            self._model.gravity_torques(q, out=self._gravity)
+        else:
+            self._gravity[:] = 0.0
+
+    # ----------------------------------------------------------------- diagnostics
+    def status(self) -> dict[str, Any]:
+        """Counters and state for /diagnostics (not for the control loop)."""
+        return {
+            "mode": self._mode.value,
+            "reason": self._reason,
+            "estop_latched": self._estop,
+            "command_interface": self._interface,
+            "targets_accepted": self.targets_accepted,
+            "targets_refused": self.targets_refused,
+            "last_refusal": self.last_refusal,
+            "hold_entries": self.hold_entries,
+        }
+
+
+def parameter_schema(defaults: ControllerConfig | None = None) -> list[ParamSpec]:
+    """The controller node's parameters, one spec per ControllerConfig field.
+
+    Ranges are the ones ControllerConfig enforces (plus practical upper
+    bounds); ``num_joints`` and ``command_interface`` are read-only.
+    """
+    d = defaults or ControllerConfig()
+    n = d.num_joints
+    hold_kp = list(d.effective_hold_kp)
+    hold_kd = list(d.effective_hold_kd)
+    return [
+        ParamSpec("num_joints", int, n, "number of controlled joints", "", 1, 64, read_only=True),
+        ParamSpec("rate_hz", float, d.rate_hz, "control loop rate", "Hz", 1.0, 10000.0),
+        ParamSpec(
+            "command_interface", str, d.command_interface, "command interface of the robot",
+            read_only=True, choices=COMMAND_INTERFACES,
+        ),
+        ParamSpec("kp", float, list(d.kp), "tracking position gains", "N·m/rad", 0.0, 1e4,
+                  length=n),
+        ParamSpec("kd", float, list(d.kd), "tracking damping gains", "N·m·s/rad", 0.0, 1e3,
+                  length=n),
+        ParamSpec("hold_kp", float, hold_kp, "hold/e-stop position gains", "N·m/rad", 0.0, 1e4,
+                  length=n),
+        ParamSpec("hold_kd", float, hold_kd, "hold/e-stop damping gains", "N·m·s/rad", 0.0, 1e3,
+                  length=n),
+        ParamSpec("gravity_compensation", bool, d.gravity_compensation,
+                  "add model gravity torques (effort interface)"),
+        ParamSpec("interpolation", str, d.interpolation, "reference interpolation between targets",
+                  choices=INTERPOLATIONS),
+        ParamSpec("interpolation_time", float, d.interpolation_time,
+                  "duration of one interpolation segment", "s", 0.0, 1.0),
+        ParamSpec("target_timeout", float, d.target_timeout,
+                  "hold when no target was accepted for this long", "s", 1e-3, 10.0),
+        ParamSpec("state_timeout", float, d.state_timeout,
+                  "hold when the joint state stamp is older than this", "s", 1e-3, 10.0),
+        ParamSpec("max_target_age", float, d.max_target_age,
+                  "refuse targets whose stamp is older than this at arrival", "s", 1e-3, 10.0),
+        ParamSpec("position_margin", float, d.position_margin,
+                  "free range kept at both ends of each joint range", "rad", 0.0, 0.5),
+        ParamSpec("out_of_range_tolerance", float, d.out_of_range_tolerance,
+                  "refuse targets beyond a position limit by more than this", "rad", 0.0, 3.2),
+        ParamSpec("velocity_scale", float, d.velocity_scale,
+                  "factor on the URDF velocity limits", "", 1e-3, 1.0),
+        ParamSpec("effort_scale", float, d.effort_scale,
+                  "factor on the URDF effort limits", "", 1e-3, 1.0),
+        ParamSpec("velocity_feedback_gain", float, d.velocity_feedback_gain,
+                  "position feedback of the velocity interface", "1/s", 0.0, 1e3),
+    ]
+
+
+def config_from_parameters(values: Mapping[str, Any]) -> ControllerConfig:
+    """Build a ControllerConfig from {parameter name: value}; ValueError on bad values."""
+    names = {f.name for f in fields(ControllerConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown controller parameter(s) {unknown}")
+    converted = {
+        name: tuple(value) if isinstance(value, list | tuple | np.ndarray) else value
+        for name, value in values.items()
+    }
+    return ControllerConfig(**converted)
