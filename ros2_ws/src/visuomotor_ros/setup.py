@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE = "visuomotor_ros"
@@ -18,5 +16,13 @@ setup(
     maintainer_email="maintainers@visuomotor.dev",
     description="rclpy nodes of the visuomotor loop: vision encoder, policy, actuator controller, in-process runner.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "encoder_node = visuomotor_ros.encoder_node:main",
+            "policy_node = visuomotor_ros.policy_node:main",
+            "controller_node = visuomotor_ros.controller_node:main",
+            "demo = visuomotor_ros.demo:main",
+            "bench-controller = visuomotor_ros.bench_controller:main",
+        ]
+    },
 )

@@ -1,0 +1,381 @@
+"""Actuator controller node: policy targets -> joint commands at a high rate.
+
+Subscribes ``policy/joint_targets`` (visuomotor_interfaces/JointTargets) and
+``joint_states``; publishes std_msgs/Float64MultiArray on a ros2_control-style
+``<controller>/commands`` topic at ``rate_hz``, a decimated
+``controller/state`` and ``/diagnostics``. Services ``controller/estop`` and
+``controller/reset_estop`` (std_srvs/Trigger) latch and release the e-stop.
+
+The control law, limits, watchdog and e-stop live in
+:class:`visuomotor_core.controller.JointController`; this node only converts
+messages and owns the loop. The loop timer has a callback group of its own, so
+with a multi-threaded executor a slow callback elsewhere (even a 500 ms stall
+in the encoder or policy) cannot delay it. On sim time the loop runs on
+``/clock``: with no clock, time stays at zero and nothing is commanded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from visuomotor_core.controller import (
+    ControllerConfig,
+    JointController,
+    Mode,
+    config_from_parameters,
+    parameter_schema,
+)
+from visuomotor_core.params import ParamSpec
+from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+from visuomotor_core.timing import LatencyStats, PeriodStats
+from visuomotor_interfaces.msg import ControllerState, JointTargets
+from visuomotor_ros import graph
+from visuomotor_ros.node_common import (
+    DEFAULT_QOS,
+    LATEST_QOS,
+    SENSOR_QOS,
+    DiagnosticsReporter,
+    declare_schema,
+    now_seconds,
+    on_set_validated,
+    seconds_to_time,
+    time_to_seconds,
+)
+
+_MODE_CODES = {
+    Mode.INACTIVE: ControllerState.MODE_INACTIVE,
+    Mode.TRACKING: ControllerState.MODE_TRACKING,
+    Mode.HOLD: ControllerState.MODE_HOLD,
+    Mode.ESTOP: ControllerState.MODE_ESTOP,
+}
+
+NODE_SCHEMA = (
+    ParamSpec("command_topic", str, graph.DEFAULT_COMMAND_TOPIC,
+              "ros2_control forward-command topic the commands go to", read_only=True),
+    ParamSpec("urdf_path", str, "", "robot description file; empty: the bringup's panda.urdf",
+              read_only=True),
+    ParamSpec("state_rate_hz", float, 50.0, "rate of controller/state messages", "Hz", 1.0,
+              1000.0),
+    ParamSpec("deadline_tolerance", float, 0.5,
+              "a period longer than (1 + this) x nominal is a deadline miss", "", 0.01, 10.0),
+    ParamSpec("stats_window", int, 5000, "control periods in the jitter statistics", "",
+              100, 1_000_000, read_only=True),
+    ParamSpec("autostart", bool, True, "configure and activate at start-up", read_only=True),
+)
+CONTROLLER_SCHEMA = tuple(parameter_schema())
+SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
+_CONTROLLER_NAMES = frozenset(spec.name for spec in CONTROLLER_SCHEMA)
+
+
+class ControllerNode(LifecycleNode):
+    """Lifecycle node running :class:`JointController` at ``rate_hz``; commands only when active."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("controller_node", **kwargs)
+        self.params = declare_schema(self, SCHEMA)
+        on_set_validated(self, SCHEMA, self._apply_params)
+        self.controller: JointController | None = None
+        self._lock = threading.Lock()
+        self._joint_names = list(PANDA_ARM_JOINTS)
+        self._q = np.zeros(len(self._joint_names))
+        self._qd = np.zeros(len(self._joint_names))
+        self._state_stamp = -np.inf
+        self._have_state = False
+        self._state_index: np.ndarray | None = None
+        self._state_names: tuple[str, ...] = ()
+        self._target_camera_stamp = None
+        self._latency_pending = False
+        self._timer = None
+        self._last_wall: float | None = None
+        self._last_state_pub = -np.inf
+        self._warned: dict[str, float] = {}
+        if self.params["autostart"]:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        p = self.params
+        try:
+            urdf = p["urdf_path"] or str(graph.urdf_path())
+            model = RobotModel.from_urdf_file(urdf, self._joint_names)
+            config = config_from_parameters(
+                {k: v for k, v in p.items() if k in _CONTROLLER_NAMES}
+            )
+            self.controller = JointController(config, model)
+        except ValueError as error:
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.period_stats = PeriodStats(
+            nominal_period=config.period,
+            window=p["stats_window"],
+            tolerance=p["deadline_tolerance"],
+        )
+        self.latency = LatencyStats(("camera_to_command", "policy_to_command"), window=2000)
+        self._loop_group = MutuallyExclusiveCallbackGroup()
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        self._command_msg = Float64MultiArray()
+        self._pub_command = self.create_publisher(
+            Float64MultiArray, p["command_topic"], LATEST_QOS
+        )
+        self._pub_state = self.create_publisher(
+            ControllerState, graph.CONTROLLER_STATE, DEFAULT_QOS
+        )
+        self._diagnostics = DiagnosticsReporter(self, "actuator controller")
+        self._subs = [
+            self.create_subscription(
+                JointTargets, graph.POLICY_TARGETS, self._on_targets, LATEST_QOS,
+                callback_group=self._io_group,
+            ),
+            self.create_subscription(
+                JointState, graph.JOINT_STATES, self._on_joint_state, SENSOR_QOS,
+                callback_group=self._io_group,
+            ),
+        ]
+        self._services = [
+            self.create_service(Trigger, graph.CONTROLLER_ESTOP, self._on_estop,
+                                callback_group=self._io_group),
+            self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
+                                callback_group=self._io_group),
+        ]
+        self._create_timer(config)
+        self.get_logger().info(
+            f"configured: {config.rate_hz:.0f} Hz, {config.command_interface} commands on "
+            f"'{p['command_topic']}'"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_timer(self, config: ControllerConfig) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._timer = self.create_timer(
+            config.period, self._control_tick, callback_group=self._loop_group
+        )
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        with self._lock:
+            self.controller.activate()
+        self.get_logger().info("active: commanding")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        with self._lock:
+            self.controller.deactivate()
+        self.get_logger().info("inactive: no commands")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for sub in getattr(self, "_subs", []):
+            self.destroy_subscription(sub)
+        for srv in getattr(self, "_services", []):
+            self.destroy_service(srv)
+        self._subs, self._services = [], []
+        self.controller = None
+
+    # ------------------------------------------------------------------ parameters
+    def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
+        controller_changes = {k: v for k, v in changes.items() if k in _CONTROLLER_NAMES}
+        if controller_changes and self.controller is not None:
+            converted = {
+                k: tuple(v) if isinstance(v, list | tuple) else v
+                for k, v in controller_changes.items()
+            }
+            with self._lock:
+                result = self.controller.update_config(**converted)
+            if not result.accepted:
+                return False, result.reason
+            if "rate_hz" in converted:
+                self.period_stats.set_nominal_period(self.controller.config.period)
+                self._create_timer(self.controller.config)
+        self.params.update(changes)
+        return True, ""
+
+    # ------------------------------------------------------------------ inputs
+    def _warn(self, key: str, text: str, period: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -np.inf) >= period:
+            self._warned[key] = now
+            self.get_logger().warning(text)
+
+    def _index_for(self, names: list[str]) -> np.ndarray | None:
+        """Positions of our joints in a message's name list (cached per name list)."""
+        key = tuple(names)
+        if key != self._state_names:
+            try:
+                self._state_index = np.array([names.index(j) for j in self._joint_names])
+            except ValueError:
+                missing = sorted(set(self._joint_names) - set(names))
+                self._warn("names", f"joint state lacks joints {missing}: ignored")
+                return None
+            self._state_names = key
+        return self._state_index
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        index = self._index_for(list(msg.name))
+        if index is None:
+            return
+        if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
+            self._warn("state_len", "joint state with missing position/velocity: ignored")
+            return
+        with self._lock:
+            self._q[:] = np.asarray(msg.position)[index]
+            self._qd[:] = np.asarray(msg.velocity)[index]
+            self._state_stamp = time_to_seconds(msg.header.stamp)
+            self._have_state = True
+
+    def _on_targets(self, msg: JointTargets) -> None:
+        if self.controller is None:
+            return
+        positions = np.asarray(msg.position, dtype=np.float64)
+        if msg.name:
+            index = self._target_index(list(msg.name))
+            if index is None or positions.size != len(msg.name):
+                self._warn("target_names", "target names/positions do not match the arm")
+                return
+            positions = positions[index]
+        now = now_seconds(self)
+        stamp = time_to_seconds(msg.header.stamp)
+        with self._lock:
+            result = self.controller.set_target(positions, stamp=stamp, now=now)
+        if not result.accepted:
+            self._warn("target", f"target refused: {result.reason}")
+            return
+        self._target_camera_stamp = stamp
+        self._target_policy_stamp = time_to_seconds(msg.policy_stamp)
+        self._latency_pending = True
+
+    def _target_index(self, names: list[str]) -> np.ndarray | None:
+        try:
+            return np.array([names.index(j) for j in self._joint_names])
+        except ValueError:
+            return None
+
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            self.controller.estop("e-stop service")
+        self.get_logger().warning("E-STOP latched: holding until controller/reset_estop")
+        response.success, response.message = True, "e-stop latched"
+        return response
+
+    def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            self.controller.reset_estop()
+        self.get_logger().info("e-stop released: holding until a fresh target")
+        response.success, response.message = True, "e-stop released"
+        return response
+
+    # ------------------------------------------------------------------ loop
+    def _control_tick(self) -> None:
+        controller = self.controller
+        if controller is None:
+            return
+        wall = time.perf_counter()
+        if self._last_wall is not None:
+            self.period_stats.record(wall - self._last_wall)
+        self._last_wall = wall
+        now = now_seconds(self)
+        if now <= 0.0:
+            return  # sim time without /clock yet: no motion is commanded
+        with self._lock:
+            if not self._have_state:
+                return
+            command = controller.update(now, self._q, self._qd, self._state_stamp)
+            if command.valid:
+                self._command_msg.data = command.values.tolist()
+        if not command.valid:
+            return
+        self._pub_command.publish(self._command_msg)
+        if self._latency_pending and command.mode is Mode.TRACKING:
+            self._latency_pending = False
+            self.latency.record("camera_to_command", now - self._target_camera_stamp)
+            self.latency.record("policy_to_command", now - self._target_policy_stamp)
+        if now - self._last_state_pub >= 1.0 / self.params["state_rate_hz"]:
+            self._last_state_pub = now
+            self._publish_state(now, command)
+
+    def _publish_state(self, now: float, command: Any) -> None:
+        controller = self.controller
+        q_ref, _ = controller.reference
+        jitter = self.period_stats.summary()
+        e2e = self.latency.summary("camera_to_command")
+        status = controller.status()
+        msg = ControllerState(
+            mode=_MODE_CODES[command.mode],
+            reason=command.reason,
+            name=self._joint_names,
+            reference_position=q_ref.tolist(),
+            measured_position=self._q.tolist(),
+            command=self._command_msg.data,
+            command_interface=command.interface,
+            target_age=max(0.0, now - (self._target_camera_stamp or now)),
+            end_to_end_latency=e2e["last"],
+            period_jitter_p50=jitter["jitter_p50"],
+            period_jitter_p99=jitter["jitter_p99"],
+            deadline_misses=jitter["deadline_misses"],
+            rejected_targets=status["targets_refused"],
+        )
+        msg.header.stamp = seconds_to_time(now)
+        msg.header.frame_id = "panda_link0"
+        self._pub_state.publish(msg)
+        level = "ok" if command.mode is Mode.TRACKING else "warn"
+        if command.mode is Mode.ESTOP:
+            level = "error"
+        policy = self.latency.summary("policy_to_command")
+        self._diagnostics.report(
+            level,
+            f"{command.mode.value}" + (f": {command.reason}" if command.reason else ""),
+            {
+                **status,
+                "rate_hz": controller.config.rate_hz,
+                "period_p50_s": jitter["period_p50"],
+                "period_jitter_p50_s": jitter["jitter_p50"],
+                "period_jitter_p99_s": jitter["jitter_p99"],
+                "deadline_misses": jitter["deadline_misses"],
+                "camera_to_command_p50_s": e2e["p50"],
+                "camera_to_command_p99_s": e2e["p99"],
+                "policy_to_command_p50_s": policy["p50"],
+                "policy_to_command_p99_s": policy["p99"],
+            },
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = ControllerNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
