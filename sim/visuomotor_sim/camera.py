@@ -150,14 +150,27 @@ class CameraPose:
         return view.T.reshape(-1).tolist()
 
 
+PIXEL_CONVENTIONS: tuple[str, ...] = ("tiny", "opengl")
+"""Where a renderer samples pixels: ``tiny`` = PyBullet's TinyRenderer (CPU), ``opengl`` =
+hardware OpenGL/EGL (pixel centres at half-integer window coordinates)."""
+
+
 @dataclass(frozen=True)
 class PinholeCamera:
-    """Intrinsics and nominal extrinsics of one camera, derived from a :class:`CameraConfig`."""
+    """Intrinsics and nominal extrinsics of one camera, derived from a :class:`CameraConfig`.
+
+    ``pixel_convention`` (one of :data:`PIXEL_CONVENTIONS`) names the renderer whose images
+    ``K`` must describe; the two differ by half a pixel.
+    """
 
     config: CameraConfig
+    pixel_convention: str = "tiny"
     pose: CameraPose = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.pixel_convention not in PIXEL_CONVENTIONS:
+            raise ValueError(f"PinholeCamera.pixel_convention must be one of "
+                             f"{PIXEL_CONVENTIONS}, got '{self.pixel_convention}'")
         cfg = self.config
         object.__setattr__(self, "pose", CameraPose.from_look_at(cfg.eye, cfg.look_at, cfg.up))
 
@@ -185,7 +198,8 @@ class PinholeCamera:
         PyBullet's TinyRenderer samples pixel column ``u`` at NDC x = 2u / W - 1 and writes
         rows bottom-up, so row ``v`` samples NDC y = 2 (H - 1 - v) / H - 1 (measured: blob
         centroids match to ~0.1 px). Solving for the pixel of a point with NDC
-        (P00 x + P02 z) / -z gives the K below (z = -z_gl = optical depth).
+        (P00 x + P02 z) / -z gives the K below (z = -z_gl = optical depth). Hardware
+        OpenGL samples pixel centres, NDC x = 2 (u + 0.5) / W - 1, likewise for rows.
         """
         proj = np.asarray(self.projection_matrix()).reshape(4, 4).T
         w, h = self.config.width, self.config.height
@@ -193,6 +207,9 @@ class PinholeCamera:
         fy = proj[1, 1] * h / 2.0
         cx = (1.0 - proj[0, 2]) * w / 2.0
         cy = (1.0 + proj[1, 2]) * h / 2.0 - 1.0
+        if self.pixel_convention == "opengl":
+            cx -= 0.5
+            cy += 0.5
         return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
     def project(self, points_base, pose: CameraPose | None = None) -> np.ndarray:

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from visuomotor_sim import ENV_ID  # noqa: F401 - re-exported; registered on package import
 from visuomotor_sim.randomization import (
     DYNAMICS_VECTOR_FIELDS,
     DomainRandomizer,
@@ -47,7 +48,6 @@ from visuomotor_sim.randomization import (
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
 from visuomotor_sim.world import ARM_JOINT_NAMES, PandaWorld, WorldConfig, robot_urdf_path
 
-ENV_ID = "visuomotor/VisualReach-v0"
 N_JOINTS = len(ARM_JOINT_NAMES)
 PROPRIO_SIZE = 3 * N_JOINTS
 _SEED_LIMIT = 2**31 - 1
@@ -277,11 +277,3 @@ class VisualReachEnv(gym.Env):
             "true_target": self.world.target_position,
         }
 
-
-def register() -> None:
-    """Register ``visuomotor/VisualReach-v0`` with Gymnasium (idempotent)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="visuomotor_sim.env:VisualReachEnv")
-
-
-register()

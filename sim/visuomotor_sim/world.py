@@ -95,8 +95,9 @@ class WorldConfig:
         robot_visual: ``"collision"`` renders the arm with its low-poly collision meshes
             (about 6x faster on the CPU renderer, same kinematics and dynamics);
             ``"full"`` uses the detailed visual meshes.
-        use_egl: render with the EGL hardware plugin when it loads (falls back to the
-            CPU TinyRenderer with a log line).
+        use_egl: render with the EGL plugin when it loads (falls back to the CPU
+            TinyRenderer with a log line). Worth it only with a GPU: on a CPU-only
+            machine EGL runs on Mesa llvmpipe and is ~6x slower than TinyRenderer here.
         table_half_extents: half sizes of the box table, m; its top is the plane z = 0.
         table_centre_xy: table centre in the base frame, m.
         camera: the fixed scene camera.
@@ -184,9 +185,10 @@ class PandaWorld:
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
-        self.camera = PinholeCamera(self.config.camera)
         self._client = BulletClient(connection_mode=pybullet.DIRECT)
         self._renderer = self._choose_renderer()
+        convention = "opengl" if self._renderer == pybullet.ER_BULLET_HARDWARE_OPENGL else "tiny"
+        self.camera = PinholeCamera(self.config.camera, pixel_convention=convention)
         self._build_scene()
         self._dynamics = DynamicsParams()
         self._visual = VisualParams()
