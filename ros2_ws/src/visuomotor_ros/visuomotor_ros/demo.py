@@ -1,0 +1,277 @@
+"""The main job: the full graph, headless, on the committed models; prints a report.
+
+    python -m visuomotor_ros.demo --episodes 10 --profile nominal --seed 0
+    python -m visuomotor_ros.demo --episodes 3 --record runs/demo.mcap
+
+Sim, encoder, policy and controller run as separate rclpy nodes in one process
+(the in-process runner, same parameter files as ``ros2 launch``) on sim time,
+the sim stepping in lockstep with the 1 kHz controller. A supervisor node
+resets each episode through ``sim/reset_episode``, waits for the task to end
+and collects rates and per-stage latencies from the loop's own topics. Exit
+status: 0 when the success rate reaches ``--min-success``, 1 otherwise, 2 when
+the loop stalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+
+from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
+from visuomotor_interfaces.srv import ResetEpisode
+from visuomotor_ros import graph
+from visuomotor_ros.node_common import SENSOR_QOS, time_to_seconds
+from visuomotor_ros.runner import GraphRunner
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    error: float
+    time_to_success: float
+    elapsed: float
+
+
+@dataclass
+class LoopStats:
+    """Rates and latencies gathered by the supervisor (wall clock unless noted)."""
+
+    image_wall: dict[float, float] = field(default_factory=dict)
+    encoder_latency: list[float] = field(default_factory=list)
+    policy_latency: list[float] = field(default_factory=list)
+    encoder_inference: list[float] = field(default_factory=list)
+    policy_inference: list[float] = field(default_factory=list)
+    camera_to_command_sim: list[float] = field(default_factory=list)
+    frames: int = 0
+    commands: int = 0
+    jitter_p99: float = float("nan")
+    deadline_misses: int = 0
+
+
+class Supervisor(Node):
+    """Drives episodes and listens to the loop (not part of the graph itself)."""
+
+    def __init__(self, context) -> None:
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Float64MultiArray
+
+        super().__init__("demo_supervisor", context=context)
+        self.stats = LoopStats()
+        self.status: TaskStatus | None = None
+        self._lock = threading.Lock()
+        self.reset_client = self.create_client(ResetEpisode, graph.SIM_RESET)
+        self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
+        self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
+        self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES, self._on_features, 10)
+        self.create_subscription(JointTargets, graph.POLICY_TARGETS, self._on_targets, 10)
+        self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 10)
+        self.create_subscription(
+            Float64MultiArray, graph.DEFAULT_COMMAND_TOPIC, self._on_command, SENSOR_QOS
+        )
+
+    def _on_status(self, msg: TaskStatus) -> None:
+        with self._lock:
+            self.status = msg
+
+    def _on_image(self, msg) -> None:
+        self.stats.frames += 1
+        self.stats.image_wall[time_to_seconds(msg.header.stamp)] = time.perf_counter()
+
+    def _on_features(self, msg: EncoderFeatures) -> None:
+        sent = self.stats.image_wall.get(time_to_seconds(msg.header.stamp))
+        if sent is not None:
+            self.stats.encoder_latency.append(time.perf_counter() - sent)
+        self.stats.encoder_inference.append(msg.inference_time)
+
+    def _on_targets(self, msg: JointTargets) -> None:
+        stamp = time_to_seconds(msg.header.stamp)
+        sent = self.stats.image_wall.pop(stamp, None)
+        if sent is not None:
+            self.stats.policy_latency.append(time.perf_counter() - sent)
+        self.stats.policy_inference.append(msg.inference_time)
+
+    def _on_state(self, msg: ControllerState) -> None:
+        if msg.end_to_end_latency > 0.0:
+            self.stats.camera_to_command_sim.append(msg.end_to_end_latency)
+        self.stats.jitter_p99 = msg.period_jitter_p99
+        self.stats.deadline_misses = msg.deadline_misses
+
+    def _on_command(self, msg) -> None:
+        self.stats.commands += 1
+
+    def latest_status(self) -> TaskStatus | None:
+        with self._lock:
+            return self.status
+
+    def reset(self, seed: int, profile: str, timeout: float = 30.0) -> int:
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service '{graph.SIM_RESET}' did not appear in {timeout} s")
+        future = self.reset_client.call_async(ResetEpisode.Request(seed=seed, profile=profile))
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise RuntimeError("reset_episode did not answer")
+            time.sleep(0.01)
+        response = future.result()
+        if not response.success:
+            raise RuntimeError(f"reset_episode refused: {response.message}")
+        return response.episode
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def run_episodes(
+    episodes: int,
+    seed: int,
+    profile: str,
+    record: Path | None = None,
+    wall_timeout: float = 180.0,
+    overrides: dict | None = None,
+) -> tuple[list[EpisodeResult], LoopStats, float, float]:
+    """Run ``episodes`` episodes; returns (results, stats, sim seconds, wall seconds)."""
+    node_overrides = {"sim": {"profile": profile, "seed": seed, "start_episode": False}}
+    for role, values in (overrides or {}).items():
+        node_overrides.setdefault(role, {}).update(values)
+    runner = GraphRunner(sim=True, use_sim_time=True, overrides=node_overrides)
+    results: list[EpisodeResult] = []
+    recorder = None
+    with runner:
+        supervisor = Supervisor(runner.context)
+        runner.add_node(supervisor)
+        if record is not None:
+            from visuomotor_ros.recording import McapRecorder
+
+            recorder = McapRecorder(supervisor, record)
+        wall_start = time.perf_counter()
+        sim_start = None
+        try:
+            for index in range(episodes):
+                episode_seed = seed + index
+                episode = supervisor.reset(episode_seed, profile)
+                status = _wait_for_end(supervisor, episode, wall_timeout)
+                if sim_start is None:
+                    sim_start = 0.0
+                results.append(
+                    EpisodeResult(
+                        seed=episode_seed,
+                        success=status.success,
+                        error=status.error,
+                        time_to_success=status.time_to_success,
+                        elapsed=status.elapsed,
+                    )
+                )
+                outcome = (
+                    f"success in {status.time_to_success:.2f} s" if status.success else "FAIL"
+                )
+                print(
+                    f"episode {index + 1}/{episodes} seed {episode_seed}: {outcome}, "
+                    f"final error {status.error * 100:.2f} cm",
+                    flush=True,
+                )
+        finally:
+            if recorder is not None:
+                recorder.close()
+        wall = time.perf_counter() - wall_start
+    sim_seconds = sum(r.elapsed for r in results)
+    return results, supervisor.stats, sim_seconds, wall
+
+
+def _wait_for_end(supervisor: Supervisor, episode: int, wall_timeout: float) -> TaskStatus:
+    deadline = time.monotonic() + wall_timeout
+    while time.monotonic() < deadline:
+        status = supervisor.latest_status()
+        if status is not None and status.episode == episode and status.done:
+            return status
+        time.sleep(0.02)
+    raise TimeoutError(f"episode {episode} did not finish within {wall_timeout} s of wall time")
+
+
+def format_report(
+    results: list[EpisodeResult], stats: LoopStats, sim_seconds: float, wall: float, profile: str
+) -> str:
+    n = len(results)
+    successes = [r for r in results if r.success]
+    errors = np.array([r.error for r in results]) * 100.0
+    tts = [r.time_to_success for r in successes]
+    enc50, enc99 = _percentiles(stats.encoder_latency)
+    pol50, pol99 = _percentiles(stats.policy_latency)
+    ei50, ei99 = _percentiles(stats.encoder_inference)
+    pi50, pi99 = _percentiles(stats.policy_inference)
+    e2e50, e2e99 = _percentiles(stats.camera_to_command_sim)
+    median_tts = np.median(tts) if tts else float("nan")
+    lines = [
+        "",
+        f"visuomotor closed loop — profile '{profile}', {n} episodes",
+        f"  success rate            {len(successes)}/{n} "
+        f"= {100.0 * len(successes) / max(n, 1):.0f}%",
+        f"  final error             median {np.median(errors):.2f} cm, max {errors.max():.2f} cm",
+        f"  time to success         median {median_tts:.2f} s",
+        f"  sim time / wall time    {sim_seconds:.1f} s / {wall:.1f} s "
+        f"(real-time factor {sim_seconds / max(wall, 1e-9):.2f})",
+        f"  control rate            {stats.commands / max(sim_seconds, 1e-9):.0f} Hz sim time, "
+        f"{stats.commands / max(wall, 1e-9):.0f} Hz wall",
+        f"  camera rate             {stats.frames / max(sim_seconds, 1e-9):.1f} Hz sim time, "
+        f"{stats.frames / max(wall, 1e-9):.1f} Hz wall",
+        "  latency per stage (p50 / p99)",
+        f"    encoder inference             {ei50 * 1e3:7.2f} / {ei99 * 1e3:7.2f} ms wall",
+        f"    camera -> encoder features    {enc50 * 1e3:7.2f} / {enc99 * 1e3:7.2f} ms wall",
+        f"    policy inference              {pi50 * 1e3:7.2f} / {pi99 * 1e3:7.2f} ms wall",
+        f"    camera -> policy targets      {pol50 * 1e3:7.2f} / {pol99 * 1e3:7.2f} ms wall",
+        f"    camera -> joint command       {e2e50 * 1e3:7.2f} / {e2e99 * 1e3:7.2f} ms sim time",
+        f"  controller period jitter p99    {stats.jitter_p99 * 1e6:.0f} us wall, "
+        f"deadline misses {stats.deadline_misses}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=10, help="number of episodes (10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (0)")
+    parser.add_argument(
+        "--profile", default="nominal", choices=("nominal", "training", "heldout"),
+        help="domain-randomization profile (nominal)",
+    )
+    parser.add_argument("--record", type=Path, help="record every loop topic to this MCAP file")
+    parser.add_argument(
+        "--min-success", type=float, default=0.9, help="success rate needed for exit status 0"
+    )
+    parser.add_argument(
+        "--episode-wall-timeout", type=float, default=180.0,
+        help="give up when an episode takes longer than this much wall time (s)",
+    )
+    parser.add_argument(
+        "--gui", action="store_true",
+        help="show the PyBullet GUI (needs a display; the loop itself stays the same)",
+    )
+    args = parser.parse_args(argv)
+    overrides = {"sim": {"gui": True}} if args.gui else None
+    try:
+        results, stats, sim_seconds, wall = run_episodes(
+            args.episodes, args.seed, args.profile, args.record,
+            args.episode_wall_timeout, overrides,
+        )
+    except (TimeoutError, RuntimeError) as error:
+        print(f"loop failed: {error}", file=sys.stderr)
+        return 2
+    print(format_report(results, stats, sim_seconds, wall, args.profile))
+    if args.record is not None:
+        print(f"  recording                       {args.record}")
+    rate = sum(r.success for r in results) / max(len(results), 1)
+    return 0 if rate >= args.min_success else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
