@@ -49,6 +49,23 @@ def physics_rate(steps: int) -> float:
         return rate(tick, steps)
 
 
+def env_rate(steps: int, physics_hz: float = 1000.0) -> float:
+    """State-only ``VisualReachEnv`` steps/s (controller + physics for one 50 ms period)."""
+    from visuomotor_sim.env import EnvConfig, VisualReachEnv
+
+    config = EnvConfig(render_images=False, world=WorldConfig(physics_hz=physics_hz))
+    with VisualReachEnv(config) as env:
+        env.reset(seed=0)
+        action = np.zeros(env.action_space.shape, np.float32)
+
+        def env_step() -> None:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+        return rate(env_step, steps)
+
+
 def ours_frame_rate(size: int, frames: int) -> float:
     """Frames/s of :meth:`PandaWorld.render` at ``size`` x ``size``."""
     config = WorldConfig(camera=CameraConfig(width=size, height=size))
@@ -86,10 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="frames rendered per size and setting (default 30)")
     parser.add_argument("--steps", type=int, default=3000,
                         help="physics steps timed (default 3000)")
+    parser.add_argument("--env-steps", type=int, default=200,
+                        help="state-only env steps timed per physics rate (default 200)")
     args = parser.parse_args(argv)
 
     print(f"physics: {physics_rate(args.steps):,.0f} steps/s "
           f"(read state + command + step, 1 kHz world)")
+    for hz in (1000.0, 500.0):
+        print(f"env (state-only, {hz:.0f} Hz physics, 20 Hz policy): "
+              f"{env_rate(args.env_steps, hz):,.0f} steps/s")
     rows = [["size", "ours fps", "ours ms", "default fps", "default ms", "speed-up"]]
     for size in SIZES:
         ours, default = ours_frame_rate(size, args.frames), default_frame_rate(size, args.frames)
