@@ -106,6 +106,16 @@ def test_position_and_velocity_modes_track_their_setpoints(world):
         world.apply_command(np.zeros(7), "current")
 
 
+@pytest.mark.parametrize("bad", [np.full(7, np.nan), np.zeros(6)], ids=["nan", "short"])
+def test_malformed_commands_are_refused_and_not_queued(world, bad):
+    world.reset(seed=0)
+    world.apply_command(np.ones(7), "effort")
+    with pytest.raises(ValueError, match="7 finite values"):
+        world.apply_command(bad, "effort")
+    world.step()
+    np.testing.assert_array_equal(world.joint_state()[2], np.ones(7))
+
+
 def test_payload_mass_adds_to_hand_and_loads_the_joints(world):
     world.reset(seed=0)
     hand, hold = world.link_mass("panda_hand"), hold_torques(world)  # nominal model

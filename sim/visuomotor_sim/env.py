@@ -19,7 +19,8 @@ Observation (``Dict``):
 * ``image`` — (H, W, 3) uint8 camera frame; present when ``render_images`` is on.
 * ``proprio`` — float32 (21,): measured q (rad), qd (rad/s), previous action (clipped).
 * ``target`` — float32 (3,): target position estimate, m, base frame: the true centre plus
-  Gaussian noise of ``target_noise_std`` (stands in for the vision encoder); present by
+  Gaussian noise of ``target_noise_std`` drawn once per episode (a correlated estimate
+  error standing in for the vision encoder's); present by
   default when images are off (state-only training), configurable with ``include_target``.
 
 Reward: ``-distance_weight * error`` (m) each step, plus ``success_bonus`` on the step that

@@ -409,11 +409,18 @@ class PandaWorld:
             values: (7,) torques (N·m, ``"effort"``), positions (rad, ``"position"``) or
                 velocities (rad/s, ``"velocity"``) for panda_joint1..7.
             mode: one of :data:`COMMAND_MODES` (an enum with such a ``.value`` works too).
+
+        Raises:
+            ValueError: unknown mode, wrong length or non-finite values (nothing is queued).
         """
         mode_name = getattr(mode, "value", mode)
         code = _MODE_CODES.get(mode_name)
         if code is None:
             raise ValueError(f"unknown command mode '{mode_name}' (use one of {COMMAND_MODES})")
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self._latest.shape or not np.isfinite(values).all():
+            raise ValueError(f"arm command must be {self._latest.shape[0]} finite values, got "
+                             f"{values.tolist()}")
         self._latest[:] = values
         self._latest_mode = code
         if not self._primed:
