@@ -1,0 +1,190 @@
+"""Encoder dataset rendered through the simulation.
+
+Each sample is one :meth:`visuomotor_sim.world.PandaWorld.reset` with visual
+parameters drawn from a randomization profile (light, colours, camera pose jitter,
+image noise), a target drawn from the world's target ranges and an arm configuration
+drawn around home (``arm_noise_std``), followed by one render of the scene camera.
+Labels: the target centre (m, base frame ``panda_link0``), its visible fraction
+(share of rays from the rendering camera to points on the sphere that nothing blocks,
+0 when it projects outside the image), and the pixel coordinates (u right, v down) of
+the sphere centre and of the foot of its post on the table, as rendered (jittered pose).
+
+Every sample's randomness derives from ``(seed, split, index)`` only, so a dataset is
+identical however it is split across worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+_SPLIT_IDS = {"train": 0, "heldout": 1}
+_FORMAT_VERSION = 2
+_CHUNK = 200
+_VISIBILITY_OFFSETS = ((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.7), (0.0, -0.7))
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """What to render.
+
+    Attributes:
+        n_train: training images (``train_profile``).
+        n_heldout: evaluation images (``heldout_profile``: visual conditions never trained on).
+        train_profile, heldout_profile: randomization profile names.
+        arm_noise_std: std of the arm's joint angles around home, rad.
+        seed: base seed of every draw.
+        workers: rendering processes.
+    """
+
+    n_train: int = 12000
+    n_heldout: int = 1000
+    train_profile: str = "training"
+    heldout_profile: str = "heldout"
+    arm_noise_std: float = 0.3
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.n_train <= 0 or self.n_heldout <= 0:
+            raise ValueError("DatasetConfig: n_train and n_heldout must be positive")
+        if not 0.0 <= self.arm_noise_std <= 1.0:
+            raise ValueError(f"DatasetConfig.arm_noise_std must be in [0, 1] rad, got "
+                             f"{self.arm_noise_std}")
+        if self.workers < 1:
+            raise ValueError("DatasetConfig.workers must be >= 1")
+
+    def cache_key(self) -> str:
+        """Hash of everything that changes the rendered data (not ``workers``)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "workers"}
+        fields["format"] = _FORMAT_VERSION
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Split:
+    """Rendered images (N, H, W, 3) uint8 RGB, targets (N, 3) m, visible (N,) in [0, 1],
+    pixels (N, 2, 2): (u, v) of the sphere centre and of the post's foot."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    visible: np.ndarray
+    pixels: np.ndarray
+
+    def subset(self, index) -> Split:
+        return Split(self.images[index], self.targets[index], self.visible[index],
+                     self.pixels[index])
+
+
+_FIELDS = ("images", "targets", "visible", "pixels")
+_WORLD = None
+
+
+def _world(arm_noise_std: float):
+    global _WORLD
+    if _WORLD is None:
+        from visuomotor_sim.world import PandaWorld, WorldConfig
+
+        _WORLD = PandaWorld(WorldConfig(home_noise_std=arm_noise_std))
+    return _WORLD
+
+
+def visible_fraction(world) -> float:
+    """Share of rays from the rendering camera to the target sphere that nothing blocks.
+
+    The target and its post are visual-only bodies, so rays hit only the robot and the
+    table, whose collision shapes are what the camera renders."""
+    pose = world.render_camera_pose()
+    target = world.target_position
+    uv = world.camera.project(target, pose)[0]
+    cfg = world.config.camera
+    if not (np.all(np.isfinite(uv)) and 0 <= uv[0] < cfg.width and 0 <= uv[1] < cfg.height):
+        return 0.0
+    radius = world.config.target.radius
+    right, down = pose.rotation[:, 0], pose.rotation[:, 1]
+    ends = [target + radius * (a * right + b * down) for a, b in _VISIBILITY_OFFSETS]
+    hits = world.client.rayTestBatch([pose.position.tolist()] * len(ends),
+                                     [e.tolist() for e in ends])
+    return float(np.mean([hit[0] < 0 for hit in hits]))
+
+
+def keypoint_pixels(world) -> np.ndarray:
+    """(2, 2) pixel coordinates of the sphere centre and its post's foot (z = 0) as
+    rendered (with the episode's camera jitter)."""
+    target = world.target_position
+    foot = np.array([target[0], target[1], 0.0])
+    return world.camera.project(np.stack([target, foot]), world.render_camera_pose())
+
+
+def _render_chunk(args: tuple) -> tuple:
+    from visuomotor_sim.randomization import DomainRandomizer, load_profile
+
+    config, split, start, count = args
+    profile = load_profile(config.train_profile if split == "train" else config.heldout_profile)
+    world = _world(config.arm_noise_std)
+    cam = world.config.camera
+    images = np.empty((count, cam.height, cam.width, 3), np.uint8)
+    targets = np.empty((count, 3))
+    visible = np.empty(count)
+    pixels = np.empty((count, 2, 2))
+    for k in range(count):
+        index = start + k
+        rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
+        _, visual = DomainRandomizer(profile, rng).sample()
+        targets[k] = world.reset(int(rng.integers(2**31)), visual=visual)
+        images[k] = world.render()
+        visible[k] = visible_fraction(world)
+        pixels[k] = keypoint_pixels(world)
+    return start, images, targets, visible, pixels
+
+
+def render_split(config: DatasetConfig, split: str, count: int, progress: tqdm | None = None
+                 ) -> Split:
+    """Render ``count`` samples of ``split`` (``train`` or ``heldout``) in worker processes."""
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"unknown split '{split}' (use {list(_SPLIT_IDS)})")
+    jobs = [(config, split, s, min(_CHUNK, count - s)) for s in range(0, count, _CHUNK)]
+    parts: dict[int, tuple] = {}
+    if config.workers == 1:
+        results = map(_render_chunk, jobs)
+        pool = None
+    else:
+        pool = mp.get_context("spawn").Pool(config.workers)
+        results = pool.imap_unordered(_render_chunk, jobs)
+    try:
+        for start, *arrays in results:
+            parts[start] = arrays
+            if progress is not None:
+                progress.update(len(arrays[1]))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    ordered = [parts[s] for s in sorted(parts)]
+    return Split(*(np.concatenate([p[i] for p in ordered]) for i in range(4)))
+
+
+def build_dataset(config: DatasetConfig, cache_dir: Path | None = None
+                  ) -> tuple[Split, Split]:
+    """Render (or load from ``cache_dir``) the train and held-out splits, with a progress bar."""
+    cache = cache_dir / f"encoder_dataset_{config.cache_key()}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        data = np.load(cache)
+        return tuple(Split(*(data[f"{split}_{f}"] for f in _FIELDS))
+                     for split in ("train", "heldout"))
+    total = config.n_train + config.n_heldout
+    with tqdm(total=total, desc="render dataset", unit="img", smoothing=0.1) as bar:
+        train = render_split(config, "train", config.n_train, bar)
+        heldout = render_split(config, "heldout", config.n_heldout, bar)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{name}_{f}": getattr(split, f) for name, split in
+                  (("train", train), ("heldout", heldout)) for f in _FIELDS}
+        np.savez(cache, **arrays)
+    return train, heldout

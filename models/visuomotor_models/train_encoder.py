@@ -1,0 +1,314 @@
+"""Train the vision encoder from sim renders and export it to ONNX with its manifest entry.
+
+One seeded command renders the dataset through the simulation (training profile's visual
+randomization for training, the ``heldout`` profile for evaluation), trains
+:class:`visuomotor_models.encoder.VisionEncoder`, exports ``encoder.onnx`` (opset 17,
+dynamic batch), and records SHA-256, I/O, preprocessing, this command, the full config and
+the held-out metrics (computed with the exported model through ONNX Runtime) in
+``manifest.json``::
+
+    python -m visuomotor_models.train_encoder            # writes models/artifacts/
+    python -m visuomotor_models.train_encoder --out-dir runs/enc1 --epochs 4
+
+Overwrite rule: the default output directory is the committed artifact location and is
+updated in place (that is what re-training is for). Any other ``--out-dir`` that already
+holds an ``encoder.onnx`` is refused unless ``--force``, so one run never silently
+replaces another's artifact.
+
+Images are shifted by a few random pixels during training (edge-replicated): the label
+does not change, which teaches the network to place the target relative to the scene
+(robot base, table) rather than to absolute image coordinates, i.e. to tolerate a camera
+that is slightly off its calibrated pose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from visuomotor_core.encoder_runtime import INPUT_NAME, MODEL_NAME, OUTPUT_NAMES, EncoderRuntime
+from visuomotor_core.image import PreprocessConfig, preprocess_batch
+from visuomotor_models.dataset import DatasetConfig, Split, build_dataset
+from visuomotor_models.encoder import EncoderConfig, VisionEncoder, pixels_to_keypoint_coords
+from visuomotor_models.export import (
+    ARTIFACTS_DIR,
+    export_onnx,
+    model_entry,
+    write_manifest_entry,
+)
+
+GOAL_MEDIAN_M = 0.015
+GOAL_P95_M = 0.04
+_CM = 0.01
+_OCCLUDED_POSITION_WEIGHT = 0.1
+_EVAL_BATCH = 256
+_KEYPOINT_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: passes over the training images.
+        batch_size: images per step.
+        lr: peak Adam learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        shift_px: maximum random image shift (pixels, each axis) during training.
+        val_fraction: share of training-profile images kept for validation.
+        threads: torch intra-op threads.
+        seed: torch / numpy seed of initialisation and batching.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    shift_px: int = 6
+    val_fraction: float = 0.05
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("TrainConfig: epochs >= 1 and batch_size >= 2 required")
+        if not 0.0 < self.lr < 1.0:
+            raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.shift_px <= 32:
+            raise ValueError(f"TrainConfig.shift_px must be in [0, 32], got {self.shift_px}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError("TrainConfig.val_fraction must be in (0, 0.5)")
+        if self.threads < 1:
+            raise ValueError("TrainConfig.threads must be >= 1")
+
+
+def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each image (N, H, W, 3) translated by a random integer offset in
+    [-max_shift, max_shift] per axis, borders replicated; returns the images and the
+    (du, dv) pixel offsets (N, 2) applied to their content."""
+    n, h, w, _ = images.shape
+    if max_shift == 0:
+        return images, np.zeros((n, 2))
+    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)),
+                    mode="edge")
+    offsets = rng.integers(0, 2 * max_shift + 1, size=(n, 2))
+    out = np.empty_like(images)
+    for i, (dy, dx) in enumerate(offsets):
+        out[i] = padded[i, dy:dy + h, dx:dx + w]
+    return out, (max_shift - offsets[:, ::-1]).astype(np.float64)
+
+
+def _losses(model_out, targets: torch.Tensor, visible: torch.Tensor,
+            keypoint_labels: torch.Tensor, input_size: int) -> tuple[torch.Tensor, ...]:
+    """Position (cm, smooth L1), visibility (BCE) and supervised-keypoint (pixels) losses."""
+    _, position, confidence, keypoints = model_out
+    weight = _OCCLUDED_POSITION_WEIGHT + (1.0 - _OCCLUDED_POSITION_WEIGHT) * visible
+    per_sample = torch.nn.functional.smooth_l1_loss(
+        position / _CM, targets / _CM, reduction="none").sum(1)
+    position_loss = (weight * per_sample).mean()
+    confidence_loss = torch.nn.functional.binary_cross_entropy(
+        confidence.squeeze(1).clamp(1e-6, 1 - 1e-6), visible)
+    # The first keypoints are tied to the sphere centre and the post's foot; the rest
+    # are free (the network picks its own landmarks).
+    labels = pixels_to_keypoint_coords(keypoint_labels, input_size)
+    scale = input_size // 2 - 1  # back to input pixels
+    supervised = keypoints[:, :labels.shape[1]]
+    keypoint_loss = (torch.nn.functional.smooth_l1_loss(
+        supervised * scale, labels * scale, reduction="none").sum((1, 2)) * visible).mean()
+    return position_loss, confidence_loss, _KEYPOINT_WEIGHT * keypoint_loss
+
+
+def train(model: VisionEncoder, train: Split, config: TrainConfig,
+          prep: PreprocessConfig) -> list[dict]:
+    """Optimise ``model`` on ``train``; returns per-epoch loss records."""
+    rng = np.random.default_rng(config.seed)
+    n = len(train.targets)
+    steps_per_epoch = n // config.batch_size
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.15)
+    targets = torch.as_tensor(train.targets, dtype=torch.float32)
+    visible = torch.as_tensor(train.visible, dtype=torch.float32)
+    input_size = prep.width
+    history = []
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train encoder", unit="step")
+    for epoch in range(config.epochs):
+        model.train()
+        order = rng.permutation(n)
+        totals = np.zeros(3)
+        for step in range(steps_per_epoch):
+            idx = np.sort(order[step * config.batch_size:(step + 1) * config.batch_size])
+            images, offsets = shift_images(train.images[idx], config.shift_px, rng)
+            pixels = train.pixels[idx] + offsets[:, None, :]
+            batch = torch.from_numpy(preprocess_batch(images, prep))
+            losses = _losses(model.forward_with_keypoints(batch), targets[idx], visible[idx],
+                             torch.as_tensor(pixels, dtype=torch.float32), input_size)
+            loss = sum(losses)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            totals += [value.item() for value in losses]
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, pos=f"{totals[0] / (step + 1):.3f}",
+                            kp=f"{totals[2] / (step + 1):.3f}")
+        history.append({"epoch": epoch + 1, "position_loss": totals[0] / steps_per_epoch,
+                        "confidence_loss": totals[1] / steps_per_epoch,
+                        "keypoint_loss": totals[2] / steps_per_epoch})
+    bar.close()
+    return history
+
+
+def predict(run_batch, split: Split, prep: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N, 3) and confidences (N,) from ``run_batch(preprocessed) -> outputs``."""
+    positions, confidences = [], []
+    for start in range(0, len(split.targets), _EVAL_BATCH):
+        batch = preprocess_batch(split.images[start:start + _EVAL_BATCH], prep)
+        _, position, confidence = run_batch(batch)
+        positions.append(np.asarray(position))
+        confidences.append(np.asarray(confidence).reshape(-1))
+    return np.concatenate(positions), np.concatenate(confidences)
+
+
+def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) -> dict:
+    """Target-position error statistics (m) over all images and over visible ones."""
+    errors = np.linalg.norm(positions - split.targets, axis=1)
+    visible = split.visible >= 0.5
+    metrics = {
+        "count": len(errors),
+        "median_m": float(np.median(errors)),
+        "p95_m": float(np.percentile(errors, 95)),
+        "mean_m": float(errors.mean()),
+        "max_m": float(errors.max()),
+        "per_axis_mae_m": np.abs(positions - split.targets).mean(0).round(5).tolist(),
+        "visible_fraction_ge_0_5": float(visible.mean()),
+        "mean_confidence": float(confidences.mean()),
+    }
+    if visible.any():
+        metrics["visible_median_m"] = float(np.median(errors[visible]))
+        metrics["visible_p95_m"] = float(np.percentile(errors[visible], 95))
+    return metrics
+
+
+def export_encoder(model: VisionEncoder, prep: PreprocessConfig, out_dir: Path,
+                   example: torch.Tensor, fields: dict) -> tuple[Path, Path]:
+    """Export ``model`` to ``out_dir/encoder.onnx`` and write its manifest entry
+    (SHA-256, I/O, preprocessing, ``fields``); returns (onnx path, manifest path)."""
+    onnx_path = out_dir / f"{MODEL_NAME}.onnx"
+    tensors = export_onnx(model.eval(), [example], [INPUT_NAME], list(OUTPUT_NAMES),
+                          onnx_path)
+    entry = {"preprocessing": prep.to_dict(),
+             "description": "camera image -> policy embedding, target position (m, "
+                            "panda_link0), target visibility confidence", **fields}
+    manifest = out_dir / "manifest.json"
+    write_manifest_entry(manifest, MODEL_NAME, model_entry(onnx_path, tensors,
+                                                           **entry))
+    return onnx_path, manifest
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    default = out_dir.resolve() == ARTIFACTS_DIR.resolve()
+    if not default and (out_dir / f"{MODEL_NAME}.onnx").exists() and not force:
+        raise SystemExit(f"{out_dir / (MODEL_NAME + '.onnx')} exists from another run; "
+                         f"choose a new --out-dir or pass --force to replace it")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d, t = DatasetConfig(), TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m visuomotor_models.train_encoder",
+        description="Render the encoder dataset in the sim, train the encoder, export "
+                    "encoder.onnx and its manifest entry with held-out metrics.")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of every draw")
+    parser.add_argument("--n-train", type=int, default=d.n_train, help="training images")
+    parser.add_argument("--n-heldout", type=int, default=d.n_heldout,
+                        help="held-out evaluation images (heldout profile)")
+    parser.add_argument("--arm-noise", type=float, default=d.arm_noise_std,
+                        help="std of arm joint angles around home, rad")
+    parser.add_argument("--workers", type=int, default=d.workers, help="rendering processes")
+    parser.add_argument("--epochs", type=int, default=t.epochs)
+    parser.add_argument("--batch-size", type=int, default=t.batch_size)
+    parser.add_argument("--lr", type=float, default=t.lr, help="peak learning rate")
+    parser.add_argument("--shift-px", type=int, default=t.shift_px,
+                        help="max random image shift during training, pixels")
+    parser.add_argument("--threads", type=int, default=t.threads, help="torch threads")
+    parser.add_argument("--input-size", type=int, default=EncoderConfig().input_size,
+                        help="model input side, pixels")
+    parser.add_argument("--out-dir", type=Path, default=ARTIFACTS_DIR,
+                        help="where encoder.onnx and manifest.json go (default: the "
+                             "committed models/artifacts, updated in place)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="reuse/save the rendered dataset here (keyed by its config)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing encoder.onnx in a non-default --out-dir")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_dir: Path = args.out_dir
+    _check_out_dir(out_dir, args.force)
+    started = time.perf_counter()
+    data_cfg = DatasetConfig(n_train=args.n_train, n_heldout=args.n_heldout,
+                             arm_noise_std=args.arm_noise, seed=args.seed, workers=args.workers)
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            shift_px=args.shift_px, threads=args.threads, seed=args.seed)
+    model_cfg = EncoderConfig(input_size=args.input_size)
+    prep = PreprocessConfig(width=args.input_size, height=args.input_size)
+    torch.manual_seed(train_cfg.seed)
+    torch.set_num_threads(train_cfg.threads)
+
+    train_split, heldout = build_dataset(data_cfg, args.cache_dir)
+    n_val = max(1, int(len(train_split.targets) * train_cfg.val_fraction))
+    fit, val = train_split.subset(slice(n_val, None)), train_split.subset(slice(0, n_val))
+    render_s = time.perf_counter() - started
+
+    model = VisionEncoder(model_cfg)
+    history = train(model, fit, train_cfg, prep)
+    model.eval()
+
+    command = "python -m visuomotor_models.train_encoder " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    entry_fields = {
+        "training": {"command": command.strip(), "dataset": asdict(data_cfg),
+                     "train": asdict(train_cfg), "model": model_cfg.to_dict(),
+                     "history": history},
+    }
+    example = torch.from_numpy(preprocess_batch(heldout.images[:2], prep))
+    onnx_path, manifest = export_encoder(model, prep, out_dir, example, entry_fields)
+
+    runtime = EncoderRuntime(manifest, onnx_path)
+    with torch.no_grad():
+        val_torch = predict(lambda b: [t.numpy() for t in model(torch.from_numpy(b))], val, prep)
+    outputs = lambda b: [runtime.run_raw(b)[k] for k in OUTPUT_NAMES]  # noqa: E731
+    metrics = {
+        "heldout": error_metrics(*predict(outputs, heldout, prep), heldout),
+        "training_profile_validation": error_metrics(*predict(outputs, val, prep), val),
+        "training_profile_validation_torch": error_metrics(*val_torch, val),
+    }
+    held = metrics["heldout"]
+    metrics["goal"] = {"median_m": GOAL_MEDIAN_M, "p95_m": GOAL_P95_M,
+                       "met": held["median_m"] <= GOAL_MEDIAN_M and held["p95_m"] <= GOAL_P95_M}
+    metrics["timing_s"] = {"render": round(render_s, 1),
+                           "total": round(time.perf_counter() - started, 1)}
+    entry_fields["metrics"] = metrics
+    export_encoder(model, prep, out_dir, example, entry_fields)
+    print(json.dumps({"heldout": held, "goal": metrics["goal"],
+                      "timing_s": metrics["timing_s"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
