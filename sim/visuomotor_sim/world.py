@@ -223,8 +223,9 @@ class PandaWorld:
         self._index_joints()
         self.table = self._create_table()
         self.target_body, self.post_body = self._create_target()
-        self._nominal_masses = np.array(
-            [c.getDynamicsInfo(self.robot, j)[0] for j in range(c.getNumJoints(self.robot))])
+        infos = [c.getDynamicsInfo(self.robot, j) for j in range(c.getNumJoints(self.robot))]
+        self._nominal_masses = np.array([info[0] for info in infos])
+        self._nominal_inertias = np.array([info[2] for info in infos])
         self._initial_state = c.saveState()
 
     def _index_joints(self) -> None:
@@ -354,9 +355,13 @@ class PandaWorld:
         c = self._client
         masses = self._nominal_masses * d.link_mass_scale
         masses[self.hand_link] += d.payload_mass
-        for link, mass in enumerate(masses):
+        inertias = self._nominal_inertias * d.link_mass_scale  # payload: a point mass at the
+        for link, mass in enumerate(masses):                  # hand's centre of mass
             if self._nominal_masses[link] > 0.0:
-                c.changeDynamics(self.robot, link, mass=float(mass))
+                # pass the inertia too: a mass-only change makes PyBullet recompute it from
+                # the collision shape instead of keeping the URDF's
+                c.changeDynamics(self.robot, link, mass=float(mass),
+                                 localInertiaDiagonal=inertias[link].tolist())
         for joint in self.arm_joints:
             c.changeDynamics(self.robot, joint, jointDamping=d.joint_damping)
 
