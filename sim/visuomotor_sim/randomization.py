@@ -85,7 +85,7 @@ DYNAMICS_VECTOR_SPANS: dict[str, tuple[float, float]] = {
     "joint_damping": (0.0, 2.0),
     "joint_friction": (0.0, 1.0),
     "actuator_strength_scale": (0.6, 1.2),
-    "actuation_delay": (0.0, 0.03),
+    "actuation_delay": (0.0, 0.01),
     "joint_state_noise": (0.0, 0.004),
 }
 """Reference span (lo, hi) per dynamics term used to normalize :meth:`as_vector`."""
