@@ -430,10 +430,11 @@ def test_estop_is_a_damped_hold_where_it_was_triggered(model):
 
 def test_estop_survives_deactivate_and_activate(model):
     controller = make(model)
-    controller.estop()
+    controller.estop("bumper")
     controller.deactivate()
     controller.activate()
-    assert tick(controller, 0.0).mode is Mode.ESTOP
+    command = tick(controller, 0.0)
+    assert command.mode is Mode.ESTOP and command.reason == "bumper"
 
 
 # ----------------------------------------------------------------- live tuning

@@ -291,6 +291,7 @@ class JointController:
         self._apply_config(config)
         self._active = False
         self._estop = False
+        self._estop_reason = ""
         self._mode = Mode.INACTIVE
         self._reason = "inactive"
         self.targets_accepted = 0
@@ -441,6 +442,7 @@ class JointController:
     def estop(self, reason: str = "e-stop") -> None:
         """Latch the e-stop: damped hold at the position measured next; targets refused."""
         self._estop = True
+        self._estop_reason = reason
         self._has_segment = False
         self._hold_valid = False
         if self._active:
@@ -464,6 +466,7 @@ class JointController:
         """Switch to HOLD at the last good measured position (captured on next update if none)."""
         if self._estop:
             self._mode = Mode.ESTOP
+            self._reason = self._estop_reason
             return
         self._mode = Mode.HOLD
         self._reason = reason
