@@ -88,7 +88,11 @@ SCHEMA: list[ParamSpec] = check_schema([
 
 
 def _default_model_paths() -> tuple[Path, Path]:
+    """Installed artifacts (ament index), else the source tree's models/artifacts."""
     model = graph.model_path(MODEL_FILE)
+    if not model.is_file():
+        source = graph.source_root() / "models" / "artifacts" / MODEL_FILE
+        model = source if source.is_file() else model
     return model, model.parent / MANIFEST_FILE
 
 
