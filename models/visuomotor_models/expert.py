@@ -1,0 +1,186 @@
+"""Privileged analytic expert for the reach task (train time only; uses PyBullet as a model).
+
+The expert knows what the deployed policy does not: the true target position and the
+episode's dynamics parameters. Each policy step it
+
+1. moves a hand waypoint toward the target by at most ``max_step`` (m),
+2. converts the Cartesian step to joint space by damped least squares on the grasp-point
+   Jacobian, with a null-space pull toward the home posture,
+3. adds the *sag offset* the joint controller will suffer under these dynamics: the
+   controller compensates gravity with the nominal model and its torques are scaled by the
+   actuator strength, so at rest ``strength * (kp * delta + g_nom(q)) = g_true(q)``, i.e.
+   ``delta = (g_true(q) / strength - g_nom(q)) / kp`` (rad),
+4. adds a bounded integral of the remaining task-space error near the goal (friction and
+   model mismatch),
+
+and returns the action ``(q_des - q + delta + integral) / action_scale`` clipped to [-1, 1].
+Frames: robot base frame ``panda_link0`` (= PyBullet world frame); SI units.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet
+import pybullet_data
+from pybullet_utils.bullet_client import BulletClient
+
+from visuomotor_core.policy_runtime import DEFAULT_ACTION_SCALE, N_JOINTS
+from visuomotor_core.robot_model import Payload, RobotModel
+from visuomotor_sim.world import robot_urdf_path
+
+_PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+ARM_JOINTS = tuple(range(7))
+HAND_LINK_NAME = "panda_hand"  # the payload sits here, as in visuomotor_sim.world
+HAND_COM = (0.0, 0.0, 0.04)  # m, panda_hand's inertial origin in the URDF
+GRASP_LINK = 11  # panda_grasptarget
+HOME_Q = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
+GRAVITY = 9.81  # m/s^2, as in visuomotor_sim.world.WorldConfig
+DEFAULT_KP = np.array([600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0])
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Settings of the analytic expert.
+
+    Attributes:
+        action_scale: rad per unit action (must match the env's).
+        max_step: largest hand displacement commanded per policy step, m.
+        step_gain: fraction of the remaining hand error commanded per step.
+        damping: damped-least-squares damping, m.
+        null_gain: null-space pull toward ``HOME_Q`` per step (fraction).
+        integral_gain: task-space integral gain per step (fraction of the error).
+        integral_radius: the integral runs only within this distance of the target, m.
+        integral_limit: bound on the integral's joint offset, rad.
+        kp: joint controller stiffness, N·m/rad (7,), as in the controller config.
+    """
+
+    action_scale: float = DEFAULT_ACTION_SCALE
+    max_step: float = 0.04
+    step_gain: float = 0.5
+    damping: float = 0.03
+    null_gain: float = 0.05
+    integral_gain: float = 0.05
+    integral_radius: float = 0.05
+    integral_limit: float = 0.08
+    kp: tuple[float, ...] = tuple(DEFAULT_KP)
+
+    def __post_init__(self) -> None:
+        if self.action_scale <= 0.0 or self.max_step <= 0.0 or self.damping <= 0.0:
+            raise ValueError("ExpertConfig: action_scale, max_step and damping must be > 0")
+        if not (0.0 < self.step_gain <= 1.0):
+            raise ValueError(f"ExpertConfig.step_gain must be in (0, 1], got {self.step_gain}")
+        if len(self.kp) != N_JOINTS or min(self.kp) <= 0.0:
+            raise ValueError(f"ExpertConfig.kp must be {N_JOINTS} positive gains, got {self.kp}")
+
+
+class ArmModel:
+    """Kinematics (PyBullet DIRECT) and gravity (core :class:`RobotModel`) of the Panda.
+
+    Gravity is linear in the masses, and the sim scales every link mass by
+    ``link_mass_scale`` and adds the payload to ``panda_hand``, so the episode's gravity
+    torques are ``scale * g_nom(q) + g_payload(q)``. (PyBullet's inverse dynamics is not
+    used for this: it caches masses at its first call.)
+    """
+
+    def __init__(self) -> None:
+        self._client = BulletClient(connection_mode=pybullet.DIRECT)
+        self._client.setGravity(0.0, 0.0, -GRAVITY)
+        self._body = self._client.loadURDF(_PANDA_URDF, useFixedBase=True,
+                                           flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
+        n = self._client.getNumJoints(self._body)
+        self._n_dof = sum(1 for i in range(n)
+                          if self._client.getJointInfo(self._body, i)[2] != pybullet.JOINT_FIXED)
+        self._model = RobotModel.from_urdf_file(
+            str(robot_urdf_path()), joint_names=[f"panda_joint{i}" for i in range(1, 8)])
+        self._mass_scale = 1.0
+        self._payload: Payload | None = None
+        self._strength = 1.0
+
+    def set_dynamics(self, link_mass_scale: float, payload_mass: float,
+                     actuator_strength_scale: float) -> None:
+        """Use an episode's masses and actuator strength (as the sim world applies them)."""
+        self._mass_scale = link_mass_scale
+        self._payload = Payload(payload_mass, HAND_COM, HAND_LINK_NAME) \
+            if payload_mass > 0.0 else None
+        self._strength = actuator_strength_scale
+
+    def _full(self, q: np.ndarray) -> list[float]:
+        full = [0.0] * self._n_dof
+        full[:N_JOINTS] = q.tolist()
+        return full
+
+    def gravity(self, q: np.ndarray, actual: bool) -> np.ndarray:
+        """Gravity torques (7,), N·m, at q: nominal masses or the episode's (``actual``)."""
+        nominal = self._model.gravity_torques(q)
+        if not actual:
+            return nominal
+        tau = self._mass_scale * nominal
+        if self._payload is not None:
+            tau += self._model.gravity_torques(q, self._payload) - nominal
+        return tau
+
+    def sag(self, q: np.ndarray, kp: np.ndarray) -> np.ndarray:
+        """Steady joint offset (rad) under the episode dynamics at q (see module doc)."""
+        return (self.gravity(q, True) / self._strength - self.gravity(q, False)) / kp
+
+    def grasp_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grasp-point position (3,) m and its translational Jacobian (3, 7)."""
+        c, body = self._client, self._body
+        for joint, angle in zip(ARM_JOINTS, q, strict=True):
+            c.resetJointState(body, joint, float(angle))
+        position = np.asarray(c.getLinkState(body, GRASP_LINK, computeForwardKinematics=True)[4])
+        zeros = [0.0] * self._n_dof
+        jac_t, _ = c.calculateJacobian(body, GRASP_LINK, [0.0, 0.0, 0.0], self._full(q),
+                                       zeros, zeros)
+        return position, np.asarray(jac_t)[:, :N_JOINTS]
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+class ReachExpert:
+    """Privileged expert: ``act(q, target) -> action`` for the current episode.
+
+    Call :meth:`reset` with the episode's dynamics at the start of every episode.
+    """
+
+    def __init__(self, config: ExpertConfig | None = None, model: ArmModel | None = None):
+        self.config = config or ExpertConfig()
+        self.model = model or ArmModel()
+        self._kp = np.asarray(self.config.kp, float)
+        self._integral = np.zeros(N_JOINTS)
+
+    def reset(self, dynamics) -> None:
+        """New episode with ``dynamics`` (a ``visuomotor_sim.randomization.DynamicsParams``)."""
+        self.model.set_dynamics(dynamics.link_mass_scale, dynamics.payload_mass,
+                                dynamics.actuator_strength_scale)
+        self._integral.fill(0.0)
+
+    def joint_step(self, q: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+        """Joint displacement (rad) moving the hand toward ``target``, and the hand error (m)."""
+        cfg = self.config
+        hand, jac = self.model.grasp_and_jacobian(q)
+        error = target - hand
+        distance = float(np.linalg.norm(error))
+        step = error * min(cfg.step_gain, cfg.max_step / max(distance, 1e-9))
+        jjt = jac @ jac.T + cfg.damping ** 2 * np.eye(3)
+        pinv = jac.T @ np.linalg.inv(jjt)
+        dq = pinv @ step
+        dq += (np.eye(N_JOINTS) - pinv @ jac) @ (cfg.null_gain * (HOME_Q - q))
+        if distance < cfg.integral_radius:
+            self._integral += cfg.integral_gain * (pinv @ error)
+            np.clip(self._integral, -cfg.integral_limit, cfg.integral_limit, out=self._integral)
+        return dq, distance
+
+    def act(self, q: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Action in [-1, 1]^7 for measured joint positions q (rad) and the true target (m)."""
+        q = np.asarray(q, float)
+        dq, _ = self.joint_step(q, np.asarray(target, float))
+        residual = dq + self.model.sag(q + dq, self._kp) + self._integral
+        return np.clip(residual / self.config.action_scale, -1.0, 1.0)
+
+    def close(self) -> None:
+        self.model.close()

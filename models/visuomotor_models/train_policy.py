@@ -1,0 +1,287 @@
+"""Train the dynamics-aware reach policy (RMA teacher/student + DAgger) and its ablation.
+
+One seeded command trains both, with the same budget, in the ``training`` randomization
+profile (state-only sim, no rendering), and exports them to ONNX with manifest entries::
+
+    python -m visuomotor_models.train_policy            # ~10-15 min on 2 CPU cores
+    python -m visuomotor_models.train_policy --quick    # smoke run, ~1 min
+
+Recipe (per model, identical budget):
+
+1. Iteration 0: the privileged expert (:mod:`visuomotor_models.expert`, knows the true
+   target and dynamics) drives the episodes with exploration noise; every step is stored
+   as (observation, history, privileged dynamics vector e, expert action).
+2. Fit. Dynamics-aware model: teacher ``pi(obs, mu(e))`` and student ``pi(obs, phi(history))``
+   share the action head ``pi``; loss = BC(teacher) + BC(student) + w * |phi(h) - sg(mu(e))|^2
+   (RMA phases 1 and 2 trained jointly). Ablation: BC of ``pi(obs)``.
+3. DAgger iterations: the learner drives (expert with probability beta), the expert labels
+   the states the learner visits, data is aggregated, step 2 is repeated.
+
+Outputs: ``<out>/policy.onnx`` (student) and ``<out>/policy_no_history.onnx`` (ablation),
+manifest entries ``policy`` / ``policy_no_history`` in ``<out>/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from visuomotor_core.policy_runtime import (
+    DEFAULT_HISTORY_LENGTH,
+    HISTORY_DIM,
+    N_JOINTS,
+    OBSERVATION_DIM,
+    PolicyConfig,
+    PolicyStep,
+    layout_description,
+    model_hand_function,
+)
+from visuomotor_models.expert import ExpertConfig, ReachExpert
+from visuomotor_models.export import export_onnx, model_entry, write_manifest_entry
+from visuomotor_models.policy import (
+    PRIVILEGED_DIM,
+    MemorylessPolicy,
+    PolicyNetConfig,
+    StudentPolicy,
+    TeacherPolicy,
+)
+from visuomotor_models.policy_sim import ReachSim, SimConfig
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "artifacts"
+MODEL_NAMES = {"history": "policy", "no_history": "policy_no_history"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and hyper-parameters (identical for the policy and its ablation).
+
+    Attributes:
+        seed: seeds torch, numpy and the episode seeds.
+        profile: randomization profile of the training episodes.
+        episodes: episodes per DAgger iteration (first = expert with noise).
+        betas: probability that the expert drives, per iteration.
+        exploration_std: Gaussian noise on executed expert actions (unitless action).
+        gradient_steps: optimizer steps after each iteration's data collection.
+        batch_size, lr: optimizer settings.
+        latent_weight: weight of the latent regression loss.
+        net: network sizes.
+        sim: episode settings.
+    """
+
+    seed: int = 0
+    profile: str = "training"
+    episodes: tuple[int, ...] = (240, 160, 160, 160, 160)
+    betas: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, 0.0)
+    exploration_std: float = 0.15
+    gradient_steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    latent_weight: float = 1.0
+    net: PolicyNetConfig = field(default_factory=PolicyNetConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.episodes) != len(self.betas) or not self.episodes:
+            raise ValueError("TrainConfig: episodes and betas need the same, non-zero length")
+        if any(n < 1 for n in self.episodes) or any(not 0.0 <= b <= 1.0 for b in self.betas):
+            raise ValueError("TrainConfig: episodes must be >= 1 and betas in [0, 1]")
+        if self.gradient_steps < 1 or self.batch_size < 1 or self.lr <= 0.0:
+            raise ValueError("TrainConfig: gradient_steps, batch_size >= 1 and lr > 0 needed")
+
+
+class Dataset:
+    """Aggregated (observation, history, privileged, expert action) samples."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {"obs": [], "hist": [], "priv": [],
+                                                    "act": []}
+
+    def add(self, obs: np.ndarray, hist: np.ndarray, priv: np.ndarray, act: np.ndarray
+            ) -> None:
+        for key, value in (("obs", obs), ("hist", hist), ("priv", priv), ("act", act)):
+            self._parts[key].append(np.array(value, np.float32))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.stack(v)) for k, v in self._parts.items()}
+
+    def __len__(self) -> int:
+        return len(self._parts["obs"])
+
+
+class Learner:
+    """A model being trained plus how to fit it and query it one step at a time."""
+
+    def __init__(self, kind: str, cfg: TrainConfig) -> None:
+        self.kind = kind
+        self.cfg = cfg
+        if kind == "history":
+            self.student = StudentPolicy(cfg.net)
+            self.teacher = TeacherPolicy(cfg.net, head=self.student.head)
+            params = list(self.student.parameters()) + list(self.teacher.encoder.parameters())
+        else:
+            self.student = MemorylessPolicy(cfg.net)
+            self.teacher = None
+            params = list(self.student.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self._fitted = False
+
+    @torch.no_grad()
+    def infer(self, obs: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.student(torch.from_numpy(obs), torch.from_numpy(np.ascontiguousarray(hist)))
+        if isinstance(out, tuple):
+            return out[0].numpy(), out[1].numpy()
+        return out.numpy(), np.zeros((1, 0), np.float32)
+
+    def _fit_normalizers(self, data: dict[str, torch.Tensor]) -> None:
+        self.student.head.obs_norm.fit(data["obs"])
+        if self.kind == "history":
+            self.student.adaptation.history_norm.fit(data["hist"])
+
+    def fit(self, data: dict[str, torch.Tensor], steps: int, rng: torch.Generator) -> float:
+        """``steps`` optimizer steps on random minibatches; returns the mean last-100 loss."""
+        if not self._fitted:
+            self._fit_normalizers(data)
+            self._fitted = True
+        n, mse, losses = len(data["obs"]), nn.functional.mse_loss, []
+        self.student.train()
+        for _ in range(steps):
+            idx = torch.randint(0, n, (self.cfg.batch_size,), generator=rng)
+            obs, hist, act = data["obs"][idx], data["hist"][idx], data["act"][idx]
+            if self.kind == "history":
+                a_student, z_hat = self.student(obs, hist)
+                a_teacher, z = self.teacher(obs, data["priv"][idx])
+                loss = (mse(a_student, act) + mse(a_teacher, act)
+                        + self.cfg.latent_weight * mse(z_hat, z.detach()))
+            else:
+                loss = mse(self.student(obs, hist), act)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        self.student.eval()
+        return float(np.mean(losses[-100:]))
+
+
+def collect(sim: ReachSim, expert: ReachExpert, learner: Learner | None, seeds: list[int],
+            profile: str, beta: float, noise_std: float, rng: np.random.Generator,
+            data: Dataset) -> float:
+    """Run episodes, label every visited state with the expert; returns the success rate."""
+    hand = model_hand_function(sim.model)
+    history_length = learner.cfg.net.history_length if learner else DEFAULT_HISTORY_LENGTH
+    step_cfg = PolicyConfig(action_scale=sim.config.action_scale, history_length=history_length)
+    successes = 0
+    for seed in seeds:
+        runner = PolicyStep(learner.infer if learner else None, hand, step_cfg)
+        q, qd = sim.reset(profile, seed)
+        expert.reset(sim.dynamics)
+        privileged = sim.dynamics.as_vector()
+        expert_drives = learner is None or rng.random() < beta
+        while not sim.done:
+            obs, hist = runner.features(q, qd, sim.target_estimate)
+            label = expert.act(q, sim.target)
+            data.add(obs[0], hist[0], privileged, label)
+            if expert_drives:
+                action = np.clip(label + rng.normal(0.0, noise_std, N_JOINTS), -1.0, 1.0)
+            else:
+                action = np.clip(learner.infer(obs, hist)[0][0], -1.0, 1.0)
+            runner.history.record_command(action * sim.config.action_scale)
+            q, qd = sim.step(action)
+        successes += sim.success
+    return successes / len(seeds)
+
+
+def train_one(kind: str, cfg: TrainConfig, sim: ReachSim, log) -> Learner:
+    """DAgger training of one model kind ("history" or "no_history")."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    learner = Learner(kind, cfg)
+    expert = ReachExpert(ExpertConfig(action_scale=cfg.sim.action_scale, kp=tuple(sim.kp)))
+    data = Dataset()
+    next_seed = cfg.seed * 1_000_000
+    for it, (episodes, beta) in enumerate(zip(cfg.episodes, cfg.betas, strict=True)):
+        start = time.perf_counter()
+        seeds = list(range(next_seed, next_seed + episodes))
+        next_seed += episodes
+        rate = collect(sim, expert, learner if it > 0 else None, seeds, cfg.profile, beta,
+                       cfg.exploration_std if it == 0 else 0.0, rng, data)
+        collect_s = time.perf_counter() - start
+        loss = learner.fit(data.tensors(), cfg.gradient_steps, gen)
+        log(f"[{kind}] iter {it + 1}/{len(cfg.episodes)} beta={beta:.2f} episodes={episodes} "
+            f"success={rate:.2f} samples={len(data)} loss={loss:.4f} "
+            f"collect={collect_s:.0f}s fit={time.perf_counter() - start - collect_s:.0f}s")
+    expert.close()
+    return learner
+
+
+def export(learner: Learner, cfg: TrainConfig, out_dir: Path, command: str,
+           train_seconds: float) -> Path:
+    """Write the ONNX file and its manifest entry; returns the ONNX path."""
+    name = MODEL_NAMES[learner.kind]
+    path = out_dir / f"{name}.onnx"
+    h = cfg.net.history_length
+    example = (torch.zeros(1, OBSERVATION_DIM), torch.zeros(1, h, HISTORY_DIM))
+    outputs = ["action", "dynamics_latent"] if learner.kind == "history" else ["action"]
+    tensors = export_onnx(learner.student, example, ["observation", "history"], outputs, path)
+    entry = model_entry(
+        path, tensors,
+        kind="policy",
+        policy={"uses_history": learner.kind == "history", "history_length": h,
+                "action_scale": cfg.sim.action_scale, "policy_rate_hz": cfg.sim.policy_hz,
+                "latent_dim": cfg.net.latent_dim if learner.kind == "history" else 0,
+                "privileged_dim": PRIVILEGED_DIM, "layout": layout_description()},
+        training={"command": command, "config": asdict(cfg),
+                  "wall_time_s": round(train_seconds, 1)},
+        metrics={})
+    write_manifest_entry(out_dir / "manifest.json", name, entry)
+    return path
+
+
+def quick_config(seed: int) -> TrainConfig:
+    """A tiny budget for smoke tests."""
+    return TrainConfig(seed=seed, episodes=(6, 4), betas=(1.0, 0.0), gradient_steps=60,
+                       batch_size=64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="train-policy", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes <out>/policy.onnx, <out>/policy_no_history.onnx and their entries in "
+               "<out>/manifest.json (existing entries of other models are kept).")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"artifact directory (default {DEFAULT_OUT})")
+    parser.add_argument("--only", choices=sorted(MODEL_NAMES), default=None,
+                        help="train one of the two models only")
+    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
+    command = "python -m visuomotor_models.train_policy " + shlex.join(argv or sys.argv[1:])
+    sim = ReachSim(cfg.sim)
+    kinds = [args.only] if args.only else ["history", "no_history"]
+    summary = {}
+    for kind in kinds:
+        start = time.perf_counter()
+        learner = train_one(kind, cfg, sim, lambda msg: print(msg, flush=True))
+        elapsed = time.perf_counter() - start
+        path = export(learner, cfg, args.out, command.strip(), elapsed)
+        summary[kind] = {"onnx": str(path), "seconds": round(elapsed, 1)}
+        print(f"[{kind}] exported {path} after {elapsed:.0f}s", flush=True)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

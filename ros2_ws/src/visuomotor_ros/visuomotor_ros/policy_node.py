@@ -1,0 +1,280 @@
+"""Policy node: encoder features + joint states -> joint targets, once per camera frame.
+
+Subscribes ``encoder/features`` (visuomotor_interfaces/EncoderFeatures) and ``joint_states``;
+on every accepted features message it runs the dynamics-aware policy
+(:class:`visuomotor_core.policy_runtime.PolicyRuntime`, ONNX Runtime, no torch) and publishes
+
+* ``policy/joint_targets`` (visuomotor_interfaces/JointTargets): header.stamp = the camera
+  stamp of the features, absolute joint targets (rad), the inferred dynamics latent and the
+  inference time;
+* ``policy/goal`` (geometry_msgs/PointStamped): the target position the policy acted on;
+* ``/diagnostics``: rate, inference latency p50/p99, refused features.
+
+Features older than ``max_feature_age`` (by header stamp) or with a non-finite target are
+refused and counted. Only the target estimate of the features is used; the embedding is not
+an input of this policy. Lifecycle node: the model is loaded in ``on_configure``, nothing is
+published unless Active; ``autostart`` configures and activates at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+
+from visuomotor_core.params import ParamSpec
+from visuomotor_core.policy_runtime import (
+    DEFAULT_ACTION_SCALE,
+    N_JOINTS,
+    PolicyRuntime,
+    load_policy_runtime,
+    model_hand_function,
+)
+from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
+from visuomotor_ros import graph
+from visuomotor_ros.node_common import (
+    DEFAULT_QOS,
+    LATEST_QOS,
+    DiagnosticsReporter,
+    declare_schema,
+    now_seconds,
+    on_set_validated,
+    time_to_seconds,
+)
+
+NODE_NAME = "policy_node"
+JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
+_LATENCY_WINDOW = 256
+
+SCHEMA: tuple[ParamSpec, ...] = (
+    ParamSpec("model_name", str, "policy", "manifest entry of the policy to run",
+              read_only=True, choices=("policy", "policy_no_history")),
+    ParamSpec("model_path", str, "", "ONNX file; empty = the manifest entry's file next to "
+              "the manifest", read_only=True),
+    ParamSpec("manifest_path", str, "", "model manifest; empty = the installed "
+              "visuomotor_models artifacts/manifest.json", read_only=True),
+    ParamSpec("urdf_path", str, "", "robot URDF for forward kinematics; empty = bringup's "
+              "panda.urdf", read_only=True),
+    ParamSpec("execution_provider", str, "cpu", "ONNX Runtime provider; falls back toward "
+              "cpu", read_only=True, choices=("cpu", "cuda", "tensorrt")),
+    ParamSpec("intra_op_threads", int, 1, "ONNX Runtime intra-op threads (0 = automatic)",
+              min=0, max=64, read_only=True),
+    ParamSpec("action_scale", float, DEFAULT_ACTION_SCALE, "joint-target residual per unit "
+              "action", unit="rad", min=0.01, max=0.5),
+    ParamSpec("max_feature_age", float, 0.2, "features older than this (by header stamp) are "
+              "refused", unit="s", min=0.001, max=5.0),
+    ParamSpec("policy_rate_hz", float, 20.0, "expected features (camera) rate; the policy "
+              "acts once per features message (informational)", unit="Hz", min=1.0,
+              max=1000.0, read_only=True),
+    ParamSpec("base_frame", str, "panda_link0", "frame of the goal and targets",
+              read_only=True),
+    ParamSpec("autostart", bool, True, "configure and activate at start", read_only=True),
+)
+
+
+class PolicyNode(LifecycleNode):
+    """Thin rclpy wrapper around :class:`PolicyRuntime` (see module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._params = declare_schema(self, SCHEMA)
+        on_set_validated(self, SCHEMA, self._apply_params)
+        self._runtime: PolicyRuntime | None = None
+        self._active = False
+        self._joint_index: np.ndarray | None = None
+        self._joint_names_seen: list[str] = []
+        self._q = np.zeros(N_JOINTS)
+        self._qd = np.zeros(N_JOINTS)
+        self._have_state = False
+        self._latencies = np.zeros(_LATENCY_WINDOW)
+        self._reset_counters()
+        self._subs: list = []
+        self._targets_pub = self._goal_pub = self._diagnostics = None
+        if self._params["autostart"]:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ parameters
+    def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
+        self._params.update(changes)
+        if "action_scale" in changes and self._runtime is not None:
+            self._runtime.set_action_scale(float(changes["action_scale"]))
+        return True, ""
+
+    def _resolve(self, key: str, default: Path) -> Path:
+        value = self._params[key]
+        return Path(value) if value else default
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        from visuomotor_core.onnx_session import SessionConfig
+        from visuomotor_core.robot_model import RobotModel
+
+        p = self._params
+        try:
+            model = RobotModel.from_urdf_file(str(self._resolve("urdf_path", graph.urdf_path())),
+                                              joint_names=list(JOINT_NAMES))
+            self._runtime = load_policy_runtime(
+                self._resolve("manifest_path", graph.model_path("manifest.json")),
+                p["model_name"], model_hand_function(model),
+                SessionConfig(provider=p["execution_provider"],
+                              intra_op_threads=p["intra_op_threads"]),
+                model_path=p["model_path"] or None, action_scale=p["action_scale"],
+                log=self.get_logger().info)
+        except Exception as err:  # noqa: BLE001 - report any load failure precisely
+            self.get_logger().error(f"cannot load policy '{p['model_name']}': {err}")
+            return TransitionCallbackReturn.FAILURE
+        self._targets_pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS,
+                                                  LATEST_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, graph.POLICY_GOAL, DEFAULT_QOS)
+        self._diagnostics = DiagnosticsReporter(self, "policy")
+        self._subs = [
+            self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES,
+                                     self._on_features, LATEST_QOS),
+            self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
+                                     LATEST_QOS),
+        ]
+        self.get_logger().info(
+            f"policy '{p['model_name']}' configured: history_length="
+            f"{self._runtime.config.history_length}, uses_history="
+            f"{self._runtime.uses_history}, action_scale={self._runtime.config.action_scale}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._runtime.reset()
+        self._reset_counters()
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self._active = False
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        for pub in (self._targets_pub, self._goal_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._targets_pub = self._goal_pub = None
+        self._runtime = None
+
+    # ------------------------------------------------------------------ callbacks
+    def _reset_counters(self) -> None:
+        self.counters = {"published": 0, "refused_stale": 0, "refused_non_finite": 0,
+                         "refused_no_joint_state": 0, "inference_errors": 0}
+        self._latency_count = 0
+        self._rate_start: float | None = None
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if self._joint_index is None or msg.name != self._joint_names_seen:
+            self._joint_index = self._index_joints(msg)
+            if self._joint_index is None:
+                return
+        position = np.asarray(msg.position)[self._joint_index]
+        velocity = (np.asarray(msg.velocity)[self._joint_index]
+                    if len(msg.velocity) == len(msg.name) else np.zeros(N_JOINTS))
+        self._q[:] = position
+        self._qd[:] = velocity
+        self._have_state = bool(np.all(np.isfinite(position)) and np.all(np.isfinite(velocity)))
+
+    def _index_joints(self, msg: JointState) -> np.ndarray | None:
+        self._joint_names_seen = list(msg.name)
+        try:
+            return np.array([msg.name.index(n) for n in JOINT_NAMES])
+        except ValueError:
+            self.get_logger().error(f"joint_states lacks some of {JOINT_NAMES}: {msg.name}",
+                                    throttle_duration_sec=5.0)
+            return None
+
+    def _on_features(self, msg: EncoderFeatures) -> None:
+        if not self._active:
+            return
+        now = now_seconds(self)
+        stamp = time_to_seconds(msg.header.stamp)
+        target = np.array([msg.target_position.x, msg.target_position.y,
+                           msg.target_position.z])
+        if not np.all(np.isfinite(target)):
+            self.counters["refused_non_finite"] += 1
+        elif now - stamp > self._params["max_feature_age"]:
+            self.counters["refused_stale"] += 1
+        elif not self._have_state:
+            self.counters["refused_no_joint_state"] += 1
+        else:
+            self._act(msg, target, now)
+        self._report(now)
+
+    def _act(self, msg: EncoderFeatures, target: np.ndarray, now: float) -> None:
+        try:
+            out = self._runtime(self._q, self._qd, target)
+        except FloatingPointError as err:
+            self.counters["inference_errors"] += 1
+            self.get_logger().error(str(err), throttle_duration_sec=2.0)
+            return
+        targets = JointTargets()
+        targets.header.stamp = msg.header.stamp
+        targets.header.frame_id = self._params["base_frame"]
+        targets.name = list(JOINT_NAMES)
+        targets.position = out.targets.tolist()
+        targets.dynamics_latent = out.latent.tolist()
+        targets.policy_stamp = self.get_clock().now().to_msg()
+        targets.inference_time = out.inference_time
+        self._targets_pub.publish(targets)
+        goal = PointStamped()
+        goal.header.stamp = msg.header.stamp
+        goal.header.frame_id = msg.target_frame_id or self._params["base_frame"]
+        goal.point = msg.target_position
+        self._goal_pub.publish(goal)
+        self._latencies[self._latency_count % _LATENCY_WINDOW] = out.inference_time
+        self._latency_count += 1
+        self.counters["published"] += 1
+        if self._rate_start is None:
+            self._rate_start = now
+
+    def _report(self, now: float) -> None:
+        n = min(self._latency_count, _LATENCY_WINDOW)
+        window = self._latencies[:n]
+        elapsed = now - self._rate_start if self._rate_start is not None else 0.0
+        rate = (self.counters["published"] - 1) / elapsed if elapsed > 0.0 else 0.0
+        refused = sum(v for k, v in self.counters.items() if k.startswith("refused"))
+        level = "ok" if refused == 0 or self.counters["published"] > refused else "warn"
+        values = {"rate_hz": rate,
+                  "inference_p50_ms": float(np.percentile(window, 50)) * 1e3 if n else 0.0,
+                  "inference_p99_ms": float(np.percentile(window, 99)) * 1e3 if n else 0.0,
+                  "history_length": self._runtime.config.history_length,
+                  **self.counters}
+        self._diagnostics.report(level, "running" if level == "ok" else "features refused",
+                                 values)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PolicyNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Policy ONNX export: torch/ONNX Runtime parity, manifest checks of the committed artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from visuomotor_core.manifest import ManifestError  # noqa: E402
+from visuomotor_core.policy_runtime import (  # noqa: E402
+    HISTORY_DIM,
+    OBSERVATION_DIM,
+    load_policy_runtime,
+)
+from visuomotor_models.export import export_onnx  # noqa: E402
+from visuomotor_models.policy import MemorylessPolicy, PolicyNetConfig, StudentPolicy  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "models" / "artifacts"
+PARITY_TOLERANCE = 1e-4
+
+
+def _inputs(batch: int, history: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn(batch, OBSERVATION_DIM, generator=gen)
+    hist = torch.randn(batch, history, HISTORY_DIM, generator=gen)
+    return obs, hist
+
+
+def _fitted(model, cfg):
+    obs, hist = _inputs(64, cfg.history_length, seed=1)
+    model.head.obs_norm.fit(obs * 0.5 + 0.2)
+    if hasattr(model, "adaptation"):
+        model.adaptation.history_norm.fit(hist * 2.0 - 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["student", "memoryless"])
+def test_torch_and_onnx_runtime_agree_within_1e_4(tmp_path, kind):
+    torch.manual_seed(0)
+    cfg = PolicyNetConfig(history_length=6)
+    model = _fitted(StudentPolicy(cfg) if kind == "student" else MemorylessPolicy(cfg), cfg)
+    outputs = ["action", "dynamics_latent"] if kind == "student" else ["action"]
+    path = tmp_path / "p.onnx"
+    export_onnx(model, _inputs(1, 6), ["observation", "history"], outputs, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    obs, hist = _inputs(32, 6, seed=2)
+    with torch.no_grad():
+        expected = model(obs, hist)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    names = [i.name for i in session.get_inputs()]
+    feeds = {"observation": obs.numpy(), "history": hist.numpy()}
+    got = session.run(outputs, {k: v for k, v in feeds.items() if k in names})
+    for want, have in zip(expected, got, strict=True):
+        assert np.max(np.abs(want.numpy() - have)) <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["policy", "policy_no_history"])
+def test_committed_policy_loads_and_returns_bounded_actions(name):
+    runtime = load_policy_runtime(ARTIFACTS / "manifest.json", name,
+                                  lambda q: np.array([0.4, 0.0, 0.3]))
+    q = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
+    out = runtime(q, np.zeros(7), np.array([0.5, 0.1, 0.2]))
+    assert np.all(np.abs(out.action) <= 1.0) and np.all(np.isfinite(out.targets))
+    assert runtime.uses_history == (name == "policy")
+    assert (out.latent.size > 0) == (name == "policy")
+
+
+def test_manifest_records_policy_layout_and_identical_training_budget():
+    models = json.loads((ARTIFACTS / "manifest.json").read_text())["models"]
+    a, b = models["policy"], models["policy_no_history"]
+    assert a["policy"]["layout"]["embedding_used"] is False
+    assert a["training"]["config"] == b["training"]["config"]
+    assert a["policy"]["history_length"] >= 1 and not b["policy"]["uses_history"]
+
+
+def test_modified_policy_file_is_refused_by_hash(tmp_path):
+    shutil.copy(ARTIFACTS / "manifest.json", tmp_path / "manifest.json")
+    data = (ARTIFACTS / "policy.onnx").read_bytes()
+    (tmp_path / "policy.onnx").write_bytes(data + b"\0")
+    with pytest.raises(ManifestError, match="SHA-256"):
+        load_policy_runtime(tmp_path / "manifest.json", "policy", lambda q: np.zeros(3))

@@ -1,0 +1,66 @@
+"""Privileged expert and the policy training command (smoke budget)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from visuomotor_models import train_policy
+from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
+from visuomotor_models.policy_sim import ReachSim
+
+HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
+KP = np.array(ExpertConfig().kp)
+
+
+@pytest.fixture(scope="module")
+def arm():
+    model = ArmModel()
+    yield model
+    model.close()
+
+
+def test_sag_offset_is_zero_for_nominal_dynamics(arm):
+    arm.set_dynamics(1.0, 0.0, 1.0)
+    np.testing.assert_allclose(arm.sag(HOME, KP), 0.0, atol=1e-9)
+
+
+def test_payload_and_weak_actuators_increase_the_sag(arm):
+    arm.set_dynamics(1.0, 1.0, 1.0)
+    payload = np.abs(arm.sag(HOME, KP)).max()
+    arm.set_dynamics(1.0, 1.0, 0.7)
+    weak = np.abs(arm.sag(HOME, KP)).max()
+    assert 1e-3 < payload < weak
+
+
+def test_expert_reaches_the_target_in_the_nominal_env():
+    sim = ReachSim()
+    expert = ReachExpert(ExpertConfig(kp=tuple(sim.kp)))
+    try:
+        q, _ = sim.reset("nominal", 3)
+        expert.reset(sim.dynamics)
+        while not sim.done:
+            q, _ = sim.step(expert.act(q, sim.target))
+        assert sim.success and sim.result().final_error < 0.02
+    finally:
+        expert.close()
+        sim.close()
+
+
+def test_expert_config_rejects_wrong_gain_count():
+    with pytest.raises(ValueError, match="kp"):
+        ExpertConfig(kp=(1.0, 2.0))
+
+
+def test_quick_training_exports_both_models_with_manifest_entries(tmp_path):
+    assert train_policy.main(["--quick", "--out", str(tmp_path)]) == 0
+    models = json.loads((tmp_path / "manifest.json").read_text())["models"]
+    assert set(models) == {"policy", "policy_no_history"}
+    assert [o["name"] for o in models["policy"]["outputs"]] == ["action", "dynamics_latent"]
+    assert models["policy"]["training"]["command"].startswith(
+        "python -m visuomotor_models.train_policy")
+    assert (tmp_path / "policy.onnx").stat().st_size < 2_000_000
