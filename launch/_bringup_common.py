@@ -51,7 +51,8 @@ def _overrides(role, sim):
             "command_interface": arg("command_interface"),
         },
     }
-    return {**common, **per_role.get(role, {})}
+    sim_only = graph.SIM_OVERRIDES.get(role, {}) if sim else {}
+    return {**common, **sim_only, **per_role.get(role, {})}
 
 
 def _remappings(sim):

@@ -75,7 +75,7 @@ build_workspace() {
       --base-paths src ../sim ../models \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
       > log/last_build.txt 2>&1) || { cat ros2_ws/log/last_build.txt >&2; exit 1; }
-  grep -E '^Summary' ros2_ws/log/last_build.txt | sed 's/^/[setup] /'
+  log "built $(grep -c '^Finished' ros2_ws/log/last_build.txt) packages"
 }
 
 check_toolchain

@@ -40,6 +40,7 @@ from visuomotor_core.params import ParamSpec
 from visuomotor_interfaces.msg import TaskStatus as TaskStatusMsg
 from visuomotor_interfaces.srv import ResetEpisode, SetTarget
 from visuomotor_ros import graph
+from visuomotor_ros.image_conversion import numpy_to_image
 from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     LATCHED_QOS,
@@ -62,6 +63,8 @@ SCHEMA = (
     ParamSpec("camera_rate_hz", float, 20.0, "Camera frame rate (sim time)", "Hz", 1.0, 120.0),
     ParamSpec("joint_state_decimation", int, 1, "Publish joint_states every N physics steps",
               "steps", 1, 100),
+    ParamSpec("clock_decimation", int, 1, "Publish /clock every N physics steps", "steps", 1,
+              100),
     ParamSpec("status_rate_hz", float, 20.0, "Task status rate", "Hz", 1.0, 200.0),
     ParamSpec("step_mode", str, "lockstep", "realtime or lockstep", "", read_only=True),
     ParamSpec("real_time_factor", float, 1.0, "Sim speed in realtime mode", "", 0.05, 10.0),
@@ -262,7 +265,8 @@ class SimNode(Node):
                     self._sim_time += dt
                     step += 1
                     now = self._sim_time
-                    self._pub_clock.publish(Clock(clock=seconds_to_time(now)))
+                    if step % p["clock_decimation"] == 0:
+                        self._pub_clock.publish(Clock(clock=seconds_to_time(now)))
                     if step % p["joint_state_decimation"] == 0:
                         self._publish_joint_state(now)
                     if now >= next_frame - 1e-9:
@@ -299,11 +303,10 @@ class SimNode(Node):
         self._pub_joints.publish(msg)
 
     def _publish_camera(self, now: float) -> None:
-        from visuomotor_ros.image_conversion import numpy_to_image
-
         frame = self.world.render()
         stamp = seconds_to_time(now)
-        image = numpy_to_image(frame, encoding="rgb8", frame_id=self._info_template.header.frame_id)
+        image = numpy_to_image(frame, encoding="rgb8")
+        image.header.frame_id = self._info_template.header.frame_id
         image.header.stamp = stamp
         self._info_template.header.stamp = stamp
         self._pub_image.publish(image)

@@ -74,6 +74,11 @@ NODE_SCHEMA = (
     ParamSpec("stats_window", int, 5000, "control periods in the jitter statistics", "",
               100, 1_000_000, read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start-up", read_only=True),
+    ParamSpec("trigger", str, "timer",
+              "what runs a control tick: 'timer' (own loop at rate_hz) or 'joint_states' "
+              "(one tick per joint state, timed by its stamp: lockstep with a simulator or a "
+              "driver publishing at the control rate)", read_only=True,
+              choices=("timer", "joint_states")),
 )
 CONTROLLER_SCHEMA = tuple(parameter_schema())
 SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
@@ -119,12 +124,9 @@ class ControllerNode(LifecycleNode):
         except ValueError as error:
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        self.period_stats = PeriodStats(
-            nominal_period=config.period,
-            window=p["stats_window"],
-            tolerance=p["deadline_tolerance"],
-        )
-        self.latency = LatencyStats(("camera_to_command", "policy_to_command"), window=2000)
+        self._new_period_stats(config.period)
+        self.latency = LatencyStats(("camera_to_command", "policy_to_command"), capacity=2000)
+        self._last_e2e = 0.0
         self._loop_group = MutuallyExclusiveCallbackGroup()
         self._io_group = MutuallyExclusiveCallbackGroup()
         self._command_msg = Float64MultiArray()
@@ -151,12 +153,21 @@ class ControllerNode(LifecycleNode):
             self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
                                 callback_group=self._io_group),
         ]
-        self._create_timer(config)
+        if p["trigger"] == "timer":
+            self._create_timer(config)
         self.get_logger().info(
-            f"configured: {config.rate_hz:.0f} Hz, {config.command_interface} commands on "
-            f"'{p['command_topic']}'"
+            f"configured: {config.command_interface} commands on '{p['command_topic']}', "
+            + (f"{config.rate_hz:.0f} Hz timer" if p["trigger"] == "timer" else
+               "one tick per joint state")
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _new_period_stats(self, period: float) -> None:
+        self.period_stats = PeriodStats(
+            nominal_period=period,
+            capacity=self.params["stats_window"],
+            tolerance=self.params["deadline_tolerance"],
+        )
 
     def _create_timer(self, config: ControllerConfig) -> None:
         if self._timer is not None:
@@ -209,8 +220,9 @@ class ControllerNode(LifecycleNode):
             if not result.accepted:
                 return False, result.reason
             if "rate_hz" in converted:
-                self.period_stats.set_nominal_period(self.controller.config.period)
-                self._create_timer(self.controller.config)
+                self._new_period_stats(self.controller.config.period)
+                if self.params["trigger"] == "timer":
+                    self._create_timer(self.controller.config)
         self.params.update(changes)
         return True, ""
 
@@ -246,6 +258,8 @@ class ControllerNode(LifecycleNode):
             self._qd[:] = np.asarray(msg.velocity)[index]
             self._state_stamp = time_to_seconds(msg.header.stamp)
             self._have_state = True
+        if self._timer is None and self.params["trigger"] == "joint_states":
+            self._tick(self._state_stamp)
 
     def _on_targets(self, msg: JointTargets) -> None:
         if self.controller is None:
@@ -290,14 +304,17 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ loop
     def _control_tick(self) -> None:
+        self._tick(now_seconds(self))
+
+    def _tick(self, now: float) -> None:
+        """One control period at time ``now`` (s, ROS clock or the state's stamp)."""
         controller = self.controller
         if controller is None:
             return
         wall = time.perf_counter()
         if self._last_wall is not None:
-            self.period_stats.record(wall - self._last_wall)
+            self.period_stats.record_period(wall - self._last_wall)
         self._last_wall = wall
-        now = now_seconds(self)
         if now <= 0.0:
             return  # sim time without /clock yet: no motion is commanded
         with self._lock:
@@ -311,7 +328,8 @@ class ControllerNode(LifecycleNode):
         self._pub_command.publish(self._command_msg)
         if self._latency_pending and command.mode is Mode.TRACKING:
             self._latency_pending = False
-            self.latency.record("camera_to_command", now - self._target_camera_stamp)
+            self._last_e2e = now - self._target_camera_stamp
+            self.latency.record("camera_to_command", self._last_e2e)
             self.latency.record("policy_to_command", now - self._target_policy_stamp)
         if now - self._last_state_pub >= 1.0 / self.params["state_rate_hz"]:
             self._last_state_pub = now
@@ -321,7 +339,6 @@ class ControllerNode(LifecycleNode):
         controller = self.controller
         q_ref, _ = controller.reference
         jitter = self.period_stats.summary()
-        e2e = self.latency.summary("camera_to_command")
         status = controller.status()
         msg = ControllerState(
             mode=_MODE_CODES[command.mode],
@@ -332,10 +349,10 @@ class ControllerNode(LifecycleNode):
             command=self._command_msg.data,
             command_interface=command.interface,
             target_age=max(0.0, now - (self._target_camera_stamp or now)),
-            end_to_end_latency=e2e["last"],
-            period_jitter_p50=jitter["jitter_p50"],
-            period_jitter_p99=jitter["jitter_p99"],
-            deadline_misses=jitter["deadline_misses"],
+            end_to_end_latency=self._last_e2e,
+            period_jitter_p50=jitter.jitter_p50,
+            period_jitter_p99=jitter.jitter_p99,
+            deadline_misses=jitter.total_deadline_misses,
             rejected_targets=status["targets_refused"],
         )
         msg.header.stamp = seconds_to_time(now)
@@ -344,21 +361,14 @@ class ControllerNode(LifecycleNode):
         level = "ok" if command.mode is Mode.TRACKING else "warn"
         if command.mode is Mode.ESTOP:
             level = "error"
-        policy = self.latency.summary("policy_to_command")
         self._diagnostics.report(
             level,
             f"{command.mode.value}" + (f": {command.reason}" if command.reason else ""),
             {
                 **status,
-                "rate_hz": controller.config.rate_hz,
-                "period_p50_s": jitter["period_p50"],
-                "period_jitter_p50_s": jitter["jitter_p50"],
-                "period_jitter_p99_s": jitter["jitter_p99"],
-                "deadline_misses": jitter["deadline_misses"],
-                "camera_to_command_p50_s": e2e["p50"],
-                "camera_to_command_p99_s": e2e["p99"],
-                "policy_to_command_p50_s": policy["p50"],
-                "policy_to_command_p99_s": policy["p99"],
+                "nominal_rate_hz": controller.config.rate_hz,
+                **jitter.as_dict(),
+                **self.latency.as_dict(),
             },
         )
 

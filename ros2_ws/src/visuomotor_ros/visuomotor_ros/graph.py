@@ -99,6 +99,14 @@ GRAPH: tuple[NodeSpec, ...] = (
 )
 
 
+#: Parameters that differ in simulation, on top of the YAML files (launch files
+#: and the runner both apply them): the sim steps in lockstep with the
+#: controller, which ticks once per joint state it receives.
+SIM_OVERRIDES: dict[str, dict[str, object]] = {
+    "controller": {"trigger": "joint_states"},
+}
+
+
 def nodes(sim: bool) -> tuple[NodeSpec, ...]:
     """The nodes to start: all of them in simulation, all but the sim on a robot."""
     return tuple(spec for spec in GRAPH if sim or not spec.sim_only)

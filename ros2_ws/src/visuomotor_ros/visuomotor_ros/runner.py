@@ -1,11 +1,18 @@
-"""In-process runner: the graph's nodes in one process on one executor.
+"""In-process runner: the graph's nodes in one process.
 
 Same node classes and the same parameter files as the launch files (both read
 :mod:`visuomotor_ros.graph`), so CI and ``make demo`` exercise what
 ``ros2 launch`` starts, without needing ``launch`` itself (not on PyPI).
-A MultiThreadedExecutor runs the callbacks; each node puts its time-critical
-work (the controller loop, the sim's physics thread) in its own callback group
-or thread so a slow callback elsewhere cannot delay it.
+
+Each node gets an executor of its own, spinning in its own thread, as it would
+in its own process under ``ros2 launch``: a stall in one node's callback (a
+slow encoder, say) cannot hold up another node's callbacks — in particular not
+the controller's loop. ``executor="single"`` (default) gives each node a
+SingleThreadedExecutor: measured here, a publish/subscribe round trip between
+two nodes costs about 0.65 ms this way against 0.9 ms (p99 23 ms) with a
+MultiThreadedExecutor per node, which matters for a 1 kHz loop on sim time.
+(rclpy's experimental EventsExecutor holds the GIL while it waits, which
+starves the other threads, so it is not offered.)
 """
 
 from __future__ import annotations
@@ -17,7 +24,12 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -42,7 +54,8 @@ class GraphRunner:
         overrides: per role (``"sim"``, ``"encoder"``, ...) parameter values that take
             precedence over the YAML files.
         roles: start only these roles (default: all of the graph's).
-        num_threads: executor threads.
+        executor: "single" (SingleThreadedExecutor per node) or "multi"
+            (MultiThreadedExecutor per node).
     """
 
     def __init__(
@@ -51,16 +64,19 @@ class GraphRunner:
         use_sim_time: bool = True,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         roles: Sequence[str] | None = None,
-        num_threads: int = 6,
+        executor: str = "single",
     ) -> None:
+        if executor not in ("single", "multi"):
+            raise ValueError(f"executor must be 'single' or 'multi', got '{executor}'")
+        self.sim = sim
         self.specs = [s for s in graph.nodes(sim) if roles is None or s.role in roles]
         self.use_sim_time = use_sim_time
         self.overrides = {role: dict(values) for role, values in (overrides or {}).items()}
-        self.num_threads = num_threads
+        self.executor_kind = executor
         self.context = Context()
         self.nodes: dict[str, Node] = {}
-        self.executor: MultiThreadedExecutor | None = None
-        self._thread: threading.Thread | None = None
+        self._executors: list[Executor] = []
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> GraphRunner:
         """Initialise rclpy with the parameter files, create the nodes, start spinning."""
@@ -68,37 +84,50 @@ class GraphRunner:
         for spec in self.specs:
             args += ["--params-file", str(graph.params_path(spec))]
         rclpy.init(args=args, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=self.num_threads, context=self.context)
         try:
             for spec in self.specs:
-                values = {"use_sim_time": self.use_sim_time, **self.overrides.get(spec.role, {})}
+                values = {
+                    "use_sim_time": self.use_sim_time,
+                    **(graph.SIM_OVERRIDES.get(spec.role, {}) if self.sim else {}),
+                    **self.overrides.get(spec.role, {}),
+                }
                 node = _factory(spec.factory)(
                     context=self.context, parameter_overrides=_parameters(values)
                 )
                 self.nodes[spec.role] = node
-                self.executor.add_node(node)
+                self.add_node(node)
         except Exception:
             self.stop()
             raise
-        self._thread = threading.Thread(target=self._spin, name="graph-executor", daemon=True)
-        self._thread.start()
         return self
 
-    def add_node(self, node: Node) -> None:
-        """Spin an extra node (a supervisor, a recorder) on the same executor."""
-        assert self.executor is not None, "start() first"
-        self.executor.add_node(node)
+    def _new_executor(self) -> Executor:
+        if self.executor_kind == "single":
+            return SingleThreadedExecutor(context=self.context)
+        return MultiThreadedExecutor(num_threads=2, context=self.context)
 
-    def _spin(self) -> None:
+    def add_node(self, node: Node) -> None:
+        """Spin ``node`` (a graph node, a supervisor, a recorder) on an executor of its own."""
+        executor = self._new_executor()
+        executor.add_node(node)
+        thread = threading.Thread(
+            target=self._spin, args=(executor,), name=f"spin-{node.get_name()}", daemon=True
+        )
+        self._executors.append(executor)
+        self._threads.append(thread)
+        thread.start()
+
+    @staticmethod
+    def _spin(executor: Executor) -> None:
         try:
-            self.executor.spin()
+            executor.spin()
         except ExternalShutdownException:
             pass
 
     def stop(self) -> None:
         """Destroy the nodes and shut the context down (idempotent)."""
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=2.0)
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=2.0)
         for node in reversed(list(self.nodes.values())):
             try:
                 node.destroy_node()
@@ -106,8 +135,10 @@ class GraphRunner:
                 pass
         self.nodes.clear()
         rclpy.try_shutdown(context=self.context)
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._executors.clear()
+        self._threads.clear()
 
     def __enter__(self) -> GraphRunner:
         return self.start()
