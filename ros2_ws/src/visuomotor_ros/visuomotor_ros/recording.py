@@ -134,19 +134,20 @@ class McapRecorder:
                 encoding="ros2msg",
                 data=message_definition(type_name).encode(),
             )
-            channel_id = self._writer.register_channel(
-                topic=topic, message_encoding="cdr", schema_id=schema_id
-            )
             self.counts[topic] = 0
-            self._subscriptions.append(
-                node.create_subscription(
-                    msg_type,
-                    topic,
-                    lambda data, t=topic, c=channel_id: self._write(t, c, data),
-                    qos,
-                    raw=True,
-                )
+            channel = {}
+            subscription = node.create_subscription(
+                msg_type,
+                topic,
+                lambda data, t=topic, c=channel: self._write(t, c["id"], data),
+                qos,
+                raw=True,
             )
+            # Channels carry the fully resolved name (namespace included), as rosbag2 does.
+            channel["id"] = self._writer.register_channel(
+                topic=subscription.topic_name, message_encoding="cdr", schema_id=schema_id
+            )
+            self._subscriptions.append(subscription)
 
     def _write(self, topic: str, channel_id: int, data: bytes) -> None:
         now = time.time_ns()
