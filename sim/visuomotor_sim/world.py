@@ -1,9 +1,9 @@
 """PyBullet world: a Franka Panda on a table, a visual-only target and a fixed RGB camera.
 
-:class:`PandaWorld` owns one PyBullet client (DIRECT) and is the only place that talks to
-PyBullet. Frames: the world frame *is* the robot base frame ``panda_link0`` (base fixed at
-the origin, identity orientation); the table top is the plane z = 0. Units are SI
-throughout (m, rad, s, kg, N·m).
+:class:`PandaWorld` owns one PyBullet client (DIRECT, or GUI on request) and is the only
+place that talks to PyBullet. Frames: the world frame *is* the robot base frame
+``panda_link0`` (base fixed at the origin, identity orientation); the table top is the
+plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
 
 Commands go through a delay line of whole physics steps (``DynamicsParams.actuation_delay``)
 and are always clamped to the URDF effort limit of each joint before they reach PyBullet.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import pkgutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -98,6 +99,9 @@ class WorldConfig:
         use_egl: render with the EGL plugin when it loads (falls back to the CPU
             TinyRenderer with a log line). Worth it only with a GPU: on a CPU-only
             machine EGL runs on Mesa llvmpipe and is ~6x slower than TinyRenderer here.
+        gui: connect with PyBullet's GUI (an OpenGL window showing the world) instead of
+            headless DIRECT. Needs a display (an X server on Linux); camera images are
+            still rendered by the configured renderer, so they do not change.
         table_half_extents: half sizes of the box table, m; its top is the plane z = 0.
         table_centre_xy: table centre in the base frame, m.
         camera: the fixed scene camera.
@@ -112,6 +116,7 @@ class WorldConfig:
     finger_opening: float = 0.02
     robot_visual: str = "collision"
     use_egl: bool = False
+    gui: bool = False
     table_half_extents: tuple[float, float, float] = (0.6, 0.6, 0.02)
     table_centre_xy: tuple[float, float] = (0.3, 0.0)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -165,6 +170,43 @@ def _low_poly_urdf() -> str:
     return path
 
 
+def _display_problem() -> str | None:
+    """Why PyBullet's GUI cannot open a window here, or None when it can try.
+
+    PyBullet's X11 GUI calls ``exit()`` when it cannot reach the X server, taking the
+    whole process down, so a missing display must be caught before connecting.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return "DISPLAY is not set (no X server; on a headless machine keep gui off)"
+    host, _, number = display.rpartition(":")
+    if host in ("", "unix"):
+        socket_path = f"/tmp/.X11-unix/X{number.split('.')[0]}"
+        if not os.path.exists(socket_path):
+            return f"DISPLAY={display} but the X server socket {socket_path} does not exist"
+    return None
+
+
+def _connect(gui: bool) -> BulletClient:
+    """A PyBullet client: DIRECT (headless) or GUI, with a clear error when the GUI fails."""
+    if not gui:
+        return BulletClient(connection_mode=pybullet.DIRECT)
+    problem = _display_problem()
+    if problem is not None:
+        raise RuntimeError(f"WorldConfig.gui=True needs a display: {problem}")
+    try:
+        client = BulletClient(connection_mode=pybullet.GUI)
+    except pybullet.error as error:
+        raise RuntimeError(f"could not open the PyBullet GUI ({error}); only one GUI "
+                           "connection is allowed per process") from error
+    client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
+    client.resetDebugVisualizerCamera(cameraDistance=1.4, cameraYaw=50.0, cameraPitch=-30.0,
+                                      cameraTargetPosition=[0.3, 0.0, 0.2])
+    return client
+
+
 def robot_urdf_path() -> Path:
     """The robot description shared with the controller model (bringup's panda.urdf,
     identical to pybullet_data's), from the source tree or pybullet_data."""
@@ -185,7 +227,7 @@ class PandaWorld:
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
-        self._client = BulletClient(connection_mode=pybullet.DIRECT)
+        self._client = _connect(self.config.gui)
         self._renderer = self._choose_renderer()
         convention = "opengl" if self._renderer == pybullet.ER_BULLET_HARDWARE_OPENGL else "tiny"
         self.camera = PinholeCamera(self.config.camera, pixel_convention=convention)
