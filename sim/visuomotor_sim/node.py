@@ -1,22 +1,32 @@
 """The sim node: the PyBullet world as a ROS 2 robot.
 
-Publishes what a real Panda + camera driver would (``camera/image_raw``,
-``camera/camera_info``, ``joint_states``, ``robot_description``), plus ``/clock``,
-the task status and an RViz marker of the true target; takes joint commands on
-a ros2_control-style ``<controller>/commands`` topic (std_msgs/Float64MultiArray).
+Publishes what a real Panda + camera driver would (``camera/image_raw`` and
+``camera/camera_info`` with sensor-data QoS, ``joint_states``, and
+``robot_description`` transient local), plus ``/clock``, the task status, an RViz
+marker of the true target and ``/diagnostics``; takes joint commands on a
+ros2_control-style ``<controller>/commands`` topic (std_msgs/Float64MultiArray,
+one value per arm joint in panda_joint1..7 order); services reset an episode
+(seed + randomization profile) and place the target.
 
 Physics runs in its own thread, in one of two step modes:
 
-* ``realtime`` — paced to the wall clock (scaled by ``real_time_factor``);
+* ``realtime`` — paced to the wall clock (scaled by ``real_time_factor``); when
+  the machine cannot keep up (more than ``MAX_PACING_LAG`` s behind) the pacing
+  restarts from the present instead of racing to catch up;
 * ``lockstep`` — as fast as possible on sim time: after publishing the joint
   state of a step, the sim waits (at most ``lockstep_timeout`` s of wall time)
   for the next command before stepping, so a 1 kHz controller on sim time sees
   every state and no command is skipped however slow the machine is.
 
 Bad commands (wrong length, NaN/inf) are refused and the previous command is
-kept; efforts beyond the URDF limit are clamped; each case logs a throttled
-warning. Without a fresh command for ``command_timeout`` s (sim time) the
-joints hold their position, as a robot's own safety layer would.
+kept; values beyond the URDF limits of the command interface (effort, position
+or velocity) are clamped; each case is counted and logs a throttled warning.
+Without a fresh command for ``command_timeout`` s (sim time) the joints hold
+their position, as a robot's own safety layer would.
+
+Threads: the physics thread owns the world; services take the world lock
+between steps. The command callback only takes a small command lock, so a
+frame being rendered never holds up the executor that receives commands.
 """
 
 from __future__ import annotations
@@ -24,13 +34,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -46,17 +59,32 @@ from visuomotor_ros.node_common import (
     LATCHED_QOS,
     LATEST_QOS,
     SENSOR_QOS,
+    DiagnosticsReporter,
     declare_schema,
     on_set_validated,
     seconds_to_time,
 )
 from visuomotor_sim.randomization import DomainRandomizer, load_profile
 from visuomotor_sim.task import ReachTask, TaskConfig
-from visuomotor_sim.world import ARM_JOINT_NAMES, PandaWorld, WorldConfig
+from visuomotor_sim.world import ARM_JOINT_NAMES, COMMAND_MODES, PandaWorld, WorldConfig
 
 BASE_FRAME = "panda_link0"
 PROFILES = ("nominal", "training", "heldout")
 STEP_MODES = ("realtime", "lockstep")
+#: Wall time (s) the realtime loop may fall behind before it stops catching up.
+MAX_PACING_LAG = 0.1
+#: Shortest interval (s, wall time) between two warnings of the same kind.
+WARNING_PERIOD = 1.0
+#: Slack (s) when comparing sim times, against float rounding of summed steps.
+TIME_EPS = 1e-9
+MARKER_DIAMETER = 0.04  # m
+
+#: Joint commands: keep only the newest; best effort so that publishers of either
+#: reliability (ros2_control's reliable forward-command convention, a best-effort
+#: teleop tool) are matched — a reliable subscription would ignore best-effort ones.
+COMMAND_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
+)
 
 SCHEMA = (
     ParamSpec("physics_hz", float, 1000.0, "Physics rate", "Hz", 100.0, 5000.0, read_only=True),
@@ -65,24 +93,73 @@ SCHEMA = (
               "steps", 1, 100),
     ParamSpec("clock_decimation", int, 1, "Publish /clock every N physics steps", "steps", 1,
               100),
-    ParamSpec("status_rate_hz", float, 20.0, "Task status rate", "Hz", 1.0, 200.0),
-    ParamSpec("step_mode", str, "lockstep", "realtime or lockstep", "", read_only=True),
+    ParamSpec("status_rate_hz", float, 20.0,
+              "Task status rate (also the rate the task's dwell is checked at)", "Hz", 1.0, 200.0),
+    ParamSpec("step_mode", str, "lockstep", "realtime (paced to the wall clock) or lockstep "
+              "(waits for a command after each step)", "", read_only=True, choices=STEP_MODES),
     ParamSpec("real_time_factor", float, 1.0, "Sim speed in realtime mode", "", 0.05, 10.0),
-    ParamSpec("lockstep_timeout", float, 0.05, "Longest wait for a command per step", "s",
-              0.001, 1.0),
-    ParamSpec("command_timeout", float, 0.1, "Hold position without commands for this long",
-              "s", 0.005, 10.0),
+    ParamSpec("lockstep_timeout", float, 0.05, "Longest wait for a command per step (wall)",
+              "s", 0.001, 1.0),
+    ParamSpec("command_timeout", float, 0.1, "Hold position without commands for this long "
+              "(sim time)", "s", 0.005, 10.0),
     ParamSpec("command_topic", str, graph.DEFAULT_COMMAND_TOPIC, "Joint command topic", "",
               read_only=True),
-    ParamSpec("command_interface", str, "effort", "effort, position or velocity", "",
-              read_only=True),
-    ParamSpec("profile", str, "nominal", "Domain-randomization profile", ""),
+    ParamSpec("command_interface", str, "effort", "Meaning of the command values: effort "
+              "(N·m), position (rad) or velocity (rad/s)", "", read_only=True,
+              choices=COMMAND_MODES),
+    ParamSpec("profile", str, "nominal", "Domain-randomization profile of episodes reset "
+              "without one", "", choices=PROFILES),
     ParamSpec("seed", int, 0, "Seed of the first episode", "", 0, 2**31 - 1),
     ParamSpec("episode_timeout", float, 5.0, "Task timeout", "s", 0.5, 600.0),
     ParamSpec("tolerance", float, 0.02, "Task success radius", "m", 0.001, 0.5),
     ParamSpec("dwell", float, 0.3, "Time inside the radius for success", "s", 0.0, 10.0),
     ParamSpec("start_episode", bool, True, "Start an episode at start-up", ""),
+    ParamSpec("gui", bool, False, "Show the world in PyBullet's GUI window (needs a display)",
+              "", read_only=True),
+    ParamSpec("diagnostics_period", float, 1.0, "Interval between /diagnostics reports", "s",
+              0.05, 60.0),
 )
+_TASK_PARAMS = ("tolerance", "dwell", "episode_timeout")
+
+
+@dataclass
+class SimCounters:
+    """What the sim node has counted since start-up (read by diagnostics and tests)."""
+
+    steps: int = 0
+    commands: int = 0
+    rejected: int = 0
+    clamped: int = 0
+    lockstep_timeouts: int = 0
+    pacing_resets: int = 0
+
+
+class ThrottledWarnings:
+    """Logs each kind of warning at most once per ``period`` s of wall time, saying how
+    many of that kind were suppressed since the last one."""
+
+    def __init__(self, logger: Any, period: float = WARNING_PERIOD) -> None:
+        self._logger = logger
+        self._period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, text: str, period: float | None = None) -> bool:
+        """Log ``text`` unless a ``key`` warning was logged recently; True when logged."""
+        now = time.monotonic()
+        if now - self._last.get(key, -np.inf) < (period or self._period):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        suppressed = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        more = f" ({suppressed} more since the last such warning)" if suppressed else ""
+        self._logger.warning(text + more)
+        return True
+
+
+def task_config(params: Mapping[str, Any]) -> TaskConfig:
+    """The reach task's configuration from the node's parameters (ValueError if invalid)."""
+    return TaskConfig(params["tolerance"], params["dwell"], params["episode_timeout"])
 
 
 class SimNode(Node):
@@ -91,30 +168,38 @@ class SimNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sim_node", **kwargs)
         self.params = declare_schema(self, SCHEMA)
-        self._check_choices(self.params)
-        on_set_validated(self, SCHEMA, self._apply_params)
         p = self.params
-        self.world = PandaWorld(WorldConfig(physics_hz=p["physics_hz"]))
+        self.counters = SimCounters()
+        self._warnings = ThrottledWarnings(self.get_logger())
+        self.world = PandaWorld(WorldConfig(physics_hz=p["physics_hz"], gui=p["gui"]))
         self.task = ReachTask(
-            TaskConfig(p["tolerance"], p["dwell"], p["episode_timeout"]),
+            task_config(p),
             grasp_point=self.world.grasp_point,
             effort=lambda: self.world.effort_integral,
         )
-        self._lock = threading.Lock()
+        on_set_validated(self, SCHEMA, self._apply_params)
+        n = len(ARM_JOINT_NAMES)
+        # _world_lock: the world, the task and episode state (physics thread, services).
+        # _command_lock: the latest command and its sim time (command callback, physics).
+        self._world_lock = threading.Lock()
+        self._command_lock = threading.Lock()
         self._command_event = threading.Event()
-        self._command = np.zeros(len(ARM_JOINT_NAMES))
+        self._command = np.zeros(n)
         self._command_time = -np.inf
+        self._step_command = np.zeros(n)
+        self._interface = p["command_interface"]
+        self._lower, self._upper = self._command_bounds(self._interface)
         self._hold_q: np.ndarray | None = None
         self._sim_time = 0.0
         self._episode = 0
         self._seed = p["seed"]
         self._profile = p["profile"]
         self._done_reported = False
-        self._rejected = 0
-        self._warned: dict[str, float] = {}
+        self._next_frame = 0.0
+        self._next_status = 0.0
 
         self._pub_clock = self.create_publisher(Clock, graph.CLOCK, SENSOR_QOS)
-        self._pub_joints = self.create_publisher(JointState, graph.JOINT_STATES, SENSOR_QOS)
+        self._pub_joints = self.create_publisher(JointState, graph.JOINT_STATES, LATEST_QOS)
         self._pub_image = self.create_publisher(Image, graph.CAMERA_IMAGE, SENSOR_QOS)
         self._pub_info = self.create_publisher(CameraInfo, graph.CAMERA_INFO, SENSOR_QOS)
         self._pub_status = self.create_publisher(TaskStatusMsg, graph.TASK_STATUS, DEFAULT_QOS)
@@ -122,15 +207,26 @@ class SimNode(Node):
         self._pub_description = self.create_publisher(
             String, graph.ROBOT_DESCRIPTION, LATCHED_QOS
         )
-        self._pub_description.publish(String(data=graph.urdf_path().read_text()))
-        self.create_subscription(
-            Float64MultiArray, p["command_topic"], self._on_command, LATEST_QOS
+        self._diagnostics = DiagnosticsReporter(
+            self, "simulation", hardware_id="pybullet", period=p["diagnostics_period"]
         )
-        self.create_service(ResetEpisode, graph.SIM_RESET, self._on_reset)
-        self.create_service(SetTarget, graph.SIM_SET_TARGET, self._on_set_target)
+        self._pub_description.publish(String(data=graph.urdf_path().read_text()))
+        # Commands and services in separate groups: under a multi-threaded executor a
+        # reset waiting for the world lock does not delay the commands behind it.
+        self.create_subscription(
+            Float64MultiArray, p["command_topic"], self._on_command, COMMAND_QOS,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(ResetEpisode, graph.SIM_RESET, self._on_reset,
+                            callback_group=services)
+        self.create_service(SetTarget, graph.SIM_SET_TARGET, self._on_set_target,
+                            callback_group=services)
 
         self._joint_msg = JointState(name=list(ARM_JOINT_NAMES))
+        self._clock_msg = Clock()
         self._info_template = self._camera_info_msg()
+        self._rate_window = (time.perf_counter(), 0.0, 0)
         if p["start_episode"]:
             self.reset_episode(self._seed, self._profile)
         self._running = True
@@ -138,43 +234,40 @@ class SimNode(Node):
         self._thread.start()
 
     # ---------------------------------------------------------------- parameters
-    @staticmethod
-    def _check_choices(values: Mapping[str, Any]) -> tuple[bool, str]:
-        checks = {
-            "profile": PROFILES,
-            "step_mode": STEP_MODES,
-            "command_interface": ("effort", "position", "velocity"),
-        }
-        for name, choices in checks.items():
-            if name in values and values[name] not in choices:
-                reason = f"'{name}' must be one of {choices}, got '{values[name]}'"
-                if name in ("step_mode", "command_interface"):
-                    raise ValueError(reason)
-                return False, reason
+    def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
+        if any(name in changes for name in _TASK_PARAMS):
+            try:
+                config = task_config({**self.params, **changes})
+            except ValueError as error:
+                return False, str(error)
+            with self._world_lock:
+                self.task.config = config
+        self.params.update(changes)
         return True, ""
 
-    def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
-        ok, reason = self._check_choices(changes)
-        if ok:
-            with self._lock:
-                self.params.update(changes)
-        return ok, reason
-
     # ---------------------------------------------------------------- episodes
+    @property
+    def sim_time(self) -> float:
+        """Simulated time since the node started, s (monotonic across episodes)."""
+        return self._sim_time
+
     def reset_episode(self, seed: int, profile: str) -> np.ndarray:
-        """Start an episode: draw the profile's parameters with ``seed``, reset world + task."""
+        """Start an episode: draw the profile's parameters with ``seed``, reset world + task.
+
+        Returns the target position (3,), m, base frame.
+        """
         randomizer = DomainRandomizer(load_profile(profile), np.random.default_rng(seed))
         dynamics, visual = randomizer.sample()
-        with self._lock:
+        with self._world_lock:
             target = self.world.reset(seed, dynamics=dynamics, visual=visual)
             self._episode += 1
             self._seed, self._profile = seed, profile
-            self._episode_start = self._sim_time
             self.task.reset(target, now=self._sim_time)
             self._hold_q = self.world.true_joint_positions()
-            self._command_time = -np.inf
+            with self._command_lock:
+                self._command_time = -np.inf
             self._done_reported = False
-        self._publish_marker(target)
+            self._publish_marker(target)
         self.get_logger().info(
             f"episode {self._episode}: seed {seed}, profile '{profile}', "
             f"target {np.round(target, 3).tolist()} m"
@@ -187,7 +280,11 @@ class SimNode(Node):
             response.success = False
             response.message = f"unknown profile '{profile}' (use one of {PROFILES})"
             return response
-        target = self.reset_episode(int(request.seed), profile)
+        try:
+            target = self.reset_episode(int(request.seed), profile)
+        except (ValueError, OSError) as error:  # e.g. an unreadable randomization file
+            response.success, response.message = False, f"reset failed: {error}"
+            return response
         response.success = True
         response.episode = self._episode
         response.message = f"episode {self._episode} started"
@@ -199,100 +296,132 @@ class SimNode(Node):
         if not np.isfinite(position).all():
             response.success, response.message = False, "target position is not finite"
             return response
-        with self._lock:
+        with self._world_lock:
             self.world.set_target(position)
             self.task.reset(position, now=self._sim_time)
             self._done_reported = False
-        self._publish_marker(position)
+            self._publish_marker(position)
         response.success, response.message = True, "target placed"
         return response
 
     # ---------------------------------------------------------------- commands
-    def _warn(self, key: str, text: str, period: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._warned.get(key, -np.inf) >= period:
-            self._warned[key] = now
-            self.get_logger().warning(text)
+    def _command_bounds(self, interface: str) -> tuple[np.ndarray, np.ndarray]:
+        limits = self.world.limits
+        if interface == "effort":
+            return -limits.effort, limits.effort
+        if interface == "position":
+            return limits.lower, limits.upper
+        return -limits.velocity, limits.velocity
+
+    def _refuse(self, key: str, text: str) -> None:
+        self.counters.rejected += 1
+        self._warnings.warn(key, f"command refused, previous command kept: {text}")
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float64)
         n = len(ARM_JOINT_NAMES)
+        self.counters.commands += 1
         if values.shape != (n,):
-            self._rejected += 1
-            self._warn("length", f"command refused: {values.size} values, expected {n}")
+            self._refuse("length", f"{values.size} values, expected {n} (panda_joint1..7)")
             return
         if not np.isfinite(values).all():
-            self._rejected += 1
-            self._warn("finite", "command refused: contains NaN or inf")
+            self._refuse("finite", f"contains NaN or inf: {values.tolist()}")
             return
-        if self.params["command_interface"] == "effort":
-            limit = self.world.limits.effort
-            if np.any(np.abs(values) > limit):
-                self._warn("effort", "command beyond the joint effort limits: clamped")
-                values = np.clip(values, -limit, limit)
-        elif self.params["command_interface"] == "position":
-            lower, upper = self.world.limits.lower, self.world.limits.upper
-            if np.any((values < lower) | (values > upper)):
-                self._warn("position", "position command beyond the joint limits: clamped")
-                values = np.clip(values, lower, upper)
-        else:
-            limit = self.world.limits.velocity
-            if np.any(np.abs(values) > limit):
-                self._warn("velocity", "velocity command beyond the joint limits: clamped")
-                values = np.clip(values, -limit, limit)
-        with self._lock:
+        if np.any((values < self._lower) | (values > self._upper)):
+            self.counters.clamped += 1
+            self._warnings.warn(
+                "limits", f"{self._interface} command beyond the joint limits: clamped "
+                f"({np.round(values, 3).tolist()})"
+            )
+            values = np.minimum(np.maximum(values, self._lower), self._upper)
+        with self._command_lock:
             self._command[:] = values
             self._command_time = self._sim_time
         self._command_event.set()
 
+    def latest_command(self) -> tuple[np.ndarray, float]:
+        """The command that will be applied (copy, after checks) and its receipt sim time, s."""
+        with self._command_lock:
+            return self._command.copy(), self._command_time
+
     # ---------------------------------------------------------------- physics loop
     def _physics_loop(self) -> None:
-        dt = self.world.dt
-        wall_start, sim_start = time.perf_counter(), self._sim_time
-        next_frame = self._sim_time
-        next_status = self._sim_time
-        step = 0
+        with self._world_lock:
+            self._publish_joint_state(self._sim_time)  # the state a lockstep peer answers
+        pacing = (time.perf_counter(), self._sim_time, self.params["real_time_factor"])
         try:
             while self._running and rclpy.ok(context=self.context):
                 p = self.params
                 lockstep = p["step_mode"] == "lockstep"
                 if lockstep:
-                    self._command_event.wait(p["lockstep_timeout"])
-                    self._command_event.clear()
-                with self._lock:
-                    self._apply_latest_command(p)
-                    self.world.step(1)
-                    self._sim_time += dt
-                    step += 1
-                    now = self._sim_time
-                    if step % p["clock_decimation"] == 0:
-                        self._pub_clock.publish(Clock(clock=seconds_to_time(now)))
-                    if step % p["joint_state_decimation"] == 0:
-                        self._publish_joint_state(now)
-                    if now >= next_frame - 1e-9:
-                        next_frame += 1.0 / p["camera_rate_hz"]
-                        self._publish_camera(now)
-                    if now >= next_status - 1e-9:
-                        next_status += 1.0 / p["status_rate_hz"]
-                        self._publish_status(now)
+                    self._wait_for_command(p["lockstep_timeout"])
+                with self._world_lock:
+                    self._step_and_publish(p)
                 if not lockstep:
-                    ahead = (now - sim_start) / p["real_time_factor"] - (
-                        time.perf_counter() - wall_start
-                    )
-                    if ahead > 0.0:
-                        time.sleep(ahead)
+                    pacing = self._pace(pacing, p["real_time_factor"])
         except ExternalShutdownException:
             pass
+        except Exception as error:
+            if self._running and rclpy.ok(context=self.context):
+                self.get_logger().fatal(f"physics loop stopped: {error!r}")
+                raise
+
+    def _wait_for_command(self, timeout: float) -> None:
+        if not self._command_event.wait(timeout):
+            self.counters.lockstep_timeouts += 1
+        self._command_event.clear()
+
+    def _pace(
+        self, pacing: tuple[float, float, float], factor: float
+    ) -> tuple[float, float, float]:
+        """Sleep until the wall clock reaches the sim time (scaled by ``factor``).
+
+        ``pacing`` is (wall, sim, factor) at the anchor; returns the anchor to use next:
+        a new one when the factor changed or the loop fell more than MAX_PACING_LAG behind.
+        """
+        now_wall, now_sim = time.perf_counter(), self._sim_time
+        wall0, sim0, factor0 = pacing
+        if factor != factor0:
+            return now_wall, now_sim, factor
+        ahead = (now_sim - sim0) / factor - (now_wall - wall0)
+        if ahead > 0.0:
+            time.sleep(ahead)
+        elif ahead < -MAX_PACING_LAG:
+            self.counters.pacing_resets += 1
+            return now_wall, now_sim, factor
+        return pacing
+
+    def _step_and_publish(self, p: Mapping[str, Any]) -> None:
+        self._apply_latest_command(p)
+        self.world.step(1)
+        self._sim_time += self.world.dt
+        self.counters.steps += 1
+        steps, now = self.counters.steps, self._sim_time
+        if steps % p["clock_decimation"] == 0:
+            self._clock_msg.clock = seconds_to_time(now)
+            self._pub_clock.publish(self._clock_msg)
+        if steps % p["joint_state_decimation"] == 0:
+            self._publish_joint_state(now)
+        if now >= self._next_frame - TIME_EPS:
+            self._next_frame = max(self._next_frame + 1.0 / p["camera_rate_hz"], now)
+            self._publish_camera(now)
+        if now >= self._next_status - TIME_EPS:
+            self._next_status = max(self._next_status + 1.0 / p["status_rate_hz"], now)
+            self._publish_status(now)
+            self._report_diagnostics(now)
 
     def _apply_latest_command(self, p: Mapping[str, Any]) -> None:
-        fresh = self._sim_time - self._command_time <= p["command_timeout"]
+        with self._command_lock:
+            fresh = self._sim_time - self._command_time <= p["command_timeout"]
+            if fresh:
+                self._step_command[:] = self._command
         if fresh:
             self._hold_q = None
-            self.world.apply_command(self._command, p["command_interface"])
+            self.world.apply_command(self._step_command, self._interface)
             return
         if self._hold_q is None:
             self._hold_q = self.world.true_joint_positions()
-            self._warn("hold", "no fresh command: holding position", period=5.0)
+            self._warnings.warn("hold", "no fresh command: holding position", period=5.0)
         self.world.apply_command(self._hold_q, "position")
 
     def _publish_joint_state(self, now: float) -> None:
@@ -338,6 +467,25 @@ class SimNode(Node):
                 f"error={status.error * 100:.1f} cm, t={status.time:.2f} s"
             )
 
+    def _report_diagnostics(self, now: float) -> None:
+        wall0, sim0, steps0 = self._rate_window
+        wall = time.perf_counter() - wall0
+        c = self.counters
+        values = {
+            "step_mode": self.params["step_mode"],
+            "sim_time_s": now,
+            "real_time_factor": (now - sim0) / wall if wall > 0.0 else 0.0,
+            "steps_per_s": (c.steps - steps0) / wall if wall > 0.0 else 0.0,
+            "episode": self._episode,
+            "commands": c.commands,
+            "commands_rejected": c.rejected,
+            "commands_clamped": c.clamped,
+            "lockstep_timeouts": c.lockstep_timeouts,
+            "pacing_resets": c.pacing_resets,
+        }
+        if self._diagnostics.report("ok", "stepping", values):
+            self._rate_window = (time.perf_counter(), now, c.steps)
+
     def _camera_info_msg(self) -> CameraInfo:
         info = self.world.camera_info()
         msg = CameraInfo(
@@ -358,23 +506,27 @@ class SimNode(Node):
         marker.header.stamp = seconds_to_time(self._sim_time)
         marker.pose.position = Point(x=target[0], y=target[1], z=target[2])
         marker.pose.orientation.w = 1.0
-        marker.scale.x = marker.scale.y = marker.scale.z = 0.04
+        marker.scale.x = marker.scale.y = marker.scale.z = MARKER_DIAMETER
         marker.color.r, marker.color.a = 1.0, 0.8
         self._pub_marker.publish(marker)
 
     # ---------------------------------------------------------------- teardown
     def destroy_node(self) -> None:
+        """Stop the physics thread, disconnect PyBullet, destroy the node (idempotent)."""
         self._running = False
         self._command_event.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
-        self.world.close()
+            self._thread.join(timeout=5.0)
+        with self._world_lock:
+            self.world.close()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = SimNode()
+    # Two threads: commands and services sit in separate callback groups, so a reset
+    # (which waits for the physics thread's world lock) never holds up a command.
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
