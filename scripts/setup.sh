@@ -58,7 +58,12 @@ install_packages() {
   log "installing pinned packages ($files)"
   local args=()
   for f in $files; do args+=(-r "$f"); done
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c requirements/constraints.txt "${args[@]}"
+  local status=0
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+      -c requirements/constraints.txt "${args[@]}" > "$VENV/pip-install.log" 2>&1 || status=$?
+  # A pip configuration may name local indexes that do not exist: drop those warnings.
+  grep -v 'is ignored: it is neither' "$VENV/pip-install.log" || true
+  [ "$status" = 0 ] || { echo "pip install failed (log: $VENV/pip-install.log)" >&2; exit 1; }
   echo "$want" > "$STAMP"
 }
 
