@@ -106,6 +106,7 @@ class ControllerNode(LifecycleNode):
         self._timer = None
         self._last_wall: float | None = None
         self._last_state_pub = -np.inf
+        self._last_mode: Mode | None = None
         self._warned: dict[str, float] = {}
         if self.params["autostart"]:
             self.trigger_configure()
@@ -125,7 +126,10 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         self._new_period_stats(config.period)
-        self.latency = LatencyStats(("camera_to_command", "policy_to_command"), capacity=2000)
+        self._set_state_interval()
+        self.latency = LatencyStats(
+            ("camera_to_command", "policy_to_command", "tick_compute"), capacity=2000
+        )
         self._last_e2e = 0.0
         self._loop_group = MutuallyExclusiveCallbackGroup()
         self._io_group = MutuallyExclusiveCallbackGroup()
@@ -137,7 +141,7 @@ class ControllerNode(LifecycleNode):
             ControllerState, graph.CONTROLLER_STATE, DEFAULT_QOS
         )
         self._diagnostics = DiagnosticsReporter(self, "actuator controller")
-        self._subs = [
+        self._input_subs = [
             self.create_subscription(
                 JointTargets, graph.POLICY_TARGETS, self._on_targets, LATEST_QOS,
                 callback_group=self._io_group,
@@ -147,7 +151,9 @@ class ControllerNode(LifecycleNode):
                 callback_group=self._io_group,
             ),
         ]
-        self._services = [
+        # Not ``self._services``: rclpy's Node keeps its own services (parameters,
+        # lifecycle) under that name, and overwriting it unserves them.
+        self._trigger_services = [
             self.create_service(Trigger, graph.CONTROLLER_ESTOP, self._on_estop,
                                 callback_group=self._io_group),
             self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
@@ -161,6 +167,12 @@ class ControllerNode(LifecycleNode):
                "one tick per joint state")
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _set_state_interval(self) -> None:
+        """Spacing of controller/state messages, s. Half a control period early still
+        counts, so a tick that comes slightly early does not skip a state message."""
+        period = self.controller.config.period
+        self._state_interval = 1.0 / self.params["state_rate_hz"] - 0.5 * period
 
     def _new_period_stats(self, period: float) -> None:
         self.period_stats = PeriodStats(
@@ -200,11 +212,11 @@ class ControllerNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
-        for sub in getattr(self, "_subs", []):
+        for sub in getattr(self, "_input_subs", []):
             self.destroy_subscription(sub)
-        for srv in getattr(self, "_services", []):
+        for srv in getattr(self, "_trigger_services", []):
             self.destroy_service(srv)
-        self._subs, self._services = [], []
+        self._input_subs, self._trigger_services = [], []
         self.controller = None
 
     # ------------------------------------------------------------------ parameters
@@ -224,6 +236,8 @@ class ControllerNode(LifecycleNode):
                 if self.params["trigger"] == "timer":
                     self._create_timer(self.controller.config)
         self.params.update(changes)
+        if self.controller is not None:
+            self._set_state_interval()
         return True, ""
 
     # ------------------------------------------------------------------ inputs
@@ -259,22 +273,31 @@ class ControllerNode(LifecycleNode):
             self._state_stamp = time_to_seconds(msg.header.stamp)
             self._have_state = True
         if self._timer is None and self.params["trigger"] == "joint_states":
+            if now_seconds(self) <= 0.0:
+                return  # sim time without /clock yet: no motion is commanded
             self._tick(self._state_stamp)
 
     def _on_targets(self, msg: JointTargets) -> None:
         if self.controller is None:
             return
         positions = np.asarray(msg.position, dtype=np.float64)
+        velocities = np.asarray(msg.velocity, dtype=np.float64) if len(msg.velocity) else None
         if msg.name:
             index = self._target_index(list(msg.name))
-            if index is None or positions.size != len(msg.name):
+            sizes_ok = positions.size == len(msg.name) and (
+                velocities is None or velocities.size == len(msg.name)
+            )
+            if index is None or not sizes_ok:
                 self._warn("target_names", "target names/positions do not match the arm")
                 return
             positions = positions[index]
+            velocities = None if velocities is None else velocities[index]
         now = now_seconds(self)
         stamp = time_to_seconds(msg.header.stamp)
         with self._lock:
-            result = self.controller.set_target(positions, stamp=stamp, now=now)
+            result = self.controller.set_target(
+                positions, stamp=stamp, now=now, velocities=velocities
+            )
         if not result.accepted:
             self._warn("target", f"target refused: {result.reason}")
             return
@@ -324,6 +347,7 @@ class ControllerNode(LifecycleNode):
             if command.valid:
                 self._command_msg.data = command.values.tolist()
         if not command.valid:
+            self._last_mode = command.mode
             return
         self._pub_command.publish(self._command_msg)
         if self._latency_pending and command.mode is Mode.TRACKING:
@@ -331,11 +355,15 @@ class ControllerNode(LifecycleNode):
             self._last_e2e = now - self._target_camera_stamp
             self.latency.record("camera_to_command", self._last_e2e)
             self.latency.record("policy_to_command", now - self._target_policy_stamp)
-        if now - self._last_state_pub >= 1.0 / self.params["state_rate_hz"]:
+        mode_changed = command.mode is not self._last_mode
+        self._last_mode = command.mode
+        if mode_changed or now - self._last_state_pub >= self._state_interval:
             self._last_state_pub = now
-            self._publish_state(now, command)
+            self._publish_state(now, command, mode_changed)
+        self.latency.record("tick_compute", time.perf_counter() - wall)
 
-    def _publish_state(self, now: float, command: Any) -> None:
+    def _publish_state(self, now: float, command: Any, mode_changed: bool) -> None:
+        """controller/state and (rate-limited, at once on a mode change) /diagnostics."""
         controller = self.controller
         q_ref, _ = controller.reference
         jitter = self.period_stats.summary()
@@ -345,7 +373,7 @@ class ControllerNode(LifecycleNode):
             reason=command.reason,
             name=self._joint_names,
             reference_position=q_ref.tolist(),
-            measured_position=self._q.tolist(),
+            measured_position=self._measured_list(),
             command=self._command_msg.data,
             command_interface=command.interface,
             target_age=max(0.0, now - (self._target_camera_stamp or now)),
@@ -370,7 +398,12 @@ class ControllerNode(LifecycleNode):
                 **jitter.as_dict(),
                 **self.latency.as_dict(),
             },
+            force=mode_changed,
         )
+
+    def _measured_list(self) -> list[float]:
+        with self._lock:
+            return self._q.tolist()
 
 
 def main(args: list[str] | None = None) -> None:
