@@ -318,9 +318,13 @@ class SimNode(Node):
         self._warnings.warn(key, f"command refused, previous command kept: {text}")
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        values = np.asarray(msg.data, dtype=np.float64)
+        try:
+            self._accept_command(np.asarray(msg.data, dtype=np.float64))
+        finally:
+            self.counters.commands += 1  # counted once handled, whatever the outcome
+
+    def _accept_command(self, values: np.ndarray) -> None:
         n = len(ARM_JOINT_NAMES)
-        self.counters.commands += 1
         if values.shape != (n,):
             self._refuse("length", f"{values.size} values, expected {n} (panda_joint1..7)")
             return
