@@ -102,6 +102,9 @@ class ControllerNode(LifecycleNode):
         self._state_index: np.ndarray | None = None
         self._state_names: tuple[str, ...] = ()
         self._target_camera_stamp = None
+        #: Node-clock time (s) at which the latest accepted target arrived; the target
+        #: watchdog (target_timeout) counts from here.
+        self.last_target_arrival = -np.inf
         self._latency_pending = False
         self._timer = None
         self._last_wall: float | None = None
@@ -302,6 +305,7 @@ class ControllerNode(LifecycleNode):
             self._warn("target", f"target refused: {result.reason}")
             return
         self._target_camera_stamp = stamp
+        self.last_target_arrival = now
         self._target_policy_stamp = time_to_seconds(msg.policy_stamp)
         self._latency_pending = True
 
