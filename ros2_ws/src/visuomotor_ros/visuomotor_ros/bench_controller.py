@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -45,6 +46,8 @@ from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, seconds_to_time
 
+#: Default DDS domains of the benchmark: this base plus the process id modulo 100.
+PRIVATE_DOMAIN_BASE = 110
 #: A comfortable Panda configuration (rad), inside every joint range.
 HOME: tuple[float, ...] = (0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785)
 
@@ -341,6 +344,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="synthetic joint-state rate, Hz (default 1000)")
     parser.add_argument("--executor", choices=("single", "multi"), default="single",
                         help="executor per node: SingleThreaded (default) or MultiThreaded")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="DDS domain of the benchmark's own graph (default: ROS_DOMAIN_ID "
+                        "when set, else a private one derived from the process id, so other "
+                        "ROS graphs on this network neither disturb nor see it)")
     parser.add_argument("--update-iterations", type=int, default=20000,
                         help="calls of the bare update timed (default 20000)")
     parser.add_argument("--policy-iterations", type=int, default=500,
@@ -348,10 +355,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _isolate(domain_id: int | None) -> None:
+    """Run the benchmark's graph on its own DDS domain, discovered on this host only."""
+    if domain_id is None and "ROS_DOMAIN_ID" in os.environ:
+        return
+    domain = domain_id if domain_id is not None else PRIVATE_DOMAIN_BASE + os.getpid() % 100
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
 def main(args: Sequence[str] | None = None) -> None:
     options = _parser().parse_args(args)
     if options.seconds <= 0.0 or options.rate_hz <= 0.0 or options.state_rate_hz <= 0.0:
         raise SystemExit("--seconds, --rate-hz and --state-rate-hz must be > 0")
+    _isolate(options.domain_id)
     bare = bench_bare_update(options.update_iterations)
     policy = bench_policy(options.policy_iterations)
     if policy is None:
