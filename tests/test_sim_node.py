@@ -388,6 +388,18 @@ def test_set_target_moves_the_task_target(make_sim):
 # ------------------------------------------------------------------------ stepping
 
 
+def test_without_start_episode_physics_waits_for_the_first_reset(make_sim):
+    sim = make_sim(step_mode="realtime", start_episode=False)
+    images = sim.record(Image, "/camera/image_raw", SENSOR_QOS)
+    sim.spin_until(lambda: False, 0.3)
+    assert sim.node.counters.steps == 0 and sim.node.sim_time == 0.0
+    response = sim.call(ResetEpisode, "/sim/reset_episode", ResetEpisode.Request(seed=3))
+    assert response.success and response.episode == 1
+    assert sim.spin_until(lambda: images and sim.node.counters.steps > 10, 5.0)
+    assert sim.node._thread.is_alive()
+
+
+
 def test_realtime_mode_tracks_the_wall_clock(make_sim):
     sim = make_sim(step_mode="realtime", camera_rate_hz=10.0)
     node = sim.node

@@ -8,7 +8,9 @@ ros2_control-style ``<controller>/commands`` topic (std_msgs/Float64MultiArray,
 one value per arm joint in panda_joint1..7 order); services reset an episode
 (seed + randomization profile) and place the target.
 
-Physics runs in its own thread, in one of two step modes:
+Physics runs in its own thread, from the first episode on (at start-up with
+``start_episode``, else at the first ``sim/reset_episode`` call), in one of two
+step modes:
 
 * ``realtime`` — paced to the wall clock (scaled by ``real_time_factor``); when
   the machine cannot keep up (more than ``MAX_PACING_LAG`` s behind) the pacing
@@ -78,6 +80,8 @@ WARNING_PERIOD = 1.0
 #: Slack (s) when comparing sim times, against float rounding of summed steps.
 TIME_EPS = 1e-9
 MARKER_DIAMETER = 0.04  # m
+#: How often (s) the physics thread, idle before the first episode, checks for shutdown.
+WAIT_POLL_PERIOD = 0.1
 
 #: Joint commands: keep only the newest; best effort so that publishers of either
 #: reliability (ros2_control's reliable forward-command convention, a best-effort
@@ -184,6 +188,7 @@ class SimNode(Node):
         self._world_lock = threading.Lock()
         self._command_lock = threading.Lock()
         self._command_event = threading.Event()
+        self._episode_started = threading.Event()
         self._command = np.zeros(n)
         self._command_time = -np.inf
         self._step_command = np.zeros(n)
@@ -268,6 +273,7 @@ class SimNode(Node):
                 self._command_time = -np.inf
             self._done_reported = False
             self._publish_marker(target)
+        self._episode_started.set()
         self.get_logger().info(
             f"episode {self._episode}: seed {seed}, profile '{profile}', "
             f"target {np.round(target, 3).tolist()} m"
@@ -350,6 +356,9 @@ class SimNode(Node):
 
     # ---------------------------------------------------------------- physics loop
     def _physics_loop(self) -> None:
+        while not self._episode_started.wait(WAIT_POLL_PERIOD):  # nothing to step before
+            if not self._running:                               # the world was reset
+                return
         with self._world_lock:
             self._publish_joint_state(self._sim_time)  # the state a lockstep peer answers
         pacing = (time.perf_counter(), self._sim_time, self.params["real_time_factor"])
