@@ -401,7 +401,8 @@ def test_without_start_episode_physics_waits_for_the_first_reset(make_sim):
 
 
 def test_realtime_mode_tracks_the_wall_clock(make_sim):
-    sim = make_sim(step_mode="realtime", camera_rate_hz=10.0)
+    # few frames: the check is on pacing, not on how fast this machine renders
+    sim = make_sim(step_mode="realtime", camera_rate_hz=2.0)
     node = sim.node
     assert sim.spin_until(lambda: node.counters.steps > 10, 5.0)
     wall0, sim0 = time.perf_counter(), node.sim_time
@@ -422,8 +423,11 @@ def test_lockstep_advances_on_timeouts_without_commands(make_sim):
     assert np.max(np.abs(node.world.true_joint_positions() - q0)) < 0.05, "holds position"
 
 
-def test_lockstep_steps_as_soon_as_each_command_arrives(make_sim):
-    sim = make_sim(lockstep_timeout=0.05, camera_rate_hz=5.0, command_timeout=10.0)
+@pytest.mark.parametrize("decimation", [1, 4])
+def test_lockstep_steps_as_soon_as_each_command_arrives(make_sim, decimation):
+    """The sim waits for an answer to each joint state it publishes, and only to those."""
+    sim = make_sim(lockstep_timeout=0.05, camera_rate_hz=5.0, command_timeout=10.0,
+                   joint_state_decimation=decimation)
     node = sim.node
     publisher = sim.probe.create_publisher(Float64MultiArray, COMMANDS, RELIABLE_QOS)
     hold = Float64MultiArray(data=[0.0] * N)

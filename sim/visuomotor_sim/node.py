@@ -15,10 +15,11 @@ step modes:
 * ``realtime`` — paced to the wall clock (scaled by ``real_time_factor``); when
   the machine cannot keep up (more than ``MAX_PACING_LAG`` s behind) the pacing
   restarts from the present instead of racing to catch up;
-* ``lockstep`` — as fast as possible on sim time: after publishing the joint
-  state of a step, the sim waits (at most ``lockstep_timeout`` s of wall time)
-  for the next command before stepping, so a 1 kHz controller on sim time sees
-  every state and no command is skipped however slow the machine is.
+* ``lockstep`` — as fast as possible on sim time: after publishing a joint
+  state (every ``joint_state_decimation`` steps), the sim waits (at most
+  ``lockstep_timeout`` s of wall time) for the next command before stepping, so
+  a controller ticking per joint state sees every state and no command is
+  skipped however slow the machine is.
 
 Bad commands (wrong length, NaN/inf) are refused and the previous command is
 kept; values beyond the URDF limits of the command interface (effort, position
@@ -362,14 +363,15 @@ class SimNode(Node):
         with self._world_lock:
             self._publish_joint_state(self._sim_time)  # the state a lockstep peer answers
         pacing = (time.perf_counter(), self._sim_time, self.params["real_time_factor"])
+        state_published = True
         try:
             while self._running and rclpy.ok(context=self.context):
                 p = self.params
                 lockstep = p["step_mode"] == "lockstep"
-                if lockstep:
+                if lockstep and state_published:
                     self._wait_for_command(p["lockstep_timeout"])
                 with self._world_lock:
-                    self._step_and_publish(p)
+                    state_published = self._step_and_publish(p)
                 if not lockstep:
                     pacing = self._pace(pacing, p["real_time_factor"])
         except ExternalShutdownException:
@@ -404,7 +406,9 @@ class SimNode(Node):
             return now_wall, now_sim, factor
         return pacing
 
-    def _step_and_publish(self, p: Mapping[str, Any]) -> None:
+    def _step_and_publish(self, p: Mapping[str, Any]) -> bool:
+        """One physics step and whatever is due after it; True when it published a joint
+        state (in lockstep the next step then waits for the answer to it)."""
         self._apply_latest_command(p)
         self.world.step(1)
         self._sim_time += self.world.dt
@@ -413,7 +417,8 @@ class SimNode(Node):
         if steps % p["clock_decimation"] == 0:
             self._clock_msg.clock = seconds_to_time(now)
             self._pub_clock.publish(self._clock_msg)
-        if steps % p["joint_state_decimation"] == 0:
+        state_due = steps % p["joint_state_decimation"] == 0
+        if state_due:
             self._publish_joint_state(now)
         if now >= self._next_frame - TIME_EPS:
             self._next_frame = max(self._next_frame + 1.0 / p["camera_rate_hz"], now)
@@ -422,6 +427,7 @@ class SimNode(Node):
             self._next_status = max(self._next_status + 1.0 / p["status_rate_hz"], now)
             self._publish_status(now)
             self._report_diagnostics(now)
+        return state_due
 
     def _apply_latest_command(self, p: Mapping[str, Any]) -> None:
         with self._command_lock:
