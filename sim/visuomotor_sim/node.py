@@ -543,7 +543,11 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
-    node = SimNode()
+    try:
+        node = SimNode()
+    except (RuntimeError, ValueError) as error:  # bad parameters, no display for the GUI
+        rclpy.try_shutdown()
+        raise SystemExit(f"sim_node: {error}") from None
     # Two threads: commands and services sit in separate callback groups, so a reset
     # (which waits for the physics thread's world lock) never holds up a command.
     executor = MultiThreadedExecutor(num_threads=2)
