@@ -15,6 +15,7 @@ the loop stalled.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -256,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         "--gui", action="store_true",
         help="show the PyBullet GUI (needs a display; the loop itself stays the same)",
     )
+    parser.add_argument(
+        "--domain-id", type=int,
+        help="ROS_DOMAIN_ID of the graph (default: the environment's), e.g. to watch it in RViz",
+    )
     args = parser.parse_args(argv)
+    if args.domain_id is not None:
+        os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     overrides = {"sim": {"gui": True}} if args.gui else None
     try:
         results, stats, sim_seconds, wall = run_episodes(

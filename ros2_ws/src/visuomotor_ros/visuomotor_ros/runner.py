@@ -126,8 +126,12 @@ class GraphRunner:
 
     def stop(self) -> None:
         """Destroy the nodes and shut the context down (idempotent)."""
+        # Stop spinning first and wait for the spin threads, so no callback is
+        # running on a node while it is destroyed.
         for executor in self._executors:
             executor.shutdown(timeout_sec=2.0)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
         for node in reversed(list(self.nodes.values())):
             try:
                 node.destroy_node()
@@ -135,8 +139,6 @@ class GraphRunner:
                 pass
         self.nodes.clear()
         rclpy.try_shutdown(context=self.context)
-        for thread in self._threads:
-            thread.join(timeout=5.0)
         self._executors.clear()
         self._threads.clear()
 
