@@ -70,7 +70,7 @@ def _robot_state_publisher(context):
         from ament_index_python.packages import get_package_prefix
 
         get_package_prefix("robot_state_publisher")
-    except Exception:
+    except Exception:  # noqa: BLE001 - PackageNotFoundError or no ament index: skip it
         return []
     description = graph.urdf_path().read_text()
     return [

@@ -124,6 +124,7 @@ def test_launch_file_starts_the_graph_with_existing_params(path, monkeypatch):
                 for value in entry.values():
                     if isinstance(value, str) and value.startswith("$("):
                         assert value[2:-1] in declared, value
-        assert all(isinstance(pair, tuple) and len(pair) == 2 for pair in node.get("remappings", []))
+        remappings = node.get("remappings", [])
+        assert all(isinstance(pair, tuple) and len(pair) == 2 for pair in remappings)
     rviz = [n for n in nodes if n["package"] == "rviz2"]
     assert rviz and Path(rviz[0]["arguments"][1]).name == "visuomotor.rviz"
