@@ -35,6 +35,7 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker
 
 from visuomotor_core.controller import (
     ControllerConfig,
@@ -148,6 +149,7 @@ class ControllerNode(LifecycleNode):
         self._pub_state = self.create_publisher(
             ControllerState, graph.CONTROLLER_STATE, DEFAULT_QOS
         )
+        self._pub_text = self.create_publisher(Marker, graph.CONTROLLER_STATUS_TEXT, DEFAULT_QOS)
         self._diagnostics = DiagnosticsReporter(self, "actuator controller")
         self._input_subs = [
             self.create_subscription(
@@ -398,9 +400,10 @@ class ControllerNode(LifecycleNode):
         level = "ok" if command.mode is Mode.TRACKING else "warn"
         if command.mode is Mode.ESTOP:
             level = "error"
-        self._diagnostics.report(
+        message = f"{command.mode.value}" + (f": {command.reason}" if command.reason else "")
+        published = self._diagnostics.report(
             level,
-            f"{command.mode.value}" + (f": {command.reason}" if command.reason else ""),
+            message,
             {
                 **status,
                 "nominal_rate_hz": controller.config.rate_hz,
@@ -409,6 +412,25 @@ class ControllerNode(LifecycleNode):
             },
             force=mode_changed,
         )
+        if published:
+            self._publish_status_text(now, message, jitter)
+
+    def _publish_status_text(self, now: float, message: str, jitter: Any) -> None:
+        """The diagnostics summary as a text marker above the robot, for RViz."""
+        e2e = self.latency.summary("camera_to_command")
+        marker = Marker(ns="controller", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        marker.header.stamp = seconds_to_time(now)
+        marker.header.frame_id = "panda_link0"
+        marker.pose.position.z = 1.1
+        marker.pose.orientation.w = 1.0
+        marker.scale.z = 0.05
+        marker.color.r = marker.color.g = marker.color.b = marker.color.a = 1.0
+        marker.text = (
+            f"{message}\n{jitter.rate_hz:.0f} Hz, jitter p99 {jitter.jitter_p99 * 1e3:.2f} ms, "
+            f"misses {jitter.total_deadline_misses}\n"
+            f"camera->command p50 {e2e.p50 * 1e3:.0f} ms, p99 {e2e.p99 * 1e3:.0f} ms"
+        )
+        self._pub_text.publish(marker)
 
     def _measured_list(self) -> list[float]:
         with self._lock:

@@ -100,6 +100,7 @@ def loop_topics() -> dict[str, tuple[type, QoSProfile | int]]:
         graph.CONTROLLER_STATE: (ControllerState, 10),
         graph.TASK_STATUS: (TaskStatus, 10),
         graph.TARGET_MARKER: (Marker, 10),
+        graph.CONTROLLER_STATUS_TEXT: (Marker, 10),
         graph.DIAGNOSTICS: (DiagnosticArray, 10),
         graph.CLOCK: (Clock, SENSOR_QOS),
     }
