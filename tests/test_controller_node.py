@@ -25,6 +25,7 @@ from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker
 
 from visuomotor_interfaces.msg import ControllerState
 from visuomotor_ros import graph
@@ -70,6 +71,9 @@ class Probe(Node):
         self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self.states.append,
                                  DEFAULT_QOS)
         self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics,
+                                 DEFAULT_QOS)
+        self.texts: list[Marker] = []
+        self.create_subscription(Marker, graph.CONTROLLER_STATUS_TEXT, self.texts.append,
                                  DEFAULT_QOS)
         self.estop = self.create_client(Trigger, graph.CONTROLLER_ESTOP)
         self.reset_estop = self.create_client(Trigger, graph.CONTROLLER_RESET_ESTOP)
@@ -410,3 +414,15 @@ def test_nothing_is_commanded_unless_active(make_rig):
     rig.controller.trigger_activate()
     assert wait_for(lambda: len(rig.probe.commands_since(start)) > 10)
 
+
+
+def test_rviz_status_text_follows_the_mode(make_rig):
+    rig = make_rig()
+    rig.wait_mode(ControllerState.MODE_TRACKING)
+    assert wait_for(lambda: any(m.text.startswith("tracking") for m in rig.probe.texts))
+    since = len(rig.probe.texts)
+    rig.probe.call(rig.probe.estop)
+    assert wait_for(lambda: any(m.text.startswith("estop") for m in rig.probe.texts[since:]))
+    marker = rig.probe.texts[-1]
+    assert marker.type == Marker.TEXT_VIEW_FACING and marker.header.frame_id == "panda_link0"
+    assert "jitter p99" in marker.text
