@@ -4,6 +4,7 @@ RUN := scripts/with-env.sh
 EPISODES ?= 10
 PROFILE ?= nominal
 SEED ?= 0
+ARGS ?=
 
 .PHONY: setup demo test lint bench train-encoder train-policy evaluate constraints clean
 
@@ -11,7 +12,7 @@ setup:  ## create .venv, install pinned packages, colcon build ros2_ws (idempote
 	bash scripts/setup.sh
 
 demo: setup  ## run the full ROS 2 graph headless on the committed models and print the report
-	$(RUN) python -m visuomotor_ros.demo --episodes $(EPISODES) --profile $(PROFILE) --seed $(SEED)
+	$(RUN) python -m visuomotor_ros.demo --episodes $(EPISODES) --profile $(PROFILE) --seed $(SEED) $(ARGS)
 
 test: setup  ## lint + the whole test suite
 	$(RUN) ruff check .
