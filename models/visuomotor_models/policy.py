@@ -23,13 +23,17 @@ import torch
 from torch import nn
 
 from visuomotor_core.policy_runtime import (
+    DEFAULT_ACTION_SCALE,
     DEFAULT_HISTORY_LENGTH,
     HISTORY_DIM,
+    HISTORY_FIELDS,
     N_JOINTS,
     OBSERVATION_DIM,
+    field_slice,
 )
 
 PRIVILEGED_DIM = 7  # DynamicsParams.as_vector()
+SHORTFALL = field_slice(HISTORY_FIELDS, "shortfall")  # history columns, rad
 _STD_FLOOR = 1e-3
 
 
@@ -42,15 +46,32 @@ class PolicyNetConfig:
         hidden: width of the action head's hidden layers.
         adapt_hidden: width of the adaptation module's hidden layers.
         history_length: H, rows of the history window.
+        shortfall_skip: when > 0, the student adds the mean tracking shortfall of the last
+            ``shortfall_skip`` history rows (rad, divided by ``action_scale``) to its action.
+            With 1 row the joint reference ``q + a * scale`` becomes the previous reference
+            plus the head's output, so the head acts as an increment on an integrating
+            reference: a steady sag of any size (also beyond the training range) is
+            integrated away instead of having to be predicted.
+        action_scale: rad per unit action (for the skip path).
     """
 
     latent_dim: int = 8
     hidden: int = 256
     adapt_hidden: int = 128
     history_length: int = DEFAULT_HISTORY_LENGTH
+    shortfall_skip: int = 0
+    action_scale: float = DEFAULT_ACTION_SCALE
 
     def __post_init__(self) -> None:
+        if not 0 <= self.shortfall_skip <= self.history_length:
+            raise ValueError(f"PolicyNetConfig.shortfall_skip must be in [0, history_length],"
+                             f" got {self.shortfall_skip}")
+        if self.action_scale <= 0.0:
+            raise ValueError(f"PolicyNetConfig.action_scale must be > 0 rad, got "
+                             f"{self.action_scale}")
         for name, value in asdict(self).items():
+            if name in ("shortfall_skip", "action_scale"):
+                continue
             if value < 1:
                 raise ValueError(f"PolicyNetConfig.{name} must be >= 1, got {value}")
 
@@ -143,11 +164,17 @@ class StudentPolicy(nn.Module):
         self.cfg = cfg
         self.adaptation = AdaptationModule(cfg)
         self.head = head or ActionHead(cfg, cfg.latent_dim)
+        self.register_buffer("skip_gain", torch.ones(N_JOINTS) if cfg.shortfall_skip else None)
 
     def forward(self, observation: torch.Tensor, history: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         z_hat = self.adaptation(history)
-        return self.head(observation, z_hat), z_hat
+        action = self.head(observation, z_hat)
+        if self.skip_gain is not None:
+            shortfall = history[:, -self.cfg.shortfall_skip:, SHORTFALL].mean(dim=1)
+            action = torch.clamp(action + self.skip_gain * shortfall / self.cfg.action_scale,
+                                 -1.0, 1.0)
+        return action, z_hat
 
 
 class MemorylessPolicy(nn.Module):

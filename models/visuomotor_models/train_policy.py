@@ -28,10 +28,11 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -96,6 +97,9 @@ class TrainConfig:
             raise ValueError("TrainConfig: episodes must be >= 1 and betas in [0, 1]")
         if self.gradient_steps < 1 or self.batch_size < 1 or self.lr <= 0.0:
             raise ValueError("TrainConfig: gradient_steps, batch_size >= 1 and lr > 0 needed")
+        if self.net.action_scale != self.sim.action_scale:
+            raise ValueError(f"TrainConfig: net.action_scale {self.net.action_scale} must equal "
+                             f"sim.action_scale {self.sim.action_scale}")
 
 
 class Dataset:
@@ -232,6 +236,9 @@ def export(learner: Learner, cfg: TrainConfig, out_dir: Path, command: str,
     example = (torch.zeros(1, OBSERVATION_DIM), torch.zeros(1, h, HISTORY_DIM))
     outputs = ["action", "dynamics_latent"] if learner.kind == "history" else ["action"]
     tensors = export_onnx(learner.student, example, ["observation", "history"], outputs, path)
+    graph_inputs = {i.name for i in onnx.load(str(path)).graph.input}
+    # The exporter drops inputs a graph never reads (the ablation's history).
+    tensors["inputs"] = [t for t in tensors["inputs"] if t["name"] in graph_inputs]
     entry = model_entry(
         path, tensors,
         kind="policy",
@@ -265,9 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="train one of the two models only")
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--shortfall-skip", type=int, default=None,
+                        help="history rows averaged by the student's shortfall skip path "
+                             "(0 = off; default: PolicyNetConfig's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
+    if args.shortfall_skip is not None:
+        cfg = replace(cfg, net=replace(cfg.net, shortfall_skip=args.shortfall_skip))
     command = "python -m visuomotor_models.train_policy " + shlex.join(argv or sys.argv[1:])
     sim = ReachSim(cfg.sim)
     kinds = [args.only] if args.only else ["history", "no_history"]

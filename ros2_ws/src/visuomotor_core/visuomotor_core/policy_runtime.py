@@ -38,6 +38,16 @@ OBSERVATION_FIELDS: tuple[tuple[str, int], ...] = (
 HISTORY_FIELDS: tuple[tuple[str, int], ...] = (
     ("q", N_JOINTS), ("qd", N_JOINTS), ("commanded", N_JOINTS), ("shortfall", N_JOINTS),
 )
+def field_slice(fields: tuple[tuple[str, int], ...], name: str) -> slice:
+    """Columns of field ``name`` in a feature layout (OBSERVATION_FIELDS / HISTORY_FIELDS)."""
+    start = 0
+    for field_name, size in fields:
+        if field_name == name:
+            return slice(start, start + size)
+        start += size
+    raise KeyError(f"no field '{name}' in {[n for n, _ in fields]}")
+
+
 OBSERVATION_DIM = sum(size for _, size in OBSERVATION_FIELDS)
 HISTORY_DIM = sum(size for _, size in HISTORY_FIELDS)
 DEFAULT_HISTORY_LENGTH = 10
