@@ -49,3 +49,18 @@ def test_shift_augmentation_moves_content_by_the_reported_offset():
     for img, (du, dv) in zip(shifted, offsets, strict=True):
         v, u = np.argwhere(img[:, :, 0] == 255)[0]
         assert (u, v) == (10 + du, 10 + dv)
+
+
+def test_photometric_jitter_changes_colours_but_not_geometry():
+    from visuomotor_models.train_encoder import photometric_jitter
+
+    rng = np.random.default_rng(0)
+    images = np.full((4, 16, 16, 3), 100, np.uint8)
+    images[:, 8, 8] = (250, 10, 10)
+    assert photometric_jitter(images, 0.0, rng) is images
+    jittered = photometric_jitter(images, 1.0, rng)
+    assert jittered.dtype == np.uint8 and jittered.shape == images.shape
+    assert not np.array_equal(jittered, images)
+    # the red pixel stays the reddest spot of each image
+    redness = jittered[..., 0].astype(int) - jittered[..., 1:].mean(-1)
+    assert all(np.unravel_index(np.argmax(r), r.shape) == (8, 8) for r in redness)

@@ -27,6 +27,7 @@ BATCH_AXIS = "batch"
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "artifacts"
 MANIFEST_PATH = ARTIFACTS_DIR / "manifest.json"
 
+_MANIFEST_MODE = 0o644
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64",
            torch.float16: "float16", torch.uint8: "uint8", torch.int32: "int32"}
 
@@ -117,4 +118,5 @@ def write_manifest_entry(manifest_path: str | Path, name: str, entry: dict) -> N
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
+    os.chmod(tmp, _MANIFEST_MODE)
     os.replace(tmp, manifest_path)

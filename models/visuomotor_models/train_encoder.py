@@ -18,7 +18,9 @@ replaces another's artifact.
 Images are shifted by a few random pixels during training (edge-replicated): the label
 does not change, which teaches the network to place the target relative to the scene
 (robot base, table) rather than to absolute image coordinates, i.e. to tolerate a camera
-that is slightly off its calibrated pose.
+that is slightly off its calibrated pose. A photometric augmentation (per-channel gain
+and offset, brightness, contrast, pixel noise) on top of the sim's visual randomization
+keeps the network from keying on the exact colours and light of the training profile.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class TrainConfig:
         lr: peak Adam learning rate (one-cycle schedule).
         weight_decay: AdamW weight decay.
         shift_px: maximum random image shift (pixels, each axis) during training.
+        colour_jitter: strength of the photometric augmentation (0 = off), see
+            :func:`photometric_jitter`.
         val_fraction: share of training-profile images kept for validation.
         threads: torch intra-op threads.
         seed: torch / numpy seed of initialisation and batching.
@@ -74,6 +78,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     shift_px: int = 6
+    colour_jitter: float = 1.0
     val_fraction: float = 0.05
     threads: int = 1
     seed: int = 0
@@ -85,6 +90,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr}")
         if not 0 <= self.shift_px <= 32:
             raise ValueError(f"TrainConfig.shift_px must be in [0, 32], got {self.shift_px}")
+        if not 0.0 <= self.colour_jitter <= 2.0:
+            raise ValueError(f"TrainConfig.colour_jitter must be in [0, 2], got "
+                             f"{self.colour_jitter}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError("TrainConfig.val_fraction must be in (0, 0.5)")
         if self.threads < 1:
@@ -106,6 +114,27 @@ def shift_images(images: np.ndarray, max_shift: int, rng: np.random.Generator
     for i, (dy, dx) in enumerate(offsets):
         out[i] = padded[i, dy:dy + h, dx:dx + w]
     return out, (max_shift - offsets[:, ::-1]).astype(np.float64)
+
+
+def photometric_jitter(images: np.ndarray, strength: float, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """Random per-image colour changes on uint8 images (N, H, W, 3): per-channel gain and
+    offset, brightness, contrast about the image mean and Gaussian pixel noise, each
+    scaled by ``strength`` (0 = unchanged). Labels are unaffected."""
+    if strength <= 0.0:
+        return images
+    n = images.shape[0]
+    x = images.astype(np.float32)
+    gain = 1.0 + strength * rng.uniform(-0.4, 0.4, (n, 1, 1, 3))
+    brightness = 1.0 + strength * rng.uniform(-0.4, 0.2, (n, 1, 1, 1))
+    offset = strength * rng.uniform(-25.0, 25.0, (n, 1, 1, 3))
+    contrast = 1.0 + strength * rng.uniform(-0.3, 0.2, (n, 1, 1, 1))
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * contrast + mean
+    x = x * gain * brightness + offset
+    noise = strength * rng.uniform(0.0, 10.0, (n, 1, 1, 1))
+    x += rng.standard_normal(x.shape, dtype=np.float32) * noise
+    return np.clip(x, 0.0, 255.0).astype(np.uint8)
 
 
 def _losses(model_out, targets: torch.Tensor, visible: torch.Tensor,
@@ -151,6 +180,7 @@ def train(model: VisionEncoder, train: Split, config: TrainConfig,
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * config.batch_size:(step + 1) * config.batch_size])
             images, offsets = shift_images(train.images[idx], config.shift_px, rng)
+            images = photometric_jitter(images, config.colour_jitter, rng)
             pixels = train.pixels[idx] + offsets[:, None, :]
             batch = torch.from_numpy(preprocess_batch(images, prep))
             losses = _losses(model.forward_with_keypoints(batch), targets[idx], visible[idx],
@@ -243,6 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=t.lr, help="peak learning rate")
     parser.add_argument("--shift-px", type=int, default=t.shift_px,
                         help="max random image shift during training, pixels")
+    parser.add_argument("--colour-jitter", type=float, default=t.colour_jitter,
+                        help="photometric augmentation strength (0 = off)")
     parser.add_argument("--threads", type=int, default=t.threads, help="torch threads")
     parser.add_argument("--input-size", type=int, default=EncoderConfig().input_size,
                         help="model input side, pixels")
@@ -264,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     data_cfg = DatasetConfig(n_train=args.n_train, n_heldout=args.n_heldout,
                              arm_noise_std=args.arm_noise, seed=args.seed, workers=args.workers)
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            shift_px=args.shift_px, threads=args.threads, seed=args.seed)
+                            shift_px=args.shift_px,
+                            colour_jitter=args.colour_jitter, threads=args.threads, seed=args.seed)
     model_cfg = EncoderConfig(input_size=args.input_size)
     prep = PreprocessConfig(width=args.input_size, height=args.input_size)
     torch.manual_seed(train_cfg.seed)
