@@ -19,5 +19,10 @@ setup(
     maintainer_email="maintainers@visuomotor.dev",
     description="Training, evaluation and ONNX export of the visuomotor encoder and policy (torch, train time only).",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "train-encoder = visuomotor_models.train_encoder:main",
+            "bench-encoder = visuomotor_models.bench_encoder:main",
+        ]
+    },
 )
