@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pybullet
+import pybullet_data
 import pytest
 
 from visuomotor_core.controller import ControllerConfig, JointController, Mode
 from visuomotor_core.robot_model import RobotModel
-
-pybullet = pytest.importorskip("pybullet")
-pybullet_data = pytest.importorskip("pybullet_data")
 
 URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])

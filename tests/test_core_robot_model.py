@@ -22,7 +22,7 @@ def model() -> RobotModel:
 @pytest.fixture(scope="module")
 def bullet():
     """A DIRECT PyBullet client with pybullet_data's Panda on a fixed base."""
-    pybullet = pytest.importorskip("pybullet")
+    import pybullet
     import pybullet_data
 
     client = pybullet.connect(pybullet.DIRECT)
@@ -46,7 +46,7 @@ def _random_configurations(model: RobotModel, seed: int = 0) -> np.ndarray:
 
 
 def test_urdf_copy_is_identical_to_pybullet_data():
-    pybullet_data = pytest.importorskip("pybullet_data")
+    import pybullet_data
     original = Path(pybullet_data.getDataPath()) / "franka_panda/panda.urdf"
     assert URDF.read_bytes() == original.read_bytes()
 

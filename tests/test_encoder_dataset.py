@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pybullet  # noqa: F401
 import pytest
 
 from visuomotor_models.dataset import DatasetConfig, render_split
 from visuomotor_models.train_encoder import shift_images
-
-pytest.importorskip("pybullet")
 
 
 @pytest.fixture(scope="module")

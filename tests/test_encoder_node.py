@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import spin_until
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
@@ -16,8 +17,6 @@ from sensor_msgs.msg import Image
 from visuomotor_interfaces.msg import EncoderFeatures
 from visuomotor_ros.image_conversion import numpy_to_image
 from visuomotor_ros.node_common import SENSOR_QOS
-
-torch = pytest.importorskip("torch")
 
 SIZE = 32
 

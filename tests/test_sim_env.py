@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import visuomotor_core.controller  # noqa: F401
 from visuomotor_sim.env import ENV_ID, EnvConfig, VisualReachEnv
 from visuomotor_sim.task import TaskConfig
-
-pytest.importorskip("visuomotor_core.controller")
 
 
 @pytest.fixture(scope="module")
