@@ -44,7 +44,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -65,6 +65,7 @@ from visuomotor_ros.node_common import (
     DiagnosticsReporter,
     declare_schema,
     on_set_validated,
+    run_node,
     seconds_to_time,
 )
 from visuomotor_sim.randomization import DomainRandomizer, load_profile
@@ -542,23 +543,10 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = SimNode()
-    except (RuntimeError, ValueError) as error:  # bad parameters, no display for the GUI
-        rclpy.try_shutdown()
-        raise SystemExit(f"sim_node: {error}") from None
     # Two threads: commands and services sit in separate callback groups, so a reset
     # (which waits for the physics thread's world lock) never holds up a command.
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, args, threads=2)
+
 
 
 if __name__ == "__main__":

@@ -29,10 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -53,6 +51,7 @@ from visuomotor_ros.node_common import (
     DiagnosticsReporter,
     declare_schema,
     on_set_validated,
+    run_node,
 )
 
 NODE_NAME = "encoder_node"
@@ -292,19 +291,10 @@ class EncoderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the encoder node alone (multi-threaded executor: receive and encode in parallel)."""
-    rclpy.init(args=args)
-    node = EncoderNode()
+    """Run the encoder node alone."""
     # Two threads: the receive and processing callback groups run concurrently.
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(EncoderNode, args, threads=2)
+
 
 
 if __name__ == "__main__":

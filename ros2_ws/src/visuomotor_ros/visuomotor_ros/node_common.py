@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -18,6 +19,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -201,3 +204,31 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
+    """Console-script body of a node: init rclpy, create the node, spin until shutdown.
+
+    ``threads`` > 1 spins a MultiThreadedExecutor so callback groups of the node
+    run concurrently; 1 uses a SingleThreadedExecutor (the lower-overhead choice
+    for a node whose work is serial). Bad parameters or an unusable resource at
+    construction (a parameter out of its declared range or of the wrong type, a
+    missing model) end the process with a one-line error.
+    """
+    rclpy.init(args=args)
+    try:
+        node = factory()
+    except (RuntimeError, ValueError, ParameterException) as error:
+        rclpy.try_shutdown()
+        raise SystemExit(f"{error}") from None
+    executor = (
+        SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+    )
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PointStamped
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -46,6 +45,7 @@ from visuomotor_ros.node_common import (
     declare_schema,
     now_seconds,
     on_set_validated,
+    run_node,
     time_to_seconds,
 )
 
@@ -265,15 +265,8 @@ class PolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, args, threads=1)
+
 
 
 if __name__ == "__main__":
