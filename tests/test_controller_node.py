@@ -29,9 +29,10 @@ from visualization_msgs.msg import Marker
 
 from visuomotor_interfaces.msg import ControllerState
 from visuomotor_ros import graph
-from visuomotor_ros.bench_controller import HOME, FeederConfig, Spinner, SyntheticFeeder
+from visuomotor_ros.bench_controller import HOME, FeederConfig, SyntheticFeeder
 from visuomotor_ros.controller_node import ControllerNode
 from visuomotor_ros.node_common import DEFAULT_QOS, LATEST_QOS
+from visuomotor_ros.runner import Spinner
 
 PERIOD = 1e-3  # s, the controller's nominal period at rate_hz 1000
 TARGET_TIMEOUT = 0.1  # s, controller.yaml default

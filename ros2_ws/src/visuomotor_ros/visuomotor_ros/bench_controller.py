@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,12 +29,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import (
-    Executor,
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -45,6 +38,7 @@ from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, seconds_to_time
+from visuomotor_ros.runner import Spinner
 
 #: Default DDS domains of the benchmark: this base plus the process id modulo 100.
 PRIVATE_DOMAIN_BASE = 110
@@ -144,50 +138,6 @@ class SyntheticFeeder(Node):
         self._pub_target.publish(msg)
         self.targets_sent += 1
         self.last_target_stamp = stamp
-
-
-class Spinner:
-    """Spins each added node on an executor of its own, in its own thread.
-
-    The same arrangement as :class:`visuomotor_ros.runner.GraphRunner`: a slow
-    callback in one node cannot hold up another node's callbacks.
-    """
-
-    def __init__(self, context: Context, executor: str = "single") -> None:
-        if executor not in ("single", "multi"):
-            raise ValueError(f"executor must be 'single' or 'multi', got {executor!r}")
-        self._context = context
-        self._kind = executor
-        self._executors: list[Executor] = []
-        self._threads: list[threading.Thread] = []
-
-    def add(self, node: Node) -> Node:
-        executor: Executor = (
-            SingleThreadedExecutor(context=self._context) if self._kind == "single"
-            else MultiThreadedExecutor(num_threads=2, context=self._context)
-        )
-        executor.add_node(node)
-        thread = threading.Thread(target=self._spin, args=(executor,), daemon=True,
-                                  name=f"spin-{node.get_name()}")
-        self._executors.append(executor)
-        self._threads.append(thread)
-        thread.start()
-        return node
-
-    @staticmethod
-    def _spin(executor: Executor) -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def shutdown(self) -> None:
-        for executor in self._executors:
-            executor.shutdown(timeout_sec=2.0)
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        self._executors.clear()
-        self._threads.clear()
 
 
 def _percentiles_us(samples: np.ndarray) -> tuple[float, float, float]:

@@ -36,6 +36,50 @@ from rclpy.parameter import Parameter
 from visuomotor_ros import graph
 
 
+class Spinner:
+    """Spins each added node on an executor of its own, in its own thread.
+
+    A slow callback in one node cannot hold up another node's callbacks, as if
+    each node ran in its own process.
+    """
+
+    def __init__(self, context: Context, executor: str = "single") -> None:
+        if executor not in ("single", "multi"):
+            raise ValueError(f"executor must be 'single' or 'multi', got {executor!r}")
+        self._context = context
+        self._kind = executor
+        self._executors: list[Executor] = []
+        self._threads: list[threading.Thread] = []
+
+    def add(self, node: Node) -> Node:
+        executor: Executor = (
+            SingleThreadedExecutor(context=self._context) if self._kind == "single"
+            else MultiThreadedExecutor(num_threads=2, context=self._context)
+        )
+        executor.add_node(node)
+        thread = threading.Thread(target=self._spin, args=(executor,), daemon=True,
+                                  name=f"spin-{node.get_name()}")
+        self._executors.append(executor)
+        self._threads.append(thread)
+        thread.start()
+        return node
+
+    @staticmethod
+    def _spin(executor: Executor) -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def shutdown(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=2.0)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._executors.clear()
+        self._threads.clear()
+
+
 def _factory(path: str) -> type[Node]:
     module_name, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
@@ -66,17 +110,13 @@ class GraphRunner:
         roles: Sequence[str] | None = None,
         executor: str = "single",
     ) -> None:
-        if executor not in ("single", "multi"):
-            raise ValueError(f"executor must be 'single' or 'multi', got '{executor}'")
         self.sim = sim
         self.specs = [s for s in graph.nodes(sim) if roles is None or s.role in roles]
         self.use_sim_time = use_sim_time
         self.overrides = {role: dict(values) for role, values in (overrides or {}).items()}
-        self.executor_kind = executor
         self.context = Context()
         self.nodes: dict[str, Node] = {}
-        self._executors: list[Executor] = []
-        self._threads: list[threading.Thread] = []
+        self._spinner = Spinner(self.context, executor)
 
     def start(self) -> GraphRunner:
         """Initialise rclpy with the parameter files, create the nodes, start spinning."""
@@ -101,37 +141,15 @@ class GraphRunner:
             raise
         return self
 
-    def _new_executor(self) -> Executor:
-        if self.executor_kind == "single":
-            return SingleThreadedExecutor(context=self.context)
-        return MultiThreadedExecutor(num_threads=2, context=self.context)
-
     def add_node(self, node: Node) -> None:
         """Spin ``node`` (a graph node, a supervisor, a recorder) on an executor of its own."""
-        executor = self._new_executor()
-        executor.add_node(node)
-        thread = threading.Thread(
-            target=self._spin, args=(executor,), name=f"spin-{node.get_name()}", daemon=True
-        )
-        self._executors.append(executor)
-        self._threads.append(thread)
-        thread.start()
-
-    @staticmethod
-    def _spin(executor: Executor) -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
+        self._spinner.add(node)
 
     def stop(self) -> None:
         """Destroy the nodes and shut the context down (idempotent)."""
         # Stop spinning first and wait for the spin threads, so no callback is
         # running on a node while it is destroyed.
-        for executor in self._executors:
-            executor.shutdown(timeout_sec=2.0)
-        for thread in self._threads:
-            thread.join(timeout=5.0)
+        self._spinner.shutdown()
         for node in reversed(list(self.nodes.values())):
             try:
                 node.destroy_node()
@@ -139,8 +157,6 @@ class GraphRunner:
                 pass
         self.nodes.clear()
         rclpy.try_shutdown(context=self.context)
-        self._executors.clear()
-        self._threads.clear()
 
     def __enter__(self) -> GraphRunner:
         return self.start()
