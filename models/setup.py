@@ -23,6 +23,8 @@ setup(
         "console_scripts": [
             "train-encoder = visuomotor_models.train_encoder:main",
             "bench-encoder = visuomotor_models.bench_encoder:main",
+            "train-policy = visuomotor_models.train_policy:main",
+            "evaluate-policy = visuomotor_models.evaluate_policy:main",
         ]
     },
 )
