@@ -110,3 +110,9 @@ def test_deactivated_node_publishes_nothing(graph):
     features_pub.publish(_features(peer.get_clock().now().to_msg()))
     spin_until(executor, lambda: False, 0.3)
     assert received == []
+
+
+def test_autostart_with_a_missing_manifest_fails_with_a_clear_error(ros_context, tmp_path):
+    overrides = [Parameter("manifest_path", value=str(tmp_path / "missing.json"))]
+    with pytest.raises(RuntimeError, match="manifest not found"):
+        PolicyNode(context=ros_context, parameter_overrides=overrides)

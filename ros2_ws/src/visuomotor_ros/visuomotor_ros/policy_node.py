@@ -97,8 +97,10 @@ class PolicyNode(LifecycleNode):
         self._reset_counters()
         self._subs: list = []
         self._targets_pub = self._goal_pub = self._diagnostics = None
+        self._configure_error = ""
         if self._params["autostart"]:
-            self.trigger_configure()
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError(f"policy_node: configure failed: {self._configure_error}")
             self.trigger_activate()
 
     # ------------------------------------------------------------------ parameters
@@ -129,7 +131,8 @@ class PolicyNode(LifecycleNode):
                 model_path=p["model_path"] or None, action_scale=p["action_scale"],
                 log=self.get_logger().info)
         except Exception as err:  # noqa: BLE001 - report any load failure precisely
-            self.get_logger().error(f"cannot load policy '{p['model_name']}': {err}")
+            self._configure_error = f"cannot load policy '{p['model_name']}': {err}"
+            self.get_logger().error(self._configure_error)
             return TransitionCallbackReturn.FAILURE
         self._targets_pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS,
                                                   LATEST_QOS)
