@@ -138,3 +138,23 @@ def test_runtime_feeds_memoryless_model_without_history_input():
 def test_runtime_rejects_model_with_unexpected_inputs():
     with pytest.raises(ValueError, match="inputs"):
         PolicyRuntime(_FakeSession(inputs=("image",)), _hand, PolicyConfig())
+
+
+def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets():
+    from visuomotor_core.policy_runtime import GoalFilter
+
+    f = GoalFilter(smoothing=0.5, freeze_radius=0.15, jump_distance=0.1)
+    far_hand = np.array([0.0, 0.0, 0.8])
+    target = np.array([0.5, 0.0, 0.2])
+    np.testing.assert_allclose(f.update(target, far_hand), target)  # first estimate
+    np.testing.assert_allclose(f.update(target + [0.02, 0, 0], far_hand), target + [0.01, 0, 0])
+    goal = f.goal
+    # Hand at the target: a shifted estimate (occlusion) leaves the goal untouched.
+    np.testing.assert_allclose(f.update(goal + [-0.03, 0, 0.03], goal), goal)
+    # A new target far away is taken at once, hand near or not.
+    moved = np.array([0.4, 0.2, 0.3])
+    np.testing.assert_allclose(f.update(moved, goal), moved)
+    f.reset()
+    assert f.goal is None
+    with pytest.raises(ValueError):
+        GoalFilter(smoothing=0.0)

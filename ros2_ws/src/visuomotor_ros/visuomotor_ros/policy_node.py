@@ -32,6 +32,7 @@ from visuomotor_core.params import ParamSpec
 from visuomotor_core.policy_runtime import (
     DEFAULT_ACTION_SCALE,
     N_JOINTS,
+    GoalFilter,
     PolicyRuntime,
     load_policy_runtime,
     model_hand_function,
@@ -73,6 +74,12 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("policy_rate_hz", float, 20.0, "expected features (camera) rate; the policy "
               "acts once per features message (informational)", unit="Hz", min=1.0,
               max=1000.0, read_only=True),
+    ParamSpec("goal_smoothing", float, 0.5, "weight of the newest target estimate in the "
+              "goal filter (1 = no smoothing)", "", 0.01, 1.0),
+    ParamSpec("goal_freeze_radius", float, 0.15, "the goal is frozen while the hand is this "
+              "close to it (the hand disturbs the estimate)", "m", 0.0, 1.0),
+    ParamSpec("goal_jump_distance", float, 0.1, "an estimate this far from the goal is a new "
+              "target: the goal jumps to it", "m", 0.01, 2.0),
     ParamSpec("base_frame", str, "panda_link0", "frame of the goal and targets",
               read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start", read_only=True),
@@ -87,6 +94,7 @@ class PolicyNode(LifecycleNode):
         self._params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
         self._runtime: PolicyRuntime | None = None
+        self._goal_filter = self._new_goal_filter()
         self._active = False
         self._joint_index: np.ndarray | None = None
         self._joint_names_seen: list[str] = []
@@ -106,9 +114,15 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ parameters
     def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
         self._params.update(changes)
+        if any(k.startswith("goal_") for k in changes):
+            self._goal_filter = self._new_goal_filter()
         if "action_scale" in changes and self._runtime is not None:
             self._runtime.set_action_scale(float(changes["action_scale"]))
         return True, ""
+
+    def _new_goal_filter(self) -> GoalFilter:
+        p = self._params
+        return GoalFilter(p["goal_smoothing"], p["goal_freeze_radius"], p["goal_jump_distance"])
 
     def _resolve(self, key: str, default: Path) -> Path:
         value = self._params[key]
@@ -152,6 +166,7 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._runtime.reset()
+        self._goal_filter = self._new_goal_filter()
         self._reset_counters()
         self._active = True
         return super().on_activate(state)
@@ -225,8 +240,10 @@ class PolicyNode(LifecycleNode):
         self._report(now)
 
     def _act(self, msg: EncoderFeatures, target: np.ndarray, now: float) -> None:
+        """Filter the estimate into the goal (see GoalFilter), run the policy, publish."""
+        goal = self._goal_filter.update(target, self._runtime.hand(self._q))
         try:
-            out = self._runtime(self._q, self._qd, target)
+            out = self._runtime(self._q, self._qd, goal)
         except FloatingPointError as err:
             self.counters["inference_errors"] += 1
             self.get_logger().error(str(err), throttle_duration_sec=2.0)
@@ -240,11 +257,11 @@ class PolicyNode(LifecycleNode):
         targets.policy_stamp = self.get_clock().now().to_msg()
         targets.inference_time = out.inference_time
         self._targets_pub.publish(targets)
-        goal = PointStamped()
-        goal.header.stamp = msg.header.stamp
-        goal.header.frame_id = msg.target_frame_id or self._params["base_frame"]
-        goal.point = msg.target_position
-        self._goal_pub.publish(goal)
+        goal_msg = PointStamped()
+        goal_msg.header.stamp = msg.header.stamp
+        goal_msg.header.frame_id = msg.target_frame_id or self._params["base_frame"]
+        goal_msg.point.x, goal_msg.point.y, goal_msg.point.z = (float(v) for v in goal)
+        self._goal_pub.publish(goal_msg)
         self._latencies[self._latency_count % _LATENCY_WINDOW] = out.inference_time
         self._latency_count += 1
         self.counters["published"] += 1
