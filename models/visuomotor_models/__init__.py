@@ -1,1 +1,3 @@
-"""Training, evaluation and ONNX export of the visuomotor encoder and policy (torch, train time only)."""
+"""Training, evaluation and ONNX export of the visuomotor encoder and policy (torch, train
+time only).
+"""
