@@ -147,10 +147,11 @@ def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets
     far_hand = np.array([0.0, 0.0, 0.8])
     target = np.array([0.5, 0.0, 0.2])
     np.testing.assert_allclose(f.update(target, far_hand), target)  # first estimate
-    np.testing.assert_allclose(f.update(target + [0.02, 0, 0], far_hand), target + [0.01, 0, 0])
+    dx = np.array([0.01, 0.0, 0.0])
+    np.testing.assert_allclose(f.update(target + 2 * dx, far_hand), target + dx)
     goal = f.goal
     # Hand at the target: a shifted estimate (occlusion) leaves the goal untouched.
-    np.testing.assert_allclose(f.update(goal + [-0.03, 0, 0.03], goal), goal)
+    np.testing.assert_allclose(f.update(goal + np.array([-0.03, 0.0, 0.03]), goal), goal)
     # A new target far away is taken at once, hand near or not.
     moved = np.array([0.4, 0.2, 0.3])
     np.testing.assert_allclose(f.update(moved, goal), moved)
