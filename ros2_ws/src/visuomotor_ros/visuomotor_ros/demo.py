@@ -52,7 +52,15 @@ class LoopStats:
     policy_inference: list[float] = field(default_factory=list)
     camera_to_command_sim: list[float] = field(default_factory=list)
     frames: int = 0
-    commands: int = 0
+    #: (commands received by the robot, sim time s) at the first and latest sim diagnostics.
+    robot_commands: list[tuple[float, float]] = field(default_factory=list)
+
+    def control_rate(self) -> float:
+        """Commands the robot received per second of sim time (nan before two reports)."""
+        samples = self.robot_commands
+        if len(samples) < 2 or samples[-1][1] <= samples[0][1]:
+            return float("nan")
+        return (samples[-1][0] - samples[0][0]) / (samples[-1][1] - samples[0][1])
     jitter_p99: float = float("nan")
     deadline_misses: int = 0
 
@@ -61,8 +69,8 @@ class Supervisor(Node):
     """Drives episodes and listens to the loop (not part of the graph itself)."""
 
     def __init__(self, context) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
-        from std_msgs.msg import Float64MultiArray
 
         super().__init__("demo_supervisor", context=context)
         self.stats = LoopStats()
@@ -74,9 +82,7 @@ class Supervisor(Node):
         self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES, self._on_features, 10)
         self.create_subscription(JointTargets, graph.POLICY_TARGETS, self._on_targets, 10)
         self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 10)
-        self.create_subscription(
-            Float64MultiArray, graph.DEFAULT_COMMAND_TOPIC, self._on_command, SENSOR_QOS
-        )
+        self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics, 10)
 
     def _on_status(self, msg: TaskStatus) -> None:
         with self._lock:
@@ -105,8 +111,17 @@ class Supervisor(Node):
         self.stats.jitter_p99 = msg.period_jitter_p99
         self.stats.deadline_misses = msg.deadline_misses
 
-    def _on_command(self, msg) -> None:
-        self.stats.commands += 1
+    def _on_diagnostics(self, msg) -> None:
+        """Keep the sim's own count of commands it received, against sim time."""
+        for status in msg.status:
+            if not status.name.startswith("sim_node"):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            if "commands" in values and "sim_time_s" in values:
+                sample = (float(values["commands"]), float(values["sim_time_s"]))
+                del self.stats.robot_commands[1:]
+                self.stats.robot_commands.append(sample)
+
 
     def latest_status(self) -> TaskStatus | None:
         with self._lock:
@@ -221,8 +236,8 @@ def format_report(
         f"  time to success         median {median_tts:.2f} s",
         f"  sim time / wall time    {sim_seconds:.1f} s / {wall:.1f} s "
         f"(real-time factor {sim_seconds / max(wall, 1e-9):.2f})",
-        f"  control rate            {stats.commands / max(sim_seconds, 1e-9):.0f} Hz sim time, "
-        f"{stats.commands / max(wall, 1e-9):.0f} Hz wall",
+        f"  control rate            {stats.control_rate():.0f} Hz sim time (commands the sim "
+        f"received), {stats.control_rate() * sim_seconds / max(wall, 1e-9):.0f} Hz wall",
         f"  camera rate             {stats.frames / max(sim_seconds, 1e-9):.1f} Hz sim time, "
         f"{stats.frames / max(wall, 1e-9):.1f} Hz wall",
         "  latency per stage (p50 / p99)",
