@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--record", type=Path, help="record every loop topic to this MCAP file")
     parser.add_argument(
-        "--min-success", type=float, default=0.9, help="success rate needed for exit status 0"
+        "--min-success", type=float, default=0.6,
+        help="success rate below which the loop counts as failed (exit status 1); default 0.6, "
+        "the CI floor (the goal is 0.9, see README)",
     )
     parser.add_argument(
         "--episode-wall-timeout", type=float, default=180.0,
