@@ -2,7 +2,7 @@
 separate rclpy nodes on the committed models, for 10 seeded nominal episodes.
 
 This is the CI run of what ``make demo`` shows. The project's goal is >= 90%
-success in the nominal profile; the loop measured 70-80% on these seeds (the
+success in the nominal profile; the loop measured 70-90% on these seeds (the
 policy's own precision, ~1.5 cm median final error against a 2 cm tolerance, is
 the limit), so the test guards the loop at >= 60% — below that, or when any
 stage stops producing output, something regressed.
