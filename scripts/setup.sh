@@ -45,7 +45,15 @@ requirement_files() {
 }
 
 install_packages() {
-  [ -x "$VENV/bin/python" ] || { log "creating virtual environment $VENV"; "$PYTHON" -m venv "$VENV"; }
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    if [ "${VISUOMOTOR_SKIP_ROS_PIP:-0}" = 1 ]; then
+      # A sourced system ROS 2 provides rclpy, the message packages and colcon.
+      "$PYTHON" -m venv --system-site-packages "$VENV"
+    else
+      "$PYTHON" -m venv "$VENV"
+    fi
+  fi
   local files want have
   files=$(requirement_files)
   # shellcheck disable=SC2086
