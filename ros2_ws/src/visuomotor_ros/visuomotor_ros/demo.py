@@ -148,6 +148,33 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+class OracleEncoder(Node):
+    """Diagnostic stand-in for the encoder: publishes the sim's TRUE target position as
+    the features of every camera frame (same topic, same stamps). Running the loop with
+    it isolates the policy and controller from perception error."""
+
+    def __init__(self, context) -> None:
+        from sensor_msgs.msg import Image
+
+        super().__init__("oracle_encoder", context=context)
+        self._target = None
+        self._pub = self.create_publisher(EncoderFeatures, graph.ENCODER_FEATURES, 10)
+        self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
+        self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
+
+    def _on_status(self, msg: TaskStatus) -> None:
+        self._target = msg.target_position
+
+    def _on_image(self, msg) -> None:
+        if self._target is None:
+            return
+        features = EncoderFeatures(
+            header=msg.header, target_position=self._target, target_frame_id="panda_link0",
+            confidence=1.0, model_sha256="oracle",
+        )
+        self._pub.publish(features)
+
+
 def run_episodes(
     episodes: int,
     seed: int,
@@ -155,17 +182,26 @@ def run_episodes(
     record: Path | None = None,
     wall_timeout: float = 180.0,
     overrides: dict | None = None,
+    oracle_target: bool = False,
 ) -> tuple[list[EpisodeResult], LoopStats, float, float]:
-    """Run ``episodes`` episodes; returns (results, stats, sim seconds, wall seconds)."""
+    """Run ``episodes`` episodes; returns (results, stats, sim seconds, wall seconds).
+
+    ``oracle_target`` replaces the encoder node by :class:`OracleEncoder`.
+    """
     node_overrides = {"sim": {"profile": profile, "seed": seed, "start_episode": False}}
     for role, values in (overrides or {}).items():
         node_overrides.setdefault(role, {}).update(values)
-    runner = GraphRunner(sim=True, use_sim_time=True, overrides=node_overrides)
+    roles = [spec.role for spec in graph.nodes(sim=True)]
+    if oracle_target:
+        roles.remove("encoder")
+    runner = GraphRunner(sim=True, use_sim_time=True, overrides=node_overrides, roles=roles)
     results: list[EpisodeResult] = []
     recorder = None
     with runner:
         supervisor = Supervisor(runner.context)
         runner.add_node(supervisor)
+        if oracle_target:
+            runner.add_node(OracleEncoder(runner.context))
         if record is not None:
             from visuomotor_ros.recording import McapRecorder
 
@@ -275,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         help="show the PyBullet GUI (needs a display; the loop itself stays the same)",
     )
     parser.add_argument(
+        "--oracle-target", action="store_true",
+        help="diagnostic: replace the encoder by the sim's true target (isolates perception)",
+    )
+    parser.add_argument(
         "--domain-id", type=int,
         help="ROS_DOMAIN_ID of the graph (default: the environment's), e.g. to watch it in RViz",
     )
@@ -285,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results, stats, sim_seconds, wall = run_episodes(
             args.episodes, args.seed, args.profile, args.record,
-            args.episode_wall_timeout, overrides,
+            args.episode_wall_timeout, overrides, args.oracle_target,
         )
     except (TimeoutError, RuntimeError) as error:
         print(f"loop failed: {error}", file=sys.stderr)
