@@ -52,6 +52,7 @@ from visuomotor_ros.node_common import (
     LATEST_QOS,
     SENSOR_QOS,
     DiagnosticsReporter,
+    JointOrder,
     declare_schema,
     now_seconds,
     on_set_validated,
@@ -104,8 +105,8 @@ class ControllerNode(LifecycleNode):
         self._qd = np.zeros(len(self._joint_names))
         self._state_stamp = -np.inf
         self._have_state = False
-        self._state_index: np.ndarray | None = None
-        self._state_names: tuple[str, ...] = ()
+        self._state_order = JointOrder(self._joint_names)
+        self._target_order = JointOrder(self._joint_names)
         self._target_camera_stamp = None
         #: Node-clock time (s) at which the latest accepted target arrived; the target
         #: watchdog (target_timeout) counts from here.
@@ -256,22 +257,11 @@ class ControllerNode(LifecycleNode):
             self._warned[key] = now
             self.get_logger().warning(text)
 
-    def _index_for(self, names: list[str]) -> np.ndarray | None:
-        """Positions of our joints in a message's name list (cached per name list)."""
-        key = tuple(names)
-        if key != self._state_names:
-            try:
-                self._state_index = np.array([names.index(j) for j in self._joint_names])
-            except ValueError:
-                missing = sorted(set(self._joint_names) - set(names))
-                self._warn("names", f"joint state lacks joints {missing}: ignored")
-                return None
-            self._state_names = key
-        return self._state_index
-
     def _on_joint_state(self, msg: JointState) -> None:
-        index = self._index_for(list(msg.name))
+        index = self._state_order.index(msg.name)
         if index is None:
+            missing = self._state_order.missing(msg.name)
+            self._warn("names", f"joint state lacks joints {missing}: ignored")
             return
         if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
             self._warn("state_len", "joint state with missing position/velocity: ignored")
@@ -292,7 +282,7 @@ class ControllerNode(LifecycleNode):
         positions = np.asarray(msg.position, dtype=np.float64)
         velocities = np.asarray(msg.velocity, dtype=np.float64) if len(msg.velocity) else None
         if msg.name:
-            index = self._target_index(list(msg.name))
+            index = self._target_order.index(msg.name)
             sizes_ok = positions.size == len(msg.name) and (
                 velocities is None or velocities.size == len(msg.name)
             )
@@ -314,12 +304,6 @@ class ControllerNode(LifecycleNode):
         self.last_target_arrival = now
         self._target_policy_stamp = time_to_seconds(msg.policy_stamp)
         self._latency_pending = True
-
-    def _target_index(self, names: list[str]) -> np.ndarray | None:
-        try:
-            return np.array([names.index(j) for j in self._joint_names])
-        except ValueError:
-            return None
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response):
         with self._lock:

@@ -31,6 +31,9 @@ from visuomotor_ros import graph
 from visuomotor_ros.node_common import SENSOR_QOS, time_to_seconds
 from visuomotor_ros.runner import GraphRunner
 
+#: Camera frames remembered while waiting for their policy targets (~5 s at 20 Hz).
+_MAX_PENDING_FRAMES = 100
+
 
 @dataclass
 class EpisodeResult:
@@ -90,7 +93,10 @@ class Supervisor(Node):
 
     def _on_image(self, msg) -> None:
         self.stats.frames += 1
-        self.stats.image_wall[time_to_seconds(msg.header.stamp)] = time.perf_counter()
+        pending = self.stats.image_wall
+        pending[time_to_seconds(msg.header.stamp)] = time.perf_counter()
+        if len(pending) > _MAX_PENDING_FRAMES:  # frames the encoder dropped never get targets
+            del pending[next(iter(pending))]
 
     def _on_features(self, msg: EncoderFeatures) -> None:
         sent = self.stats.image_wall.get(time_to_seconds(msg.header.stamp))

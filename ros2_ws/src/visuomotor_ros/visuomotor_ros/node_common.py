@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -81,6 +82,34 @@ def seconds_to_time(seconds: float) -> Time:
 def now_seconds(node: Node) -> float:
     """The node's clock (ROS time: sim time when use_sim_time is set) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+class JointOrder:
+    """Maps the ``name`` list of a message (JointState, JointTargets) onto a fixed joint order.
+
+    ``index(names)`` returns the positions of ``joint_names`` in ``names`` (an int array to
+    index the message's arrays with), or None when a joint is missing; the result is cached
+    per name list, so a stream with a constant name list costs one tuple comparison.
+    """
+
+    def __init__(self, joint_names: Sequence[str]) -> None:
+        self.joint_names = tuple(joint_names)
+        self._names: tuple[str, ...] | None = None
+        self._index: np.ndarray | None = None
+
+    def index(self, names: Sequence[str]) -> np.ndarray | None:
+        key = tuple(names)
+        if key != self._names:
+            self._names = key
+            try:
+                self._index = np.array([key.index(j) for j in self.joint_names])
+            except ValueError:
+                self._index = None
+        return self._index
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        """The joints of this order absent from ``names``."""
+        return sorted(set(self.joint_names) - set(names))
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:

@@ -43,6 +43,7 @@ from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     LATEST_QOS,
     DiagnosticsReporter,
+    JointOrder,
     declare_schema,
     now_seconds,
     on_set_validated,
@@ -96,8 +97,7 @@ class PolicyNode(LifecycleNode):
         self._runtime: PolicyRuntime | None = None
         self._goal_filter = self._new_goal_filter()
         self._active = False
-        self._joint_index: np.ndarray | None = None
-        self._joint_names_seen: list[str] = []
+        self._joint_order = JointOrder(JOINT_NAMES)
         self._q = np.zeros(N_JOINTS)
         self._qd = np.zeros(N_JOINTS)
         self._have_state = False
@@ -202,25 +202,18 @@ class PolicyNode(LifecycleNode):
         self._rate_start: float | None = None
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if self._joint_index is None or msg.name != self._joint_names_seen:
-            self._joint_index = self._index_joints(msg)
-            if self._joint_index is None:
-                return
-        position = np.asarray(msg.position)[self._joint_index]
-        velocity = (np.asarray(msg.velocity)[self._joint_index]
+        index = self._joint_order.index(msg.name)
+        if index is None:
+            self.get_logger().error(
+                f"joint_states lacks {self._joint_order.missing(msg.name)}: ignored",
+                throttle_duration_sec=5.0)
+            return
+        position = np.asarray(msg.position)[index]
+        velocity = (np.asarray(msg.velocity)[index]
                     if len(msg.velocity) == len(msg.name) else np.zeros(N_JOINTS))
         self._q[:] = position
         self._qd[:] = velocity
         self._have_state = bool(np.all(np.isfinite(position)) and np.all(np.isfinite(velocity)))
-
-    def _index_joints(self, msg: JointState) -> np.ndarray | None:
-        self._joint_names_seen = list(msg.name)
-        try:
-            return np.array([msg.name.index(n) for n in JOINT_NAMES])
-        except ValueError:
-            self.get_logger().error(f"joint_states lacks some of {JOINT_NAMES}: {msg.name}",
-                                    throttle_duration_sec=5.0)
-            return None
 
     def _on_features(self, msg: EncoderFeatures) -> None:
         if not self._active:
