@@ -116,6 +116,7 @@ class ControllerNode(LifecycleNode):
         self._last_wall: float | None = None
         self._last_state_pub = -np.inf
         self._last_mode: Mode | None = None
+        self._mode_since = 0.0
         self._warned: dict[str, float] = {}
         if self.params["autostart"]:
             self.trigger_configure()
@@ -340,8 +341,11 @@ class ControllerNode(LifecycleNode):
             command = controller.update(now, self._q, self._qd, self._state_stamp)
             if command.valid:
                 self._command_msg.data = command.values.tolist()
+        mode_changed = command.mode is not self._last_mode
+        self._last_mode = command.mode
+        if mode_changed:
+            self._mode_since = now
         if not command.valid:
-            self._last_mode = command.mode
             return
         self._pub_command.publish(self._command_msg)
         if self._latency_pending and command.mode is Mode.TRACKING:
@@ -349,8 +353,6 @@ class ControllerNode(LifecycleNode):
             self._last_e2e = now - self._target_camera_stamp
             self.latency.record("camera_to_command", self._last_e2e)
             self.latency.record("policy_to_command", now - self._target_policy_stamp)
-        mode_changed = command.mode is not self._last_mode
-        self._last_mode = command.mode
         if mode_changed or now - self._last_state_pub >= self._state_interval:
             self._last_state_pub = now
             self._publish_state(now, command, mode_changed)
@@ -365,6 +367,7 @@ class ControllerNode(LifecycleNode):
         msg = ControllerState(
             mode=_MODE_CODES[command.mode],
             reason=command.reason,
+            mode_since=seconds_to_time(self._mode_since),
             name=self._joint_names,
             reference_position=q_ref.tolist(),
             measured_position=self._measured_list(),
