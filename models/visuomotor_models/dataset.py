@@ -4,10 +4,17 @@ Each sample is one :meth:`visuomotor_sim.world.PandaWorld.reset` with visual
 parameters drawn from a randomization profile (light, colours, camera pose jitter,
 image noise), a target drawn from the world's target ranges and an arm configuration
 drawn around home (``arm_noise_std``), followed by one render of the scene camera.
+A share of the samples (``near_target_fraction``) then moves the arm so that its grasp
+point is near the target, as in the last part of a reach where the hand comes close to
+(and partly hides) the sphere: inverse kinematics of ``panda_grasptarget`` to the target
+plus an offset of radius up to ``near_target_radius`` (biased toward small radii), in a
+uniform direction or along the way back toward where the hand started, with the drawn
+arm configuration as the null-space rest posture and the joint limits respected.
 Labels: the target centre (m, base frame ``panda_link0``), its visible fraction
 (share of rays from the rendering camera to points on the sphere that nothing blocks,
-0 when it projects outside the image), and the pixel coordinates (u right, v down) of
-the sphere centre and of the foot of its post on the table, as rendered (jittered pose).
+0 when it projects outside the image), the pixel coordinates (u right, v down) of
+the sphere centre and of the foot of its post on the table, as rendered (jittered pose),
+and the grasp point (m, base frame), for error statistics by hand–target distance.
 
 Every sample's randomness derives from ``(seed, split, index)`` only, so a dataset is
 identical however it is split across worker processes.
@@ -25,8 +32,13 @@ import numpy as np
 from tqdm import tqdm
 
 _SPLIT_IDS = {"train": 0, "heldout": 1}
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _CHUNK = 200
+_IK_ITERATIONS = 200
+_IK_RESIDUAL = 1e-5  # m
+_APPROACH_SHARE = 0.5  # near-target offsets along the hand's way in (the rest uniform)
+_APPROACH_SPREAD = 0.4  # std of the noise added to the unit approach direction
+_MIN_GOAL_HEIGHT = 0.03  # m above the table for the grasp point's IK goal
 _VISIBILITY_OFFSETS = ((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.7), (0.0, -0.7))
 
 
@@ -39,6 +51,11 @@ class DatasetConfig:
         n_heldout: evaluation images (``heldout_profile``: visual conditions never trained on).
         train_profile, heldout_profile: randomization profile names.
         arm_noise_std: std of the arm's joint angles around home, rad.
+        near_target_fraction: share of samples whose arm is then placed with its grasp
+            point near the target (see the module docstring).
+        near_target_radius: largest grasp-point offset from the target in those samples,
+            m; radii are drawn as ``near_target_radius * u**2``, u uniform in [0, 1]
+            (median a quarter of it).
         seed: base seed of every draw.
         workers: rendering processes.
     """
@@ -48,6 +65,8 @@ class DatasetConfig:
     train_profile: str = "training"
     heldout_profile: str = "heldout"
     arm_noise_std: float = 0.3
+    near_target_fraction: float = 0.5
+    near_target_radius: float = 0.15
     seed: int = 0
     workers: int = 2
 
@@ -57,6 +76,12 @@ class DatasetConfig:
         if not 0.0 <= self.arm_noise_std <= 1.0:
             raise ValueError(f"DatasetConfig.arm_noise_std must be in [0, 1] rad, got "
                              f"{self.arm_noise_std}")
+        if not 0.0 <= self.near_target_fraction <= 1.0:
+            raise ValueError(f"DatasetConfig.near_target_fraction must be in [0, 1], got "
+                             f"{self.near_target_fraction}")
+        if not 0.0 < self.near_target_radius <= 0.5:
+            raise ValueError(f"DatasetConfig.near_target_radius must be in (0, 0.5] m, got "
+                             f"{self.near_target_radius}")
         if self.workers < 1:
             raise ValueError("DatasetConfig.workers must be >= 1")
 
@@ -70,19 +95,24 @@ class DatasetConfig:
 @dataclass
 class Split:
     """Rendered images (N, H, W, 3) uint8 RGB, targets (N, 3) m, visible (N,) in [0, 1],
-    pixels (N, 2, 2): (u, v) of the sphere centre and of the post's foot."""
+    pixels (N, 2, 2): (u, v) of the sphere centre and of the post's foot, grasp (N, 3):
+    the grasp point ``panda_grasptarget``, m (all base frame ``panda_link0``)."""
 
     images: np.ndarray
     targets: np.ndarray
     visible: np.ndarray
     pixels: np.ndarray
+    grasp: np.ndarray
 
     def subset(self, index) -> Split:
-        return Split(self.images[index], self.targets[index], self.visible[index],
-                     self.pixels[index])
+        return Split(*(getattr(self, f)[index] for f in _FIELDS))
+
+    def hand_distance(self) -> np.ndarray:
+        """Grasp point to target centre distance (N,), m."""
+        return np.linalg.norm(self.grasp - self.targets, axis=1)
 
 
-_FIELDS = ("images", "targets", "visible", "pixels")
+_FIELDS = ("images", "targets", "visible", "pixels", "grasp")
 _WORLD = None
 
 
@@ -122,6 +152,44 @@ def keypoint_pixels(world) -> np.ndarray:
     return world.camera.project(np.stack([target, foot]), world.render_camera_pose())
 
 
+def near_target_goal(target: np.ndarray, hand: np.ndarray, max_radius: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """A grasp-point goal (3,) near ``target`` (3,): an offset of radius
+    ``max_radius * u**2`` (m), along the direction back toward ``hand`` (where the hand
+    starts, with some spread) for a share of draws and uniform on the sphere otherwise,
+    kept ``_MIN_GOAL_HEIGHT`` above the table. Base frame, m."""
+    if rng.random() < _APPROACH_SHARE:
+        way_back = hand - target
+        direction = way_back / max(np.linalg.norm(way_back), 1e-9)
+        direction = direction + rng.normal(0.0, _APPROACH_SPREAD, 3)
+    else:
+        direction = rng.normal(0.0, 1.0, 3)
+    direction /= max(np.linalg.norm(direction), 1e-9)
+    goal = target + max_radius * rng.random() ** 2 * direction
+    goal[2] = max(goal[2], _MIN_GOAL_HEIGHT)
+    return goal
+
+
+def place_grasp_point(world, goal: np.ndarray) -> None:
+    """Set the arm (at rest) so that its grasp point is as close to ``goal`` (3,), m, base
+    frame, as inverse kinematics gets it, within the joint limits, with the current arm
+    configuration as the null-space rest posture. Fingers are left as they are."""
+    c, robot = world.client, world.robot
+    lower, upper = world.limits.lower, world.limits.upper
+    fingers = [c.getJointState(robot, j)[0] for j in world.finger_joints]
+    rest = list(world.true_joint_positions()) + fingers
+    q = c.calculateInverseKinematics(
+        robot, world.grasp_link, np.asarray(goal, float).tolist(),
+        lowerLimits=[*lower, *fingers], upperLimits=[*upper, *fingers],
+        jointRanges=[*(upper - lower), 1e-3, 1e-3], restPoses=rest,
+        maxNumIterations=_IK_ITERATIONS, residualThreshold=_IK_RESIDUAL)
+    q = np.clip(np.asarray(q[:len(world.arm_joints)]), lower, upper)
+    for joint, angle in zip(world.arm_joints, q, strict=True):
+        c.resetJointState(robot, joint, float(angle), 0.0)
+    # Ray tests (visible fraction) see the moved links only once the broadphase knows them.
+    c.performCollisionDetection()
+
+
 def _render_chunk(args: tuple) -> tuple:
     from visuomotor_sim.randomization import DomainRandomizer, load_profile
 
@@ -133,15 +201,21 @@ def _render_chunk(args: tuple) -> tuple:
     targets = np.empty((count, 3))
     visible = np.empty(count)
     pixels = np.empty((count, 2, 2))
+    grasp = np.empty((count, 3))
     for k in range(count):
         index = start + k
         rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], index])
         _, visual = DomainRandomizer(profile, rng).sample()
         targets[k] = world.reset(int(rng.integers(2**31)), visual=visual)
+        if rng.random() < config.near_target_fraction:
+            goal = near_target_goal(targets[k], world.grasp_point(),
+                                    config.near_target_radius, rng)
+            place_grasp_point(world, goal)
         images[k] = world.render()
         visible[k] = visible_fraction(world)
         pixels[k] = keypoint_pixels(world)
-    return start, images, targets, visible, pixels
+        grasp[k] = world.grasp_point()
+    return start, images, targets, visible, pixels, grasp
 
 
 def render_split(config: DatasetConfig, split: str, count: int, progress: tqdm | None = None
@@ -167,7 +241,7 @@ def render_split(config: DatasetConfig, split: str, count: int, progress: tqdm |
             pool.close()
             pool.join()
     ordered = [parts[s] for s in sorted(parts)]
-    return Split(*(np.concatenate([p[i] for p in ordered]) for i in range(4)))
+    return Split(*(np.concatenate([p[i] for p in ordered]) for i in range(len(_FIELDS))))
 
 
 def build_dataset(config: DatasetConfig, cache_dir: Path | None = None

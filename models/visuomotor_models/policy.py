@@ -142,18 +142,41 @@ class AdaptationModule(nn.Module):
         return self.net(self.history_norm(history).flatten(1))
 
 
+class ShortfallSkip(nn.Module):
+    """``a + mean(shortfall of the last k history rows) / action_scale``, clipped to [-1, 1].
+
+    With k = 1 the joint reference ``q + a * scale`` becomes the previous reference plus the
+    head's output (see :class:`PolicyNetConfig`); k = 0 is the identity."""
+
+    def __init__(self, cfg: PolicyNetConfig) -> None:
+        super().__init__()
+        self.rows = cfg.shortfall_skip
+        self.scale = cfg.action_scale
+
+    def forward(self, action: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if not self.rows:
+            return action
+        shortfall = history[:, -self.rows:, SHORTFALL].mean(dim=1)
+        return torch.clamp(action + shortfall / self.scale, -1.0, 1.0)
+
+
 class TeacherPolicy(nn.Module):
-    """``pi(obs, mu(e))``; forward returns ``(action, z)``."""
+    """``pi(obs, mu(e))`` (plus the student's skip path, which reads the non-privileged
+    history, so that both train one head for one job); forward returns ``(action, z)``."""
 
     def __init__(self, cfg: PolicyNetConfig, head: ActionHead | None = None) -> None:
         super().__init__()
         self.encoder = PrivilegedEncoder(cfg)
         self.head = head or ActionHead(cfg, cfg.latent_dim)
+        self.skip = ShortfallSkip(cfg)
 
-    def forward(self, obs: torch.Tensor, privileged: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, privileged: torch.Tensor,
+                history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(privileged)
-        return self.head(obs, z), z
+        action = self.head(obs, z)
+        if history is not None:
+            action = self.skip(action, history)
+        return action, z
 
 
 class StudentPolicy(nn.Module):
@@ -164,17 +187,12 @@ class StudentPolicy(nn.Module):
         self.cfg = cfg
         self.adaptation = AdaptationModule(cfg)
         self.head = head or ActionHead(cfg, cfg.latent_dim)
-        self.register_buffer("skip_gain", torch.ones(N_JOINTS) if cfg.shortfall_skip else None)
+        self.skip = ShortfallSkip(cfg)
 
     def forward(self, observation: torch.Tensor, history: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         z_hat = self.adaptation(history)
-        action = self.head(observation, z_hat)
-        if self.skip_gain is not None:
-            shortfall = history[:, -self.cfg.shortfall_skip:, SHORTFALL].mean(dim=1)
-            action = torch.clamp(action + self.skip_gain * shortfall / self.cfg.action_scale,
-                                 -1.0, 1.0)
-        return action, z_hat
+        return self.skip(self.head(observation, z_hat), history), z_hat
 
 
 class MemorylessPolicy(nn.Module):

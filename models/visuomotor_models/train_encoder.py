@@ -54,6 +54,9 @@ _CM = 0.01
 _OCCLUDED_POSITION_WEIGHT = 0.1
 _EVAL_BATCH = 256
 _KEYPOINT_WEIGHT = 0.5
+# Hand–target distance bins (m) of the error breakdown: the hand near the target
+# disturbs the image the most and is where the closed loop needs the estimate.
+HAND_DISTANCE_BINS_M = ((0.0, 0.05), (0.05, 0.15), (0.15, np.inf))
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,31 @@ def predict(run_batch, split: Split, prep: PreprocessConfig) -> tuple[np.ndarray
     return np.concatenate(positions), np.concatenate(confidences)
 
 
+def _bin_name(low: float, high: float) -> str:
+    if low == 0.0:
+        return f"lt_{high / _CM:g}cm"
+    if np.isinf(high):
+        return f"ge_{low / _CM:g}cm"
+    return f"{low / _CM:g}_{high / _CM:g}cm"
+
+
+def error_by_hand_distance(errors: np.ndarray, distance: np.ndarray) -> dict:
+    """Count, median and p95 of ``errors`` (N,) m per bin of the grasp point's distance
+    to the target ``distance`` (N,) m (bins: ``HAND_DISTANCE_BINS_M``)."""
+    out = {}
+    for low, high in HAND_DISTANCE_BINS_M:
+        chosen = errors[(distance >= low) & (distance < high)]
+        out[_bin_name(low, high)] = {
+            "count": len(chosen),
+            "median_m": float(np.median(chosen)) if len(chosen) else None,
+            "p95_m": float(np.percentile(chosen, 95)) if len(chosen) else None,
+        }
+    return out
+
+
 def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) -> dict:
-    """Target-position error statistics (m) over all images and over visible ones."""
+    """Target-position error statistics (m) over all images, over visible ones and by
+    hand–target distance."""
     errors = np.linalg.norm(positions - split.targets, axis=1)
     visible = split.visible >= 0.5
     metrics = {
@@ -229,7 +255,17 @@ def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) 
     if visible.any():
         metrics["visible_median_m"] = float(np.median(errors[visible]))
         metrics["visible_p95_m"] = float(np.percentile(errors[visible], 95))
+    metrics["by_hand_distance"] = error_by_hand_distance(errors, split.hand_distance())
     return metrics
+
+
+def evaluate_onnx(onnx_path: Path, split: Split) -> dict:
+    """:func:`error_metrics` of an exported encoder (its manifest beside it, hash checked)
+    on ``split``, run through ONNX Runtime with the manifest's preprocessing."""
+    runtime = EncoderRuntime(onnx_path.parent / "manifest.json", onnx_path)
+    prep = runtime.preprocess_config
+    outputs = lambda b: [runtime.run_raw(b)[k] for k in OUTPUT_NAMES]  # noqa: E731
+    return error_metrics(*predict(outputs, split, prep), split)
 
 
 def export_encoder(model: VisionEncoder, prep: PreprocessConfig, out_dir: Path,
@@ -267,6 +303,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="held-out evaluation images (heldout profile)")
     parser.add_argument("--arm-noise", type=float, default=d.arm_noise_std,
                         help="std of arm joint angles around home, rad")
+    parser.add_argument("--near-target-fraction", type=float, default=d.near_target_fraction,
+                        help="share of images with the arm's grasp point placed near the "
+                             "target (hand close to / occluding the sphere)")
+    parser.add_argument("--near-target-radius", type=float, default=d.near_target_radius,
+                        help="largest grasp-point offset from the target in those images, m")
     parser.add_argument("--workers", type=int, default=d.workers, help="rendering processes")
     parser.add_argument("--epochs", type=int, default=t.epochs)
     parser.add_argument("--batch-size", type=int, default=t.batch_size)
@@ -285,16 +326,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reuse/save the rendered dataset here (keyed by its config)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing encoder.onnx in a non-default --out-dir")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="ONNX",
+                        help="only evaluate this exported encoder (manifest.json beside it) "
+                             "on the held-out split of the dataset options and print the "
+                             "metrics; trains and writes nothing")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir: Path = args.out_dir
-    _check_out_dir(out_dir, args.force)
     started = time.perf_counter()
     data_cfg = DatasetConfig(n_train=args.n_train, n_heldout=args.n_heldout,
-                             arm_noise_std=args.arm_noise, seed=args.seed, workers=args.workers)
+                             arm_noise_std=args.arm_noise,
+                             near_target_fraction=args.near_target_fraction,
+                             near_target_radius=args.near_target_radius, seed=args.seed,
+                             workers=args.workers)
+    if args.evaluate is not None:
+        _, heldout = build_dataset(data_cfg, args.cache_dir)
+        print(json.dumps({"heldout": evaluate_onnx(args.evaluate, heldout)}, indent=2))
+        return 0
+    _check_out_dir(out_dir, args.force)
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             shift_px=args.shift_px,
                             colour_jitter=args.colour_jitter, threads=args.threads, seed=args.seed)

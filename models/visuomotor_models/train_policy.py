@@ -162,7 +162,7 @@ class Learner:
             obs, hist, act = data["obs"][idx], data["hist"][idx], data["act"][idx]
             if self.kind == "history":
                 a_student, z_hat = self.student(obs, hist)
-                a_teacher, z = self.teacher(obs, data["priv"][idx])
+                a_teacher, z = self.teacher(obs, data["priv"][idx], hist)
                 loss = (mse(a_student, act) + mse(a_teacher, act)
                         + self.cfg.latent_weight * mse(z_hat, z.detach()))
             else:
