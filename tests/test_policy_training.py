@@ -37,6 +37,15 @@ def test_payload_and_weak_actuators_increase_the_sag(arm):
     assert 1e-3 < payload < weak
 
 
+def test_downward_hand_force_sags_like_the_equal_payload(arm):
+    arm.set_dynamics(1.0, 1.0, 1.0)
+    payload = arm.sag(HOME, KP)
+    arm.set_dynamics(1.0, 0.0, 1.0, external_force=(0.0, 0.0, -9.81))
+    np.testing.assert_allclose(arm.sag(HOME, KP), payload, rtol=1e-3, atol=1e-6)
+    arm.set_dynamics(1.0, 0.0, 1.0, external_force=(0.0, 0.0, 9.81))
+    np.testing.assert_allclose(arm.sag(HOME, KP), -payload, rtol=1e-3, atol=1e-6)
+
+
 def test_expert_reaches_the_target_in_the_nominal_env():
     sim = ReachSim()
     expert = ReachExpert(ExpertConfig(kp=tuple(sim.kp)))

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import visuomotor_core.controller  # noqa: F401
 from visuomotor_sim.env import ENV_ID, EnvConfig, VisualReachEnv
+from visuomotor_sim.randomization import DYNAMICS_VECTOR_DIM
 from visuomotor_sim.task import TaskConfig
 
 
@@ -113,7 +114,7 @@ def test_timeout_truncates():
 def test_randomized_profile_reports_privileged_dynamics():
     with VisualReachEnv(EnvConfig(render_images=False, profile="training")) as env:
         vectors = [env.reset(seed=s)[1]["dynamics"] for s in range(3)]
-    assert vectors[0].shape == (7,) and not np.array_equal(vectors[0], vectors[1])
+    assert vectors[0].shape == (DYNAMICS_VECTOR_DIM,) and not np.array_equal(vectors[0], vectors[1])
 
 
 def test_config_rejects_rate_that_does_not_divide_physics():

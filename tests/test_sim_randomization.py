@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from visuomotor_sim.randomization import (
+    DYNAMICS_VECTOR_DIM,
     DYNAMICS_VECTOR_FIELDS,
     DomainRandomizer,
     DynamicsParams,
@@ -45,12 +46,20 @@ def test_every_term_stays_inside_its_range(name):
         assert np.ptp(values, axis=0).max() > 0.0 or np.all(term.low == term.high), term.name
 
 
+#: Randomized in training as a generic disturbance, nominal (absent) in held-out.
+TRAINING_ONLY = {"external_force"}
+
+
 def test_heldout_dynamics_ranges_lie_outside_training():
     training, heldout = load_profile("training"), load_profile("heldout")
     for field in DYNAMICS_VECTOR_FIELDS:
         tr, ho = training.term(field), heldout.term(field)
-        assert tr is not None and ho is not None, field
-        overlap = min(tr.high, ho.high) - max(tr.low, ho.low)
+        assert tr is not None, field
+        if field in TRAINING_ONLY:
+            assert ho is None, f"{field}: a training-only disturbance, nominal in held-out"
+            continue
+        assert ho is not None, field
+        overlap = np.min(np.minimum(tr.high, ho.high) - np.maximum(tr.low, ho.low))
         assert overlap <= 1e-12, f"{field}: heldout overlaps training"
 
 
@@ -67,9 +76,11 @@ def test_same_seed_same_draws_and_terms_draw_independently():
 
 
 def test_as_vector_has_documented_order_and_unit_scale():
-    vec = DynamicsParams(payload_mass=1.25).as_vector()
-    assert vec.dtype == np.float32 and vec.shape == (len(DYNAMICS_VECTOR_FIELDS),)
+    vec = DynamicsParams(payload_mass=1.25, external_force=(0.0, 25.0, -50.0)).as_vector()
+    assert vec.dtype == np.float32 and vec.shape == (DYNAMICS_VECTOR_DIM,)
+    assert DYNAMICS_VECTOR_DIM == len(DYNAMICS_VECTOR_FIELDS) + 2  # external_force has 3
     assert vec[DYNAMICS_VECTOR_FIELDS.index("payload_mass")] == pytest.approx(0.5)
+    np.testing.assert_allclose(vec[-3:], [0.5, 0.75, 0.0])  # last field, (-50, 50) N span
     for dynamics, _ in sample_many(load_profile("training")):
         v = dynamics.as_vector()
         assert np.all(v >= -1e-6) and np.all(v <= 1.0 + 1e-6)

@@ -128,6 +128,24 @@ def test_payload_mass_adds_to_hand_and_loads_the_joints(world):
     assert world.link_mass("panda_hand") == pytest.approx(hand)  # reset restores nominal
 
 
+def test_external_force_loads_the_hand_like_the_equivalent_payload(world):
+    world.reset(seed=0)
+    hold, q0 = hold_torques(world), world.true_joint_positions()
+    world.reset(seed=0, dynamics=DynamicsParams(payload_mass=1.0))
+    by_payload = run_torques(world, hold) - q0
+    world.reset(seed=0, dynamics=DynamicsParams(external_force=(0.0, 0.0, -9.81)))
+    by_force = run_torques(world, hold) - q0
+    assert np.max(np.abs(by_force)) > 0.02
+    # Same load at the same point; the payload's extra inertia only slows the fall.
+    cosine = by_force @ by_payload / (np.linalg.norm(by_force) * np.linalg.norm(by_payload))
+    assert cosine > 0.95
+    world.reset(seed=0, dynamics=DynamicsParams(external_force=(0.0, 0.0, 9.81)))
+    lifted = run_torques(world, hold) - q0
+    assert lifted @ by_force < 0.0  # an upward push moves the arm the other way
+    world.reset(seed=0)
+    np.testing.assert_allclose(run_torques(world, hold) - q0, 0.0, atol=0.01)  # cleared
+
+
 def test_link_mass_scale_scales_link_masses(world):
     world.reset(seed=0)
     nominal = world.link_mass("panda_link3")

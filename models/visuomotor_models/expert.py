@@ -8,8 +8,9 @@ episode's dynamics parameters. Each policy step it
    Jacobian, with a null-space pull toward the home posture,
 3. adds the *sag offset* the joint controller will suffer under these dynamics: the
    controller compensates gravity with the nominal model and its torques are scaled by the
-   actuator strength, so at rest ``strength * (kp * delta + g_nom(q)) = g_true(q)``, i.e.
-   ``delta = (g_true(q) / strength - g_nom(q)) / kp`` (rad),
+   actuator strength, and an external force ``F`` on the hand adds ``J_hand(q)^T F``, so at
+   rest ``strength * (kp * delta + g_nom(q)) = g_true(q) - J_hand(q)^T F``, i.e.
+   ``delta = ((g_true(q) - J_hand(q)^T F) / strength - g_nom(q)) / kp`` (rad),
 4. adds a bounded integral of the remaining task-space error near the goal (friction and
    model mismatch),
 
@@ -95,17 +96,24 @@ class ArmModel:
                           if self._client.getJointInfo(self._body, i)[2] != pybullet.JOINT_FIXED)
         self._model = RobotModel.from_urdf_file(
             str(robot_urdf_path()), joint_names=[f"panda_joint{i}" for i in range(1, 8)])
+        self._hand_link = next(
+            i for i in range(n)
+            if self._client.getJointInfo(self._body, i)[12].decode() == HAND_LINK_NAME)
         self._mass_scale = 1.0
         self._payload: Payload | None = None
         self._strength = 1.0
+        self._force = np.zeros(3)
 
     def set_dynamics(self, link_mass_scale: float, payload_mass: float,
-                     actuator_strength_scale: float) -> None:
-        """Use an episode's masses and actuator strength (as the sim world applies them)."""
+                     actuator_strength_scale: float,
+                     external_force: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+        """Use an episode's masses, actuator strength and external hand force (N, base
+        frame), as the sim world applies them."""
         self._mass_scale = link_mass_scale
         self._payload = Payload(payload_mass, HAND_COM, HAND_LINK_NAME) \
             if payload_mass > 0.0 else None
         self._strength = actuator_strength_scale
+        self._force = np.asarray(external_force, float)
 
     def _full(self, q: np.ndarray) -> list[float]:
         full = [0.0] * self._n_dof
@@ -122,15 +130,30 @@ class ArmModel:
             tau += self._model.gravity_torques(q, self._payload) - nominal
         return tau
 
+    def external_torques(self, q: np.ndarray) -> np.ndarray:
+        """Joint torques (7,), N·m, of the episode's external force on the hand's centre of
+        mass: ``J_hand(q)^T F``."""
+        if not self._force.any():
+            return np.zeros(N_JOINTS)
+        self._set_joints(q)
+        zeros = [0.0] * self._n_dof
+        jac_t, _ = self._client.calculateJacobian(self._body, self._hand_link, [0.0, 0.0, 0.0],
+                                                  self._full(q), zeros, zeros)
+        return np.asarray(jac_t)[:, :N_JOINTS].T @ self._force
+
     def sag(self, q: np.ndarray, kp: np.ndarray) -> np.ndarray:
         """Steady joint offset (rad) under the episode dynamics at q (see module doc)."""
-        return (self.gravity(q, True) / self._strength - self.gravity(q, False)) / kp
+        loaded = self.gravity(q, True) - self.external_torques(q)
+        return (loaded / self._strength - self.gravity(q, False)) / kp
+
+    def _set_joints(self, q: np.ndarray) -> None:
+        for joint, angle in zip(ARM_JOINTS, q, strict=True):
+            self._client.resetJointState(self._body, joint, float(angle))
 
     def grasp_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grasp-point position (3,) m and its translational Jacobian (3, 7)."""
         c, body = self._client, self._body
-        for joint, angle in zip(ARM_JOINTS, q, strict=True):
-            c.resetJointState(body, joint, float(angle))
+        self._set_joints(q)
         position = np.asarray(c.getLinkState(body, GRASP_LINK, computeForwardKinematics=True)[4])
         zeros = [0.0] * self._n_dof
         jac_t, _ = c.calculateJacobian(body, GRASP_LINK, [0.0, 0.0, 0.0], self._full(q),
@@ -156,7 +179,7 @@ class ReachExpert:
     def reset(self, dynamics) -> None:
         """New episode with ``dynamics`` (a ``visuomotor_sim.randomization.DynamicsParams``)."""
         self.model.set_dynamics(dynamics.link_mass_scale, dynamics.payload_mass,
-                                dynamics.actuator_strength_scale)
+                                dynamics.actuator_strength_scale, dynamics.external_force)
         self._integral.fill(0.0)
 
     def joint_step(self, q: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:

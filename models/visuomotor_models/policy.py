@@ -31,8 +31,9 @@ from visuomotor_core.policy_runtime import (
     OBSERVATION_DIM,
     field_slice,
 )
+from visuomotor_sim.randomization import DYNAMICS_VECTOR_DIM
 
-PRIVILEGED_DIM = 7  # DynamicsParams.as_vector()
+PRIVILEGED_DIM = DYNAMICS_VECTOR_DIM  # DynamicsParams.as_vector()
 SHORTFALL = field_slice(HISTORY_FIELDS, "shortfall")  # history columns, rad
 _STD_FLOOR = 1e-3
 

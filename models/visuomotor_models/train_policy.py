@@ -72,7 +72,9 @@ class TrainConfig:
         betas: probability that the expert drives, per iteration.
         exploration_std: Gaussian noise on executed expert actions (unitless action).
         gradient_steps: optimizer steps after each iteration's data collection.
-        batch_size, lr: optimizer settings.
+        batch_size, lr: optimizer settings; within each fit the learning rate decays from
+            ``lr`` to ``lr * lr_final_ratio`` on a cosine (fine detail near the goal, where
+            actions are small, is fitted last).
         latent_weight: weight of the latent regression loss.
         net: network sizes.
         sim: episode settings.
@@ -83,9 +85,10 @@ class TrainConfig:
     episodes: tuple[int, ...] = (240, 160, 160, 160, 160)
     betas: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, 0.0)
     exploration_std: float = 0.15
-    gradient_steps: int = 2000
+    gradient_steps: int = 4000
     batch_size: int = 256
     lr: float = 1e-3
+    lr_final_ratio: float = 0.1
     latent_weight: float = 1.0
     net: PolicyNetConfig = field(default_factory=PolicyNetConfig)
     sim: SimConfig = field(default_factory=SimConfig)
@@ -97,6 +100,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: episodes must be >= 1 and betas in [0, 1]")
         if self.gradient_steps < 1 or self.batch_size < 1 or self.lr <= 0.0:
             raise ValueError("TrainConfig: gradient_steps, batch_size >= 1 and lr > 0 needed")
+        if not 0.0 < self.lr_final_ratio <= 1.0:
+            raise ValueError("TrainConfig: lr_final_ratio must be in (0, 1]")
         if self.net.action_scale != self.sim.action_scale:
             raise ValueError(f"TrainConfig: net.action_scale {self.net.action_scale} must equal "
                              f"sim.action_scale {self.sim.action_scale}")
@@ -157,7 +162,11 @@ class Learner:
             self._fitted = True
         n, mse, losses = len(data["obs"]), nn.functional.mse_loss, []
         self.student.train()
-        for _ in range(steps):
+        low = self.cfg.lr * self.cfg.lr_final_ratio
+        for step in range(steps):
+            cosine = 0.5 * (1.0 + np.cos(np.pi * step / steps))
+            for group in self.optimizer.param_groups:
+                group["lr"] = low + (self.cfg.lr - low) * cosine
             idx = torch.randint(0, n, (self.cfg.batch_size,), generator=rng)
             obs, hist, act = data["obs"][idx], data["hist"][idx], data["act"][idx]
             if self.kind == "history":
@@ -271,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(MODEL_NAMES), default=None,
                         help="train one of the two models only")
     parser.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    parser.add_argument("--profile", default=None,
+                        help="randomization profile of the training episodes (default: "
+                             "TrainConfig's, 'training')")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--shortfall-skip", type=int, default=None,
                         help="history rows averaged by the student's shortfall skip path "
@@ -278,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
+    if args.profile is not None:
+        cfg = replace(cfg, profile=args.profile)
     if args.shortfall_skip is not None:
         cfg = replace(cfg, net=replace(cfg.net, shortfall_skip=args.shortfall_skip))
     command = "python -m visuomotor_models.train_policy " + shlex.join(argv or sys.argv[1:])

@@ -19,7 +19,7 @@ YAML layout::
 from __future__ import annotations
 
 import zlib
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ class DynamicsParams:
         actuator_strength_scale: factor on every commanded torque / motor force limit.
         actuation_delay: command transport delay, s (applied as whole physics steps).
         joint_state_noise: standard deviation of the noise on measured joint positions, rad.
+        external_force: constant force on the hand's centre of mass, N, base frame (x, y, z):
+            an unmodelled push or load. Training randomizes it as a generic disturbance so
+            that a policy learns to infer and cancel a sag of whatever cause from its history.
     """
 
     payload_mass: float = 0.0
@@ -48,6 +51,7 @@ class DynamicsParams:
     actuator_strength_scale: float = 1.0
     actuation_delay: float = 0.0
     joint_state_noise: float = 0.0
+    external_force: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         checks = {
@@ -58,6 +62,8 @@ class DynamicsParams:
             "actuator_strength_scale": self.actuator_strength_scale > 0.0,
             "actuation_delay": self.actuation_delay >= 0.0,
             "joint_state_noise": self.joint_state_noise >= 0.0,
+            "external_force": len(self.external_force) == 3
+            and bool(np.all(np.isfinite(self.external_force))),
         }
         for name, ok in checks.items():
             if not ok:
@@ -65,14 +71,16 @@ class DynamicsParams:
                                  f"{getattr(self, name)}")
 
     def as_vector(self) -> np.ndarray:
-        """Privileged-information vector (float32, len 7) for teacher training.
+        """Privileged-information vector (float32, len :data:`DYNAMICS_VECTOR_DIM`) for
+        teacher training.
 
-        Order = :data:`DYNAMICS_VECTOR_FIELDS`; each entry is ``(value - lo) / (hi - lo)``
-        with the fixed reference span in :data:`DYNAMICS_VECTOR_SPANS`, so it lies in
-        roughly [0, 1] for the shipped profiles (held-out values may exceed 1) and a
-        given physical value always maps to the same number whatever the profile.
+        Order = :data:`DYNAMICS_VECTOR_FIELDS`, vector fields flattened in place; each entry
+        is ``(value - lo) / (hi - lo)`` with the fixed reference span in
+        :data:`DYNAMICS_VECTOR_SPANS`, so it lies in roughly [0, 1] for the shipped profiles
+        (held-out values may exceed 1) and a given physical value always maps to the same
+        number whatever the profile.
         """
-        values = np.asarray(astuple(self), dtype=np.float64)
+        values = np.hstack([np.ravel(getattr(self, name)) for name in DYNAMICS_VECTOR_FIELDS])
         return ((values - _SPAN_LOW) / (_SPAN_HIGH - _SPAN_LOW)).astype(np.float32)
 
 
@@ -87,11 +95,15 @@ DYNAMICS_VECTOR_SPANS: dict[str, tuple[float, float]] = {
     "actuator_strength_scale": (0.6, 1.2),
     "actuation_delay": (0.0, 0.01),
     "joint_state_noise": (0.0, 0.004),
+    "external_force": (-50.0, 50.0),  # each component
 }
 """Reference span (lo, hi) per dynamics term used to normalize :meth:`as_vector`."""
 
-_SPAN_LOW = np.array([DYNAMICS_VECTOR_SPANS[n][0] for n in DYNAMICS_VECTOR_FIELDS])
-_SPAN_HIGH = np.array([DYNAMICS_VECTOR_SPANS[n][1] for n in DYNAMICS_VECTOR_FIELDS])
+_SIZES = [np.size(getattr(DynamicsParams(), n)) for n in DYNAMICS_VECTOR_FIELDS]
+_SPAN_LOW = np.repeat([DYNAMICS_VECTOR_SPANS[n][0] for n in DYNAMICS_VECTOR_FIELDS], _SIZES)
+_SPAN_HIGH = np.repeat([DYNAMICS_VECTOR_SPANS[n][1] for n in DYNAMICS_VECTOR_FIELDS], _SIZES)
+DYNAMICS_VECTOR_DIM = int(sum(_SIZES))
+"""Length of :meth:`DynamicsParams.as_vector`."""
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,7 @@ class PandaWorld:
         self.camera = PinholeCamera(self.config.camera, pixel_convention=convention)
         self._build_scene()
         self._dynamics = DynamicsParams()
+        self._external_force: list[float] | None = None
         self._visual = VisualParams()
         self._render_pose = self.camera.pose
         self._rng = np.random.default_rng(0)
@@ -406,6 +407,8 @@ class PandaWorld:
                                  localInertiaDiagonal=inertias[link].tolist())
         for joint in self.arm_joints:
             c.changeDynamics(self.robot, joint, jointDamping=d.joint_damping)
+        force = [float(f) for f in d.external_force]
+        self._external_force = force if any(force) else None
 
     def _apply_visual(self, v: VisualParams) -> None:
         c = self._client
@@ -478,8 +481,13 @@ class PandaWorld:
     def step(self, n: int = 1) -> None:
         """Advance the physics by ``n`` steps, applying the delayed command each step."""
         step_simulation, tau, dt = self._client.stepSimulation, self._applied_tau, self.dt
+        force = self._external_force
         for _ in range(n):
             self._push_and_apply()
+            if force is not None:  # PyBullet clears external forces after every step
+                com = self._client.getLinkState(self.robot, self.hand_link)[0]
+                self._client.applyExternalForce(self.robot, self.hand_link, force, com,
+                                                pybullet.WORLD_FRAME)
             step_simulation()
             self._effort_integral += float(tau @ tau) * dt
             self._steps += 1
