@@ -40,11 +40,11 @@ def _fitted(model, cfg):
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["student", "student_skip", "memoryless"])
+@pytest.mark.parametrize("kind", ["student", "memoryless"])
 def test_torch_and_onnx_runtime_agree_within_1e_4(tmp_path, kind):
     torch.manual_seed(0)
-    cfg = PolicyNetConfig(history_length=6, shortfall_skip=1 if kind == "student_skip" else 0)
-    student = kind.startswith("student")
+    cfg = PolicyNetConfig(history_length=6)
+    student = kind == "student"
     model = _fitted(StudentPolicy(cfg) if student else MemorylessPolicy(cfg), cfg)
     outputs = ["action", "dynamics_latent"] if student else ["action"]
     path = tmp_path / "p.onnx"
@@ -87,21 +87,3 @@ def test_modified_policy_file_is_refused_by_hash(tmp_path):
     (tmp_path / "policy.onnx").write_bytes(data + b"\0")
     with pytest.raises(ManifestError, match="SHA-256"):
         load_policy_runtime(tmp_path / "manifest.json", "policy", lambda q: np.zeros(3))
-
-
-def test_shortfall_skip_adds_the_last_shortfall_in_action_units():
-    torch.manual_seed(0)
-    cfg = PolicyNetConfig(history_length=4, shortfall_skip=1)
-    model = StudentPolicy(cfg).eval()
-    with torch.no_grad():  # constant latent: isolate the skip path from the adaptation module
-        model.adaptation.net[-1].weight.zero_()
-    obs, hist = _inputs(3, 4)
-    hist = hist * 0.0
-    with torch.no_grad():
-        base, _ = model(obs, hist)
-        hist[:, -1, 21:28] = 0.01  # rad of shortfall on every joint
-        shifted, _ = model(obs, hist)
-    expected = torch.clamp(base + 0.01 / cfg.action_scale, -1.0, 1.0)
-    assert torch.allclose(shifted, expected, atol=1e-6)
-    with torch.no_grad():
-        assert torch.allclose(model(obs, hist * 0.0)[0], base)

@@ -26,15 +26,12 @@ from visuomotor_core.policy_runtime import (
     DEFAULT_ACTION_SCALE,
     DEFAULT_HISTORY_LENGTH,
     HISTORY_DIM,
-    HISTORY_FIELDS,
     N_JOINTS,
     OBSERVATION_DIM,
-    field_slice,
 )
 from visuomotor_sim.randomization import DYNAMICS_VECTOR_DIM
 
 PRIVILEGED_DIM = DYNAMICS_VECTOR_DIM  # DynamicsParams.as_vector()
-SHORTFALL = field_slice(HISTORY_FIELDS, "shortfall")  # history columns, rad
 _STD_FLOOR = 1e-3
 
 
@@ -47,31 +44,21 @@ class PolicyNetConfig:
         hidden: width of the action head's hidden layers.
         adapt_hidden: width of the adaptation module's hidden layers.
         history_length: H, rows of the history window.
-        shortfall_skip: when > 0, the student adds the mean tracking shortfall of the last
-            ``shortfall_skip`` history rows (rad, divided by ``action_scale``) to its action.
-            With 1 row the joint reference ``q + a * scale`` becomes the previous reference
-            plus the head's output, so the head acts as an increment on an integrating
-            reference: a steady sag of any size (also beyond the training range) is
-            integrated away instead of having to be predicted.
-        action_scale: rad per unit action (for the skip path).
+        action_scale: rad per unit action (must equal the sim's).
     """
 
     latent_dim: int = 8
     hidden: int = 256
     adapt_hidden: int = 128
     history_length: int = DEFAULT_HISTORY_LENGTH
-    shortfall_skip: int = 0
     action_scale: float = DEFAULT_ACTION_SCALE
 
     def __post_init__(self) -> None:
-        if not 0 <= self.shortfall_skip <= self.history_length:
-            raise ValueError(f"PolicyNetConfig.shortfall_skip must be in [0, history_length],"
-                             f" got {self.shortfall_skip}")
         if self.action_scale <= 0.0:
             raise ValueError(f"PolicyNetConfig.action_scale must be > 0 rad, got "
                              f"{self.action_scale}")
         for name, value in asdict(self).items():
-            if name in ("shortfall_skip", "action_scale"):
+            if name == "action_scale":
                 continue
             if value < 1:
                 raise ValueError(f"PolicyNetConfig.{name} must be >= 1, got {value}")
@@ -143,41 +130,18 @@ class AdaptationModule(nn.Module):
         return self.net(self.history_norm(history).flatten(1))
 
 
-class ShortfallSkip(nn.Module):
-    """``a + mean(shortfall of the last k history rows) / action_scale``, clipped to [-1, 1].
-
-    With k = 1 the joint reference ``q + a * scale`` becomes the previous reference plus the
-    head's output (see :class:`PolicyNetConfig`); k = 0 is the identity."""
-
-    def __init__(self, cfg: PolicyNetConfig) -> None:
-        super().__init__()
-        self.rows = cfg.shortfall_skip
-        self.scale = cfg.action_scale
-
-    def forward(self, action: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        if not self.rows:
-            return action
-        shortfall = history[:, -self.rows:, SHORTFALL].mean(dim=1)
-        return torch.clamp(action + shortfall / self.scale, -1.0, 1.0)
-
-
 class TeacherPolicy(nn.Module):
-    """``pi(obs, mu(e))`` (plus the student's skip path, which reads the non-privileged
-    history, so that both train one head for one job); forward returns ``(action, z)``."""
+    """``pi(obs, mu(e))``; forward returns ``(action, z)``."""
 
     def __init__(self, cfg: PolicyNetConfig, head: ActionHead | None = None) -> None:
         super().__init__()
         self.encoder = PrivilegedEncoder(cfg)
         self.head = head or ActionHead(cfg, cfg.latent_dim)
-        self.skip = ShortfallSkip(cfg)
 
-    def forward(self, obs: torch.Tensor, privileged: torch.Tensor,
-                history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, privileged: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(privileged)
-        action = self.head(obs, z)
-        if history is not None:
-            action = self.skip(action, history)
-        return action, z
+        return self.head(obs, z), z
 
 
 class StudentPolicy(nn.Module):
@@ -188,12 +152,11 @@ class StudentPolicy(nn.Module):
         self.cfg = cfg
         self.adaptation = AdaptationModule(cfg)
         self.head = head or ActionHead(cfg, cfg.latent_dim)
-        self.skip = ShortfallSkip(cfg)
 
     def forward(self, observation: torch.Tensor, history: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         z_hat = self.adaptation(history)
-        return self.skip(self.head(observation, z_hat), history), z_hat
+        return self.head(observation, z_hat), z_hat
 
 
 class MemorylessPolicy(nn.Module):

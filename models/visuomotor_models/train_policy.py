@@ -171,7 +171,7 @@ class Learner:
             obs, hist, act = data["obs"][idx], data["hist"][idx], data["act"][idx]
             if self.kind == "history":
                 a_student, z_hat = self.student(obs, hist)
-                a_teacher, z = self.teacher(obs, data["priv"][idx], hist)
+                a_teacher, z = self.teacher(obs, data["priv"][idx])
                 loss = (mse(a_student, act) + mse(a_teacher, act)
                         + self.cfg.latent_weight * mse(z_hat, z.detach()))
             else:
@@ -284,16 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="randomization profile of the training episodes (default: "
                              "TrainConfig's, 'training')")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--shortfall-skip", type=int, default=None,
-                        help="history rows averaged by the student's shortfall skip path "
-                             "(0 = off; default: PolicyNetConfig's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     if args.profile is not None:
         cfg = replace(cfg, profile=args.profile)
-    if args.shortfall_skip is not None:
-        cfg = replace(cfg, net=replace(cfg.net, shortfall_skip=args.shortfall_skip))
     command = "python -m visuomotor_models.train_policy " + shlex.join(argv or sys.argv[1:])
     sim = ReachSim(cfg.sim)
     kinds = [args.only] if args.only else ["history", "no_history"]
