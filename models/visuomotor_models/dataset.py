@@ -60,7 +60,7 @@ class DatasetConfig:
         workers: rendering processes.
     """
 
-    n_train: int = 12000
+    n_train: int = 18000
     n_heldout: int = 1000
     train_profile: str = "training"
     heldout_profile: str = "heldout"
