@@ -35,7 +35,7 @@ def test_nominal_profile_samples_nominal_values():
     assert dynamics == DynamicsParams() and visual == VisualParams()
 
 
-@pytest.mark.parametrize("name", ["training", "heldout"])
+@pytest.mark.parametrize("name", ["training", "training_with_force", "heldout"])
 def test_every_term_stays_inside_its_range(name):
     profile = load_profile(name)
     samples = sample_many(profile)
@@ -46,19 +46,21 @@ def test_every_term_stays_inside_its_range(name):
         assert np.ptp(values, axis=0).max() > 0.0 or np.all(term.low == term.high), term.name
 
 
-#: Randomized in training as a generic disturbance, nominal (absent) in held-out.
-TRAINING_ONLY = {"external_force"}
+#: Randomized only in `training_with_force`, as a generic disturbance; nominal in held-out.
+DISTURBANCES = {"external_force"}
 
 
 def test_heldout_dynamics_ranges_lie_outside_training():
     training, heldout = load_profile("training"), load_profile("heldout")
+    with_force = load_profile("training_with_force")
     for field in DYNAMICS_VECTOR_FIELDS:
         tr, ho = training.term(field), heldout.term(field)
-        assert tr is not None, field
-        if field in TRAINING_ONLY:
-            assert ho is None, f"{field}: a training-only disturbance, nominal in held-out"
+        if field in DISTURBANCES:
+            assert tr is None and ho is None and with_force.term(field) is not None, field
             continue
-        assert ho is not None, field
+        assert tr is not None and ho is not None, field
+        same = with_force.term(field)
+        assert np.array_equal(same.low, tr.low) and np.array_equal(same.high, tr.high), field
         overlap = np.min(np.minimum(tr.high, ho.high) - np.maximum(tr.low, ho.low))
         assert overlap <= 1e-12, f"{field}: heldout overlaps training"
 

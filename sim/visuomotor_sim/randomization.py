@@ -40,8 +40,8 @@ class DynamicsParams:
         actuation_delay: command transport delay, s (applied as whole physics steps).
         joint_state_noise: standard deviation of the noise on measured joint positions, rad.
         external_force: constant force on the hand's centre of mass, N, base frame (x, y, z):
-            an unmodelled push or load. Training randomizes it as a generic disturbance so
-            that a policy learns to infer and cancel a sag of whatever cause from its history.
+            an unmodelled push or load. The ``training_with_force`` profile randomizes it as
+            a generic disturbance, so that a policy learns to cancel a sag of whatever cause.
     """
 
     payload_mass: float = 0.0
