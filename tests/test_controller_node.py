@@ -39,10 +39,10 @@ TARGET_TIMEOUT = 0.1  # s, controller.yaml default
 STATE_TIMEOUT = 0.05  # s, controller.yaml default
 #: Float rounding of stamps (ns) and clock reads, s.
 TICK_EPSILON = 1e-4
-#: Longest gap allowed between commands while another node's callback stalls, s (5x
-#: below the 500 ms stall, a loop sharing the stalled thread would show >= 500 ms; shared
-#: 2-core CI machines delay a thread by up to a few tens of ms now and then).
-STALL_GAP_LIMIT = 0.1
+#: Longest gap allowed between commands while another node's callback stalls, s: a loop
+#: sharing the stalled thread would show >= 500 ms; half of that leaves room for a loaded
+#: machine (136 ms measured with two busy processes beside the suite on 2 cores).
+STALL_GAP_LIMIT = 0.25
 WAIT = 5.0  # s, upper bound on any wait for a condition
 #: Panda effort limits (URDF), N·m.
 EFFORT_LIMITS = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
@@ -307,7 +307,7 @@ def test_policy_stall_delays_neither_the_control_loop_nor_the_watchdog(make_rig)
     arrivals = np.array([t for t, _ in list(rig.probe.commands) if t0 + 0.1 <= t <= t0 + 0.6])
     # The loop kept ticking through the stall: no tick waited for the 500 ms callback.
     assert summary.jitter_max < STALL_GAP_LIMIT
-    assert arrivals.size > 0.5 / STALL_GAP_LIMIT
+    assert arrivals.size > 100  # of ~500 at 1 kHz: the loop ran through the window
     assert np.diff(arrivals).max() < STALL_GAP_LIMIT
     # And the watchdog fired on time, target_timeout after the last target, not after the
     # stall ended.
