@@ -121,6 +121,18 @@ def test_runtime_targets_are_q_plus_scaled_action_and_history_advances():
     np.testing.assert_allclose(session.feeds["history"][0, -1, 14:21], 0.05, atol=1e-6)
 
 
+def test_runtime_uses_a_grasp_point_the_caller_already_computed():
+    session = _FakeSession()
+    runtime = PolicyRuntime(session, _hand, PolicyConfig())
+    target = np.array([0.5, 0.0, 0.2])
+    runtime(Q, QD, target)
+    computed = session.feeds["observation"].copy()
+    np.testing.assert_allclose(computed[0, 17:20], _hand(Q))
+    runtime(Q, QD, target, hand=np.array([0.1, 0.2, 0.3]))  # observation layout: hand 17:20
+    np.testing.assert_allclose(session.feeds["observation"][0, 17:20], [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(session.feeds["observation"][0, 20:23], target - [0.1, 0.2, 0.3])
+
+
 def test_runtime_refuses_non_finite_model_output():
     session = _FakeSession(action=np.full((1, 7), np.nan, np.float32))
     runtime = PolicyRuntime(session, _hand, PolicyConfig())

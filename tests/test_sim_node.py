@@ -33,8 +33,8 @@ from visualization_msgs.msg import Marker
 
 from visuomotor_interfaces.msg import TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode, SetTarget
-from visuomotor_ros.node_common import LATCHED_QOS, SENSOR_QOS, time_to_seconds
-from visuomotor_sim.node import SimNode, ThrottledWarnings
+from visuomotor_ros.node_common import LATCHED_QOS, SENSOR_QOS, ThrottledWarnings, time_to_seconds
+from visuomotor_sim.node import SimNode
 from visuomotor_sim.world import ARM_JOINT_NAMES
 
 COMMANDS = "/effort_controller/commands"

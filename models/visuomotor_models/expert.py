@@ -136,10 +136,7 @@ class ArmModel:
         if not self._force.any():
             return np.zeros(N_JOINTS)
         self._set_joints(q)
-        zeros = [0.0] * self._n_dof
-        jac_t, _ = self._client.calculateJacobian(self._body, self._hand_link, [0.0, 0.0, 0.0],
-                                                  self._full(q), zeros, zeros)
-        return np.asarray(jac_t)[:, :N_JOINTS].T @ self._force
+        return self._jacobian(self._hand_link, q).T @ self._force
 
     def sag(self, q: np.ndarray, kp: np.ndarray) -> np.ndarray:
         """Steady joint offset (rad) under the episode dynamics at q (see module doc)."""
@@ -150,15 +147,18 @@ class ArmModel:
         for joint, angle in zip(ARM_JOINTS, q, strict=True):
             self._client.resetJointState(self._body, joint, float(angle))
 
+    def _jacobian(self, link: int, q: np.ndarray) -> np.ndarray:
+        """Translational Jacobian (3, 7) of ``link``'s centre of mass at q (set first)."""
+        zeros = [0.0] * self._n_dof
+        jac_t, _ = self._client.calculateJacobian(self._body, link, [0.0, 0.0, 0.0],
+                                                  self._full(q), zeros, zeros)
+        return np.asarray(jac_t)[:, :N_JOINTS]
+
     def grasp_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grasp-point position (3,) m and its translational Jacobian (3, 7)."""
-        c, body = self._client, self._body
         self._set_joints(q)
-        position = np.asarray(c.getLinkState(body, GRASP_LINK, computeForwardKinematics=True)[4])
-        zeros = [0.0] * self._n_dof
-        jac_t, _ = c.calculateJacobian(body, GRASP_LINK, [0.0, 0.0, 0.0], self._full(q),
-                                       zeros, zeros)
-        return position, np.asarray(jac_t)[:, :N_JOINTS]
+        state = self._client.getLinkState(self._body, GRASP_LINK, computeForwardKinematics=True)
+        return np.asarray(state[4]), self._jacobian(GRASP_LINK, q)
 
     def close(self) -> None:
         self._client.disconnect()

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from visuomotor_core.policy_runtime import (
-    DEFAULT_ACTION_SCALE,
     DEFAULT_HISTORY_LENGTH,
     HISTORY_DIM,
     N_JOINTS,
@@ -44,22 +43,15 @@ class PolicyNetConfig:
         hidden: width of the action head's hidden layers.
         adapt_hidden: width of the adaptation module's hidden layers.
         history_length: H, rows of the history window.
-        action_scale: rad per unit action (must equal the sim's).
     """
 
     latent_dim: int = 8
     hidden: int = 256
     adapt_hidden: int = 128
     history_length: int = DEFAULT_HISTORY_LENGTH
-    action_scale: float = DEFAULT_ACTION_SCALE
 
     def __post_init__(self) -> None:
-        if self.action_scale <= 0.0:
-            raise ValueError(f"PolicyNetConfig.action_scale must be > 0 rad, got "
-                             f"{self.action_scale}")
         for name, value in asdict(self).items():
-            if name == "action_scale":
-                continue
             if value < 1:
                 raise ValueError(f"PolicyNetConfig.{name} must be >= 1, got {value}")
 

@@ -266,13 +266,17 @@ def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) 
     return metrics
 
 
-def evaluate_onnx(onnx_path: Path, split: Split) -> dict:
-    """:func:`error_metrics` of an exported encoder (its manifest beside it, hash checked)
-    on ``split``, run through ONNX Runtime with the manifest's preprocessing."""
-    runtime = EncoderRuntime(onnx_path.parent / "manifest.json", onnx_path)
-    prep = runtime.preprocess_config
+def runtime_metrics(runtime: EncoderRuntime, split: Split) -> dict:
+    """:func:`error_metrics` of an exported encoder on ``split``, run through ONNX Runtime
+    with the manifest's preprocessing."""
     outputs = lambda b: [runtime.run_raw(b)[k] for k in OUTPUT_NAMES]  # noqa: E731
-    return error_metrics(*predict(outputs, split, prep), split)
+    return error_metrics(*predict(outputs, split, runtime.preprocess_config), split)
+
+
+def evaluate_onnx(onnx_path: Path, split: Split) -> dict:
+    """:func:`runtime_metrics` of the encoder file ``onnx_path`` (its manifest beside it,
+    hash checked)."""
+    return runtime_metrics(EncoderRuntime(onnx_path.parent / "manifest.json", onnx_path), split)
 
 
 def export_encoder(model: VisionEncoder, prep: PreprocessConfig, out_dir: Path,
@@ -384,10 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = EncoderRuntime(manifest, onnx_path)
     with torch.no_grad():
         val_torch = predict(lambda b: [t.numpy() for t in model(torch.from_numpy(b))], val, prep)
-    outputs = lambda b: [runtime.run_raw(b)[k] for k in OUTPUT_NAMES]  # noqa: E731
     metrics = {
-        "heldout": error_metrics(*predict(outputs, heldout, prep), heldout),
-        "training_profile_validation": error_metrics(*predict(outputs, val, prep), val),
+        "heldout": runtime_metrics(runtime, heldout),
+        "training_profile_validation": runtime_metrics(runtime, val),
         "training_profile_validation_torch": error_metrics(*val_torch, val),
     }
     held = metrics["heldout"]

@@ -102,9 +102,6 @@ class TrainConfig:
             raise ValueError("TrainConfig: gradient_steps, batch_size >= 1 and lr > 0 needed")
         if not 0.0 < self.lr_final_ratio <= 1.0:
             raise ValueError("TrainConfig: lr_final_ratio must be in (0, 1]")
-        if self.net.action_scale != self.sim.action_scale:
-            raise ValueError(f"TrainConfig: net.action_scale {self.net.action_scale} must equal "
-                             f"sim.action_scale {self.sim.action_scale}")
 
 
 class Dataset:

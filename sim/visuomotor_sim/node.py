@@ -63,6 +63,7 @@ from visuomotor_ros.node_common import (
     LATEST_QOS,
     SENSOR_QOS,
     DiagnosticsReporter,
+    ThrottledWarnings,
     declare_schema,
     on_set_validated,
     run_node,
@@ -77,8 +78,6 @@ PROFILES = ("nominal", "training", "heldout")
 STEP_MODES = ("realtime", "lockstep")
 #: Wall time (s) the realtime loop may fall behind before it stops catching up.
 MAX_PACING_LAG = 0.1
-#: Shortest interval (s, wall time) between two warnings of the same kind.
-WARNING_PERIOD = 1.0
 #: Slack (s) when comparing sim times, against float rounding of summed steps.
 TIME_EPS = 1e-9
 MARKER_DIAMETER = 0.04  # m
@@ -138,29 +137,6 @@ class SimCounters:
     clamped: int = 0
     lockstep_timeouts: int = 0
     pacing_resets: int = 0
-
-
-class ThrottledWarnings:
-    """Logs each kind of warning at most once per ``period`` s of wall time, saying how
-    many of that kind were suppressed since the last one."""
-
-    def __init__(self, logger: Any, period: float = WARNING_PERIOD) -> None:
-        self._logger = logger
-        self._period = period
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, key: str, text: str, period: float | None = None) -> bool:
-        """Log ``text`` unless a ``key`` warning was logged recently; True when logged."""
-        now = time.monotonic()
-        if now - self._last.get(key, -np.inf) < (period or self._period):
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        suppressed = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        more = f" ({suppressed} more since the last such warning)" if suppressed else ""
-        self._logger.warning(text + more)
-        return True
 
 
 def task_config(params: Mapping[str, Any]) -> TaskConfig:
@@ -546,7 +522,6 @@ def main(args: list[str] | None = None) -> None:
     # Two threads: commands and services sit in separate callback groups, so a reset
     # (which waits for the physics thread's world lock) never holds up a command.
     run_node(SimNode, args, threads=2)
-
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-
 from setuptools import find_packages, setup
 
 PACKAGE = "visuomotor_core"

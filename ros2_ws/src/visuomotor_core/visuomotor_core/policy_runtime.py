@@ -38,16 +38,6 @@ OBSERVATION_FIELDS: tuple[tuple[str, int], ...] = (
 HISTORY_FIELDS: tuple[tuple[str, int], ...] = (
     ("q", N_JOINTS), ("qd", N_JOINTS), ("commanded", N_JOINTS), ("shortfall", N_JOINTS),
 )
-def field_slice(fields: tuple[tuple[str, int], ...], name: str) -> slice:
-    """Columns of field ``name`` in a feature layout (OBSERVATION_FIELDS / HISTORY_FIELDS)."""
-    start = 0
-    for field_name, size in fields:
-        if field_name == name:
-            return slice(start, start + size)
-        start += size
-    raise KeyError(f"no field '{name}' in {[n for n, _ in fields]}")
-
-
 OBSERVATION_DIM = sum(size for _, size in OBSERVATION_FIELDS)
 HISTORY_DIM = sum(size for _, size in HISTORY_FIELDS)
 DEFAULT_HISTORY_LENGTH = 10
@@ -289,16 +279,22 @@ class PolicyStep:
         self.config = PolicyConfig(action_scale, self.config.history_length,
                                    self.config.uses_history)
 
-    def features(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Push the state and build (observation [1, D_obs], history [1, H, D_h])."""
+    def features(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray,
+                 hand: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Push the state and build (observation [1, D_obs], history [1, H, D_h]).
+
+        ``hand``: the grasp point at ``q`` when the caller already has it (:meth:`hand`).
+        """
         window = self.history.push(q, qd)
-        build_observation(q, qd, target, self._hand(q), self._obs[0])
+        hand = self._hand(q) if hand is None else hand
+        build_observation(q, qd, target, hand, self._obs[0])
         return self._obs, window[None]
 
-    def __call__(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray) -> PolicyOutput:
-        """Decide the next joint targets from the state measured now and the target estimate."""
-        obs, history = self.features(q, qd, target)
+    def __call__(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray,
+                 hand: np.ndarray | None = None) -> PolicyOutput:
+        """Decide the next joint targets from the state measured now and the target estimate
+        (``hand`` as in :meth:`features`)."""
+        obs, history = self.features(q, qd, target, hand)
         start = time.perf_counter()
         action, latent = self._infer(obs, history)
         elapsed = time.perf_counter() - start

@@ -53,6 +53,7 @@ from visuomotor_ros.node_common import (
     SENSOR_QOS,
     DiagnosticsReporter,
     JointOrder,
+    ThrottledWarnings,
     declare_schema,
     now_seconds,
     on_set_validated,
@@ -117,7 +118,7 @@ class ControllerNode(LifecycleNode):
         self._last_state_pub = -np.inf
         self._last_mode: Mode | None = None
         self._mode_since = 0.0
-        self._warned: dict[str, float] = {}
+        self._warnings = ThrottledWarnings(self.get_logger())
         if self.params["autostart"]:
             self.trigger_configure()
             self.trigger_activate()
@@ -252,20 +253,14 @@ class ControllerNode(LifecycleNode):
         return True, ""
 
     # ------------------------------------------------------------------ inputs
-    def _warn(self, key: str, text: str, period: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._warned.get(key, -np.inf) >= period:
-            self._warned[key] = now
-            self.get_logger().warning(text)
-
     def _on_joint_state(self, msg: JointState) -> None:
         index = self._state_order.index(msg.name)
         if index is None:
             missing = self._state_order.missing(msg.name)
-            self._warn("names", f"joint state lacks joints {missing}: ignored")
+            self._warnings.warn("names", f"joint state lacks joints {missing}: ignored")
             return
         if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
-            self._warn("state_len", "joint state with missing position/velocity: ignored")
+            self._warnings.warn("state_len", "joint state with missing position/velocity: ignored")
             return
         with self._lock:
             self._q[:] = np.asarray(msg.position)[index]
@@ -288,7 +283,7 @@ class ControllerNode(LifecycleNode):
                 velocities is None or velocities.size == len(msg.name)
             )
             if index is None or not sizes_ok:
-                self._warn("target_names", "target names/positions do not match the arm")
+                self._warnings.warn("target_names", "target names/positions do not match the arm")
                 return
             positions = positions[index]
             velocities = None if velocities is None else velocities[index]
@@ -299,7 +294,7 @@ class ControllerNode(LifecycleNode):
                 positions, stamp=stamp, now=now, velocities=velocities
             )
         if not result.accepted:
-            self._warn("target", f"target refused: {result.reason}")
+            self._warnings.warn("target", f"target refused: {result.reason}")
             return
         self._target_camera_stamp = stamp
         self.last_target_arrival = now
@@ -427,7 +422,6 @@ def main(args: list[str] | None = None) -> None:
     # One thread: the loop and the inputs are serial work, and rclpy's single-threaded
     # executor keeps 1 kHz better than the multi-threaded one (see the module docstring).
     run_node(ControllerNode, args, threads=1)
-
 
 
 if __name__ == "__main__":

@@ -296,6 +296,5 @@ def main(args: list[str] | None = None) -> None:
     run_node(EncoderNode, args, threads=2)
 
 
-
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ ROS-free core and publish. What they have in common lives here once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -82,6 +83,29 @@ def seconds_to_time(seconds: float) -> Time:
 def now_seconds(node: Node) -> float:
     """The node's clock (ROS time: sim time when use_sim_time is set) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+class ThrottledWarnings:
+    """Logs each kind of warning at most once per ``period`` s of wall time, saying how
+    many of that kind were suppressed since the last one."""
+
+    def __init__(self, logger: Any, period: float = 1.0) -> None:
+        self._logger = logger
+        self._period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, text: str, period: float | None = None) -> bool:
+        """Log ``text`` unless a ``key`` warning was logged recently; True when logged."""
+        now = time.monotonic()
+        if now - self._last.get(key, -np.inf) < (period or self._period):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        suppressed = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        more = f" ({suppressed} more since the last such warning)" if suppressed else ""
+        self._logger.warning(text + more)
+        return True
 
 
 class JointOrder:

@@ -234,9 +234,10 @@ class PolicyNode(LifecycleNode):
 
     def _act(self, msg: EncoderFeatures, target: np.ndarray, now: float) -> None:
         """Filter the estimate into the goal (see GoalFilter), run the policy, publish."""
-        goal = self._goal_filter.update(target, self._runtime.hand(self._q))
+        hand = self._runtime.hand(self._q)
+        goal = self._goal_filter.update(target, hand)
         try:
-            out = self._runtime(self._q, self._qd, goal)
+            out = self._runtime(self._q, self._qd, goal, hand)
         except FloatingPointError as err:
             self.counters["inference_errors"] += 1
             self.get_logger().error(str(err), throttle_duration_sec=2.0)
@@ -279,7 +280,6 @@ class PolicyNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     run_node(PolicyNode, args, threads=1)
-
 
 
 if __name__ == "__main__":
