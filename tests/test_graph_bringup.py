@@ -63,6 +63,18 @@ def test_sim_overrides_name_declared_parameters():
         assert set(values) <= _schema_names(by_role[role]), role
 
 
+def test_demo_param_overrides_are_typed_and_checked():
+    from visuomotor_ros.demo import parse_param_overrides
+
+    overrides = parse_param_overrides(
+        ["policy.goal_smoothing=0.2", "sim.gui=true", "policy.manifest_path=runs/p/m.json"])
+    assert overrides == {"policy": {"goal_smoothing": 0.2, "manifest_path": "runs/p/m.json"},
+                         "sim": {"gui": True}}
+    for bad in ("goal_smoothing=0.2", "nobody.x=1", "policy.goal_smoothing"):
+        with pytest.raises(ValueError, match=r"ROLE\.NAME=VALUE"):
+            parse_param_overrides([bad])
+
+
 def test_robot_graph_has_no_sim_node():
     roles = [spec.role for spec in graph.nodes(sim=False)]
     assert "sim" not in roles and {"encoder", "policy", "controller"} <= set(roles)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from rclpy.node import Node
 
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
@@ -57,6 +58,8 @@ class LoopStats:
     frames: int = 0
     #: (commands received by the robot, sim time s) at the first and latest sim diagnostics.
     robot_commands: list[tuple[float, float]] = field(default_factory=list)
+    jitter_p99: float = float("nan")
+    deadline_misses: int = 0
 
     def control_rate(self) -> float:
         """Commands the robot received per second of sim time (nan before two reports)."""
@@ -64,8 +67,6 @@ class LoopStats:
         if len(samples) < 2 or samples[-1][1] <= samples[0][1]:
             return float("nan")
         return (samples[-1][0] - samples[0][0]) / (samples[-1][1] - samples[0][1])
-    jitter_p99: float = float("nan")
-    deadline_misses: int = 0
 
 
 class Supervisor(Node):
@@ -127,7 +128,6 @@ class Supervisor(Node):
                 sample = (float(values["commands"]), float(values["sim_time_s"]))
                 del self.stats.robot_commands[1:]
                 self.stats.robot_commands.append(sample)
-
 
     def latest_status(self) -> TaskStatus | None:
         with self._lock:
@@ -294,6 +294,21 @@ def format_report(
     return "\n".join(lines)
 
 
+def parse_param_overrides(items: list[str]) -> dict[str, dict]:
+    """``["policy.goal_smoothing=0.2", ...]`` -> ``{"policy": {"goal_smoothing": 0.2}}``;
+    values are read as YAML scalars (numbers, booleans, strings, lists)."""
+    roles = {spec.role for spec in graph.nodes(sim=True)}
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        role, dot, name = key.partition(".")
+        if not (sep and dot and name) or role not in roles:
+            raise ValueError(f"--param {item!r}: expected ROLE.NAME=VALUE with ROLE one of "
+                             f"{sorted(roles)}")
+        overrides.setdefault(role, {})[name] = yaml.safe_load(text)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes (10)")
@@ -324,10 +339,21 @@ def main(argv: list[str] | None = None) -> int:
         "--domain-id", type=int,
         help="ROS_DOMAIN_ID of the graph (default: the environment's), e.g. to watch it in RViz",
     )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="ROLE.NAME=VALUE",
+        help="override a node parameter from the bringup YAML for this run, e.g. "
+        "policy.goal_smoothing=0.2 or policy.manifest_path=runs/p/manifest.json "
+        f"(roles: {', '.join(spec.role for spec in graph.nodes(sim=True))}); repeatable",
+    )
     args = parser.parse_args(argv)
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
-    overrides = {"sim": {"gui": True}} if args.gui else None
+    try:
+        overrides = parse_param_overrides(args.param)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.gui:
+        overrides.setdefault("sim", {})["gui"] = True
     try:
         results, stats, sim_seconds, wall = run_episodes(
             args.episodes, args.seed, args.profile, args.record,
