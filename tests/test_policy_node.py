@@ -61,6 +61,18 @@ def _state(peer) -> JointState:
     return msg
 
 
+def _act(graph_, times: int) -> None:
+    """Publish ``times`` feature messages, each answered by targets before the next."""
+    _, peer, executor, received, features_pub, _ = graph_
+    for count in range(len(received) + 1, len(received) + times + 1):
+        features_pub.publish(_features(peer.get_clock().now().to_msg()))
+        assert _wait_for_targets(executor, received, count)
+
+
+def _wait_for_targets(executor, received, count: int) -> bool:
+    return spin_until(executor, lambda: len(received) >= count, TIMEOUT)
+
+
 def _send_state(graph_) -> None:
     node, peer, executor, _, _, states_pub = graph_
     states_pub.publish(_state(peer))
@@ -79,6 +91,42 @@ def test_targets_carry_the_camera_stamp_and_stay_near_the_measured_state(graph):
     delta = np.asarray(msg.position) - np.asarray(HOME)
     assert np.all(np.abs(delta) <= node._params["action_scale"] + 1e-9)
     assert len(msg.dynamics_latent) > 0 and msg.inference_time > 0.0
+
+
+def test_diagnostics_report_the_sag_estimate(graph):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    _, peer, executor, _, _, _ = graph
+    statuses = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: statuses.extend(m.status), 10)
+    _send_state(graph)
+    _act(graph, 3)
+
+    def sag_keys():
+        return [{kv.key: kv.value for kv in s.values} for s in statuses
+                if "sag_link_mass_ratio" in {kv.key for kv in s.values}]
+
+    assert spin_until(executor, lambda: sag_keys(), TIMEOUT)
+    values = sag_keys()[0]
+    assert np.isfinite(float(values["sag_payload_kg"]))
+    assert 0.0 <= float(values["sag_offset_max_rad"]) <= 0.15
+
+
+def test_reset_service_clears_history_sag_estimate_and_goal(graph):
+    from std_srvs.srv import Trigger
+
+    node, peer, executor, _, _, _ = graph
+    _send_state(graph)
+    _act(graph, 2)
+    assert not node._runtime.history.empty and node._goal_filter.goal is not None
+    client = peer.create_client(Trigger, "policy/reset")
+    assert client.wait_for_service(timeout_sec=TIMEOUT)
+    future = client.call_async(Trigger.Request())
+    assert spin_until(executor, future.done, TIMEOUT)
+    assert future.result().success
+    assert node._runtime.history.empty and node._goal_filter.goal is None
+    assert not node._runtime.sag.theta.any()
 
 
 def test_non_finite_and_stale_features_are_refused_and_counted(graph):
@@ -101,6 +149,17 @@ def test_action_scale_changes_live_and_invalid_values_are_refused(graph):
     assert not bad.successful and node._runtime.config.action_scale == 0.1
     read_only = node.set_parameters([Parameter("model_name", value="policy_no_history")])[0]
     assert not read_only.successful
+
+
+def test_adaptation_switches_change_live(graph):
+    node = graph[0]
+    assert node._runtime.sag_enabled and node._runtime.integrator_enabled
+    ok = node.set_parameters([Parameter("sag_feedforward", value=False),
+                              Parameter("goal_integral", value=False)])
+    assert all(r.successful for r in ok)
+    assert not node._runtime.sag_enabled and not node._runtime.integrator_enabled
+    bad = node.set_parameters([Parameter("sag_feedforward", value="off")])[0]
+    assert not bad.successful and not node._runtime.sag_enabled
 
 
 def test_deactivated_node_publishes_nothing(graph):

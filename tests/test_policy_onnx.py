@@ -12,17 +12,28 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import yaml  # noqa: E402
+
 from visuomotor_core.manifest import ManifestError  # noqa: E402
 from visuomotor_core.policy_runtime import (  # noqa: E402
     HISTORY_DIM,
     OBSERVATION_DIM,
     load_policy_runtime,
 )
+from visuomotor_core.robot_model import RobotModel  # noqa: E402
 from visuomotor_models.export import export_onnx  # noqa: E402
 from visuomotor_models.policy import MemorylessPolicy, PolicyNetConfig, StudentPolicy  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "models" / "artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "models" / "artifacts"
+BRINGUP = ROOT / "ros2_ws" / "src" / "visuomotor_bringup"
 PARITY_TOLERANCE = 1e-4
+JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+
+
+@pytest.fixture(scope="module")
+def model() -> RobotModel:
+    return RobotModel.from_urdf_file(str(BRINGUP / "urdf" / "panda.urdf"), JOINTS)
 
 
 def _inputs(batch: int, history: int, seed: int = 0):
@@ -62,14 +73,31 @@ def test_torch_and_onnx_runtime_agree_within_1e_4(tmp_path, kind):
 
 
 @pytest.mark.parametrize("name", ["policy", "policy_no_history"])
-def test_committed_policy_loads_and_returns_bounded_actions(name):
-    runtime = load_policy_runtime(ARTIFACTS / "manifest.json", name,
-                                  lambda q: np.array([0.4, 0.0, 0.3]))
+def test_committed_policy_loads_and_returns_bounded_actions(name, model):
+    runtime = load_policy_runtime(ARTIFACTS / "manifest.json", name, model)
     q = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
     out = runtime(q, np.zeros(7), np.array([0.5, 0.1, 0.2]))
     assert np.all(np.abs(out.action) <= 1.0) and np.all(np.isfinite(out.targets))
     assert runtime.uses_history == (name == "policy")
     assert (out.latent.size > 0) == (name == "policy")
+    # Only the dynamics-aware model identifies the sag (it needs the history).
+    assert (runtime.sag is not None) == (name == "policy")
+
+
+def test_sag_estimator_gains_match_the_shipped_controller_config():
+    record = json.loads((ARTIFACTS / "manifest.json").read_text())["models"]["policy"]
+    params = yaml.safe_load((BRINGUP / "config" / "controller.yaml").read_text())
+    kp = next(iter(params.values()))["ros__parameters"]["kp"]
+    assert record["policy"]["sag_estimator"]["kp"] == kp
+
+
+def test_invalid_sag_estimator_record_is_refused(tmp_path, model):
+    manifest = json.loads((ARTIFACTS / "manifest.json").read_text())
+    manifest["models"]["policy"]["policy"]["sag_estimator"]["kp"] = [600.0, -1.0]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(ARTIFACTS / "policy.onnx", tmp_path / "policy.onnx")
+    with pytest.raises(ManifestError, match="sag_estimator"):
+        load_policy_runtime(tmp_path / "manifest.json", "policy", model)
 
 
 def test_manifest_records_policy_layout_and_identical_training_budget():
@@ -81,9 +109,9 @@ def test_manifest_records_policy_layout_and_identical_training_budget():
     assert [t["name"] for t in b["inputs"]] == ["observation"]
 
 
-def test_modified_policy_file_is_refused_by_hash(tmp_path):
+def test_modified_policy_file_is_refused_by_hash(tmp_path, model):
     shutil.copy(ARTIFACTS / "manifest.json", tmp_path / "manifest.json")
     data = (ARTIFACTS / "policy.onnx").read_bytes()
     (tmp_path / "policy.onnx").write_bytes(data + b"\0")
     with pytest.raises(ManifestError, match="SHA-256"):
-        load_policy_runtime(tmp_path / "manifest.json", "policy", lambda q: np.zeros(3))
+        load_policy_runtime(tmp_path / "manifest.json", "policy", model)

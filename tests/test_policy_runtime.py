@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from visuomotor_core.policy_runtime import (
     HISTORY_DIM,
     OBSERVATION_DIM,
+    GoalIntegrator,
+    GoalIntegratorConfig,
     HistoryBuffer,
     PolicyConfig,
     PolicyRuntime,
+    SagEstimator,
+    SagEstimatorConfig,
     action_to_targets,
     build_history_row,
     build_observation,
@@ -171,3 +177,193 @@ def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets
     assert f.goal is None
     with pytest.raises(ValueError):
         GoalFilter(smoothing=0.0)
+
+
+# --------------------------------------------------------------------------- sag estimator
+URDF = (Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "visuomotor_bringup" / "urdf"
+        / "panda.urdf")
+
+
+@pytest.fixture(scope="module")
+def robot():
+    from visuomotor_core.robot_model import RobotModel
+
+    return RobotModel.from_urdf_file(str(URDF), [f"panda_joint{i}" for i in range(1, 8)])
+
+
+def _postures(n: int, seed: int = 0) -> np.ndarray:
+    home = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
+    return home + np.random.default_rng(seed).normal(0.0, 0.3, (n, 7))
+
+
+MOVING = np.full(7, 1.0)  # rad/s
+STILL = np.zeros(7)
+
+
+def _settle(estimator: SagEstimator, q: np.ndarray, theta: np.ndarray) -> None:
+    """The arm comes to rest at ``q``, ``B(q) theta`` below its target."""
+    estimator.record_target(q + estimator.bases(q) @ theta)
+    estimator.update(q, STILL)
+
+
+@pytest.mark.parametrize("theta", [(0.1, 0.5), (1.0, 4.0), (-0.2, 0.0)])
+def test_sag_estimator_identifies_parameters_outside_any_training_range(robot, theta):
+    theta = np.array(theta)
+    estimator = SagEstimator(robot, SagEstimatorConfig(ridge=1e-9))  # no pull to nominal
+    for q in _postures(6):
+        _settle(estimator, q, theta)
+    np.testing.assert_allclose(estimator.theta, theta, atol=0.02 * max(1.0, abs(theta).max()))
+    q = _postures(1, seed=5)[0]  # a posture not sampled before
+    _settle(estimator, q, theta)
+    np.testing.assert_allclose(estimator.offset(), estimator.bases(q) @ theta, atol=2e-3)
+
+
+def test_sag_estimator_ignores_the_tracking_error_of_a_moving_arm(robot):
+    estimator = SagEstimator(robot)
+    for q in _postures(5):  # a large "error" while the arm moves 0.3 rad a step: lag, not sag
+        estimator.record_target(q + estimator.bases(q) @ np.array([3.0, 8.0]))
+        estimator.update(q, MOVING)
+    assert np.abs(estimator.theta).max() < 1e-3
+
+
+def test_sag_estimator_uses_an_arm_ringing_about_a_still_mean(robot):
+    """Long actuation delays make the arm ring (large measured velocity) while it stays put
+    from one policy step to the next: those samples count."""
+    theta = np.array([0.5, 3.0])
+    estimator = SagEstimator(robot)
+    q = _postures(1)[0]
+    for _ in range(20):
+        estimator.record_target(q + estimator.bases(q) @ theta)
+        estimator.update(q, MOVING)
+    np.testing.assert_allclose(estimator.offset(), estimator.bases(q) @ theta, atol=2e-3)
+
+
+def test_sag_estimator_skips_non_finite_samples_and_bounds_its_offset(robot):
+    estimator = SagEstimator(robot, SagEstimatorConfig(max_offset=0.02))
+    q = _postures(1)[0]
+    _settle(estimator, q, np.array([5.0, 20.0]))
+    before = estimator.theta
+    estimator.record_target(np.full(7, np.nan))
+    estimator.update(q, STILL)
+    np.testing.assert_array_equal(estimator.theta, before)
+    assert np.all(np.isfinite(estimator.offset()))
+    assert np.abs(estimator.offset()).max() <= 0.02 + 1e-12
+    estimator.reset()
+    np.testing.assert_array_equal(estimator.theta, 0.0)
+
+
+def test_sag_estimator_skips_a_sample_of_an_arm_moved_by_something_else(robot):
+    estimator = SagEstimator(robot)
+    q = _postures(1)[0]
+    estimator.update(q + 0.5, STILL)
+    estimator.record_target(q)
+    estimator.update(q + 0.5, STILL)  # still, but 0.5 rad from its target: moved by another
+    np.testing.assert_array_equal(estimator.theta, 0.0)
+
+
+def test_sag_estimator_keeps_parameters_within_physical_bounds(robot):
+    """A negative payload traded for very heavy links fits one posture but not others."""
+    estimator = SagEstimator(robot, SagEstimatorConfig(ridge=1e-9))
+    for q in _postures(4):
+        _settle(estimator, q, np.array([2.5, -4.0]))  # outside the bounds
+    low, high = estimator.config.theta_low, estimator.config.theta_high
+    assert low[0] <= estimator.theta[0] <= high[0] and estimator.theta[1] == low[1]
+
+
+@pytest.mark.parametrize("bad", [dict(kp=(1.0,) * 6), dict(kp=(0.0,) * 7), dict(ridge=0.0),
+                                 dict(forgetting=1.5), dict(motion_scale=-1.0),
+                                 dict(speed_scale=0.0), dict(max_error=0.0),
+                                 dict(theta_low=(0.1, 0.0))])
+def test_sag_estimator_config_rejects_invalid_values(bad):
+    with pytest.raises(ValueError):
+        SagEstimatorConfig(**bad)
+    with pytest.raises(ValueError, match="unknown"):
+        SagEstimatorConfig.from_dict({"gain": 1.0})
+
+
+def test_runtime_adds_the_sag_offset_and_keeps_the_network_part_in_the_history(robot):
+    session = _FakeSession(action=np.zeros((1, 7), np.float32))  # network: "stay here"
+    estimator = SagEstimator(robot)
+    runtime = PolicyRuntime(session, _hand, PolicyConfig(action_scale=0.15, history_length=3),
+                            estimator)
+    theta = np.array([0.6, 3.5])  # heavier and weaker than any training draw
+    q = _postures(1)[0]
+    out = runtime(q, np.zeros(7), np.zeros(3))
+    np.testing.assert_allclose(out.targets, q)  # no sample yet: no offset
+    drift = []
+    for _ in range(15):  # a static plant: the arm settles B(q) theta below its target
+        settled = out.targets - estimator.bases(out.targets) @ theta
+        drift.append(np.abs(settled - q).max())
+        q = settled
+        out = runtime(q, np.zeros(7), np.zeros(3))
+        np.testing.assert_allclose(out.targets, q + out.sag_offset)
+    # The sag is undone: the arm sinks ~0.05 rad at the first step and creeps a few mrad
+    # per step once the fit has static samples (the ridge prior fades as 1/samples).
+    assert drift[0] > 0.03 and max(drift[5:]) < 0.2 * drift[0]
+    true_offset = estimator.bases(q) @ theta
+    assert np.linalg.norm(out.sag_offset - true_offset) < 0.2 * np.linalg.norm(true_offset)
+    # The history's commanded field holds the network's part (zero here), not the offset.
+    np.testing.assert_allclose(session.feeds["history"][0, -1, 14:21], 0.0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- goal integrator
+def test_goal_integrator_removes_a_steady_offset_only_near_the_goal_and_at_rest():
+    integrator = GoalIntegrator(GoalIntegratorConfig(gain=0.2, radius=0.05, limit=0.04))
+    goal, q = np.array([0.5, 0.0, 0.3]), Q.copy()
+    far = goal - np.array([0.0, 0.0, 0.2])
+    for _ in range(5):  # hand far away: no integral
+        np.testing.assert_allclose(integrator.update(goal, far, q), goal)
+    short = goal - np.array([0.0, 0.0, 0.01])  # the hand rests 1 cm below the goal
+    for _ in range(3):  # moving: no integral
+        q = q + 0.05
+        np.testing.assert_allclose(integrator.update(goal, short, q), goal)
+    for _ in range(30):
+        shifted = integrator.update(goal, short, q)
+    np.testing.assert_allclose(shifted - goal, [0.0, 0.0, 0.04], atol=1e-9)  # bounded
+    # A new target (moved more than the radius) starts from zero.
+    moved = goal + np.array([0.2, 0.0, 0.0])
+    integrator.update(moved, moved - np.array([0.0, 0.0, 0.01]), q)
+    assert np.linalg.norm(integrator.integral) <= 0.2 * 0.01 + 1e-12
+    integrator.reset()
+    np.testing.assert_array_equal(integrator.integral, 0.0)
+
+
+@pytest.mark.parametrize("bad", [dict(gain=0.0), dict(gain=1.5), dict(radius=0.0),
+                                 dict(limit=-0.1), dict(still_displacement=0.0)])
+def test_goal_integrator_config_rejects_invalid_values(bad):
+    with pytest.raises(ValueError):
+        GoalIntegratorConfig(**bad)
+    with pytest.raises(ValueError, match="unknown"):
+        GoalIntegratorConfig.from_dict({"ki": 1.0})
+
+
+def test_runtime_feeds_the_integrated_goal_to_the_network():
+    session = _FakeSession(action=np.zeros((1, 7), np.float32))
+    integrator = GoalIntegrator(GoalIntegratorConfig(gain=0.5))
+    runtime = PolicyRuntime(session, _hand, PolicyConfig(), integrator=integrator)
+    goal = _hand(Q) + np.array([0.0, 0.0, 0.02])  # the hand rests 2 cm below the goal
+    runtime(Q, QD, goal)
+    runtime(Q, QD, goal)
+    half_way = goal + np.array([0.0, 0.0, 0.01])  # the goal plus half the error
+    np.testing.assert_allclose(session.feeds["observation"][0, 14:17], half_way, atol=1e-6)
+    runtime.reset()
+    runtime(Q, QD, goal)
+    np.testing.assert_allclose(session.feeds["observation"][0, 14:17], goal, atol=1e-6)
+
+
+def test_runtime_switches_turn_the_sag_offset_and_goal_integral_off(robot):
+    session = _FakeSession(action=np.zeros((1, 7), np.float32))
+    runtime = PolicyRuntime(session, _hand, PolicyConfig(), SagEstimator(robot),
+                            GoalIntegrator(GoalIntegratorConfig(gain=0.5)))
+    q, theta = _postures(1)[0], np.array([0.6, 3.0])
+    runtime(q, np.zeros(7), np.zeros(3))
+    runtime.sag.record_target(q + runtime.sag.bases(q) @ theta)  # the arm sags below it
+    runtime.sag_enabled = runtime.integrator_enabled = False
+    goal = _hand(q) + np.array([0.0, 0.0, 0.02])
+    for _ in range(3):
+        out = runtime(q, np.zeros(7), goal)
+    np.testing.assert_allclose(out.targets, q)  # no offset added
+    np.testing.assert_allclose(session.feeds["observation"][0, 14:17], goal, atol=1e-6)
+    assert runtime.sag.theta.any()  # the estimate kept running
+    runtime.sag_enabled = True
+    assert np.abs(runtime(q, np.zeros(7), goal).sag_offset).max() > 1e-3

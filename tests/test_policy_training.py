@@ -9,9 +9,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+from visuomotor_core.policy_runtime import SagEstimator, SagEstimatorConfig
 from visuomotor_models import train_policy
-from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
+from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert, sag_parameters
 from visuomotor_models.policy_sim import ReachSim
+from visuomotor_sim.randomization import DynamicsParams
 
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 KP = np.array(ExpertConfig().kp)
@@ -46,6 +48,22 @@ def test_downward_hand_force_sags_like_the_equal_payload(arm):
     np.testing.assert_allclose(arm.sag(HOME, KP), -payload, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("mass_scale,payload,strength", [(1.2, 2.0, 0.7), (0.9, 0.3, 1.05)])
+def test_sag_estimator_model_is_the_experts_sag(arm, mass_scale, payload, strength):
+    """The runtime estimator's bases B(q) and the true theta give the expert's sag."""
+    sim = ReachSim()
+    try:
+        estimator = SagEstimator(sim.model, SagEstimatorConfig(kp=tuple(KP)))
+        dynamics = DynamicsParams(link_mass_scale=mass_scale, payload_mass=payload,
+                                  actuator_strength_scale=strength)
+        arm.set_dynamics(mass_scale, payload, strength)
+        for q in HOME + np.random.default_rng(1).normal(0.0, 0.3, (4, 7)):
+            np.testing.assert_allclose(estimator.bases(q) @ sag_parameters(dynamics),
+                                       arm.sag(q, KP), atol=1e-6)
+    finally:
+        sim.close()
+
+
 def test_expert_reaches_the_target_in_the_nominal_env():
     sim = ReachSim()
     expert = ReachExpert(ExpertConfig(kp=tuple(sim.kp)))
@@ -70,6 +88,8 @@ def test_quick_training_exports_both_models_with_manifest_entries(tmp_path):
     models = json.loads((tmp_path / "manifest.json").read_text())["models"]
     assert set(models) == {"policy", "policy_no_history"}
     assert [o["name"] for o in models["policy"]["outputs"]] == ["action", "dynamics_latent"]
+    assert models["policy"]["policy"]["sag_estimator"]["kp"] == list(KP)
+    assert models["policy_no_history"]["policy"]["sag_estimator"] is None
     assert models["policy"]["training"]["command"].startswith(
         "python -m visuomotor_models.train_policy")
     assert (tmp_path / "policy.onnx").stat().st_size < 2_000_000

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from visuomotor_core.manifest import read_manifest
-from visuomotor_core.policy_runtime import load_policy_runtime, model_hand_function
+from visuomotor_core.policy_runtime import load_policy_runtime
 from visuomotor_models.expert import ExpertConfig, ReachExpert
 from visuomotor_models.export import write_manifest_entry
 from visuomotor_models.policy_sim import EpisodeResult, ReachSim, SimConfig
@@ -63,8 +63,7 @@ def summarize(results: list[EpisodeResult]) -> dict:
 
 
 def policy_controller(sim: ReachSim, artifacts: Path, name: str):
-    runtime = load_policy_runtime(artifacts / "manifest.json", name,
-                                  model_hand_function(sim.model),
+    runtime = load_policy_runtime(artifacts / "manifest.json", name, sim.model,
                                   action_scale=sim.config.action_scale)
 
     def act(q, qd):
@@ -117,13 +116,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="report file stem in the artifact directory (default "
                              "%(default)s); manifest metrics are recorded only for the "
                              "default profiles")
+    parser.add_argument("--first-seed", type=int, default=EVAL_SEED_BASE,
+                        help="seed of the first episode (default %(default)s); another range "
+                             "gives fresh episodes of the same profiles")
     parser.add_argument("--no-expert", action="store_true", help="skip the expert reference")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     command = "python -m visuomotor_models.evaluate_policy " + shlex.join(argv or sys.argv[1:])
     sim = ReachSim(SimConfig(randomization_path=args.randomization))
-    seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + args.episodes))
+    if args.first_seed < EVAL_SEED_BASE:
+        parser.error(f"--first-seed must be >= {EVAL_SEED_BASE} (below are training seeds)")
+    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     controllers = {name: (lambda n=name: policy_controller(sim, args.artifacts, n))
                    for name in POLICIES}
     if not args.no_expert:
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.artifacts / f"{args.out_name}.md").write_text(
         "# Policy evaluation (identical seeds per profile)\n\n"
         f"Command: `{command.strip()}`\n\n{markdown}\n")
-    if args.randomization is None and set(args.profiles) == set(PROFILES):
+    if args.randomization is None and set(args.profiles) == set(PROFILES) \
+            and args.first_seed == EVAL_SEED_BASE:
         record_metrics(args.artifacts, table, command.strip())
     return 0
 

@@ -28,18 +28,32 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
-from visuomotor_core.policy_runtime import DEFAULT_ACTION_SCALE, N_JOINTS
+from visuomotor_core.policy_runtime import (
+    DEFAULT_ACTION_SCALE,
+    N_JOINTS,
+    PAYLOAD_COM,
+    PAYLOAD_LINK,
+)
 from visuomotor_core.robot_model import Payload, RobotModel
 from visuomotor_sim.world import robot_urdf_path
 
 _PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
 ARM_JOINTS = tuple(range(7))
-HAND_LINK_NAME = "panda_hand"  # the payload sits here, as in visuomotor_sim.world
-HAND_COM = (0.0, 0.0, 0.04)  # m, panda_hand's inertial origin in the URDF
+HAND_LINK_NAME = PAYLOAD_LINK  # the payload sits here, as in visuomotor_sim.world
+HAND_COM = PAYLOAD_COM  # m, panda_hand's inertial origin in the URDF
 GRASP_LINK = 11  # panda_grasptarget
 HOME_Q = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 GRAVITY = 9.81  # m/s^2, as in visuomotor_sim.world.WorldConfig
 DEFAULT_KP = np.array([600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0])
+
+
+def sag_parameters(dynamics) -> np.ndarray:
+    """The sag parameters ``theta`` of :class:`visuomotor_core.policy_runtime.SagEstimator`
+    for an episode's ``DynamicsParams``: ``(link_mass_scale / strength - 1,
+    payload_mass / strength)`` (the external force is not part of that model)."""
+    strength = dynamics.actuator_strength_scale
+    return np.array([dynamics.link_mass_scale / strength - 1.0,
+                     dynamics.payload_mass / strength])
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,7 @@ class ExpertConfig:
     """
 
     action_scale: float = DEFAULT_ACTION_SCALE
-    max_step: float = 0.04
+    max_step: float = 0.03
     step_gain: float = 0.5
     damping: float = 0.03
     null_gain: float = 0.05
@@ -175,6 +189,7 @@ class ReachExpert:
         self.model = model or ArmModel()
         self._kp = np.asarray(self.config.kp, float)
         self._integral = np.zeros(N_JOINTS)
+        self.last_sag = np.zeros(N_JOINTS)  # sag offset (rad) in the latest act()
 
     def reset(self, dynamics) -> None:
         """New episode with ``dynamics`` (a ``visuomotor_sim.randomization.DynamicsParams``)."""
@@ -202,7 +217,8 @@ class ReachExpert:
         """Action in [-1, 1]^7 for measured joint positions q (rad) and the true target (m)."""
         q = np.asarray(q, float)
         dq, _ = self.joint_step(q, np.asarray(target, float))
-        residual = dq + self.model.sag(q + dq, self._kp) + self._integral
+        self.last_sag = self.model.sag(q + dq, self._kp)
+        residual = dq + self.last_sag + self._integral
         return np.clip(residual / self.config.action_scale, -1.0, 1.0)
 
     def close(self) -> None:

@@ -13,7 +13,12 @@ Recipe (per model, identical budget):
    as (observation, history, privileged dynamics vector e, expert action).
 2. Fit. Dynamics-aware model: teacher ``pi(obs, mu(e))`` and student ``pi(obs, phi(history))``
    share the action head ``pi``; loss = BC(teacher) + BC(student) + w * |phi(h) - sg(mu(e))|^2
-   (RMA phases 1 and 2 trained jointly). Ablation: BC of ``pi(obs)``.
+   (RMA phases 1 and 2 trained jointly). The head's label is the expert action minus the
+   expert's own sag offset (the steady joint offset the true dynamics cause): at run time the
+   sag estimator's ``B(q) theta_hat`` (``visuomotor_core.policy_runtime.SagEstimator``,
+   identified from the history) takes its place, so the network learns the motion and the
+   residual dynamics, and the sag, linear in ``theta``, extrapolates. Ablation: BC of
+   ``pi(obs)`` on the full expert action (no history, hence no estimator).
 3. DAgger iterations: the learner drives (expert with probability beta), the expert labels
    the states the learner visits, data is aggregated, step 2 is repeated.
 
@@ -37,12 +42,15 @@ import torch
 from torch import nn
 
 from visuomotor_core.policy_runtime import (
-    DEFAULT_HISTORY_LENGTH,
     HISTORY_DIM,
     N_JOINTS,
     OBSERVATION_DIM,
+    GoalIntegrator,
+    GoalIntegratorConfig,
     PolicyConfig,
     PolicyStep,
+    SagEstimator,
+    SagEstimatorConfig,
     layout_description,
     model_hand_function,
 )
@@ -71,11 +79,18 @@ class TrainConfig:
         episodes: episodes per DAgger iteration (first = expert with noise).
         betas: probability that the expert drives, per iteration.
         exploration_std: Gaussian noise on executed expert actions (unitless action).
+        expert_max_step: the expert's largest hand displacement per policy step, m (its
+            approach speed; ``ExpertConfig.max_step``).
         gradient_steps: optimizer steps after each iteration's data collection.
         batch_size, lr: optimizer settings; within each fit the learning rate decays from
             ``lr`` to ``lr * lr_final_ratio`` on a cosine (fine detail near the goal, where
             actions are small, is fitted last).
         latent_weight: weight of the latent regression loss.
+        sag_estimator: settings of the dynamics-aware model's sag estimator (its ``kp`` is
+            replaced by the sim controller's); None trains that model without it (the
+            learned latent alone).
+        goal_integrator: settings of the dynamics-aware model's goal integrator; None
+            trains and deploys that model without it.
         net: network sizes.
         sim: episode settings.
     """
@@ -85,11 +100,14 @@ class TrainConfig:
     episodes: tuple[int, ...] = (240, 160, 160, 160, 160)
     betas: tuple[float, ...] = (1.0, 0.5, 0.25, 0.0, 0.0)
     exploration_std: float = 0.15
+    expert_max_step: float = ExpertConfig.max_step
     gradient_steps: int = 4000
     batch_size: int = 256
     lr: float = 1e-3
     lr_final_ratio: float = 0.1
     latent_weight: float = 1.0
+    sag_estimator: SagEstimatorConfig | None = field(default_factory=SagEstimatorConfig)
+    goal_integrator: GoalIntegratorConfig | None = field(default_factory=GoalIntegratorConfig)
     net: PolicyNetConfig = field(default_factory=PolicyNetConfig)
     sim: SimConfig = field(default_factory=SimConfig)
 
@@ -105,15 +123,17 @@ class TrainConfig:
 
 
 class Dataset:
-    """Aggregated (observation, history, privileged, expert action) samples."""
+    """Aggregated (observation, history, privileged, expert action, true sag feed-forward)
+    samples; the feed-forward is in action units (zeros where no estimator is used)."""
+
+    KEYS = ("obs", "hist", "priv", "act", "ff")
 
     def __init__(self) -> None:
-        self._parts: dict[str, list[np.ndarray]] = {"obs": [], "hist": [], "priv": [],
-                                                    "act": []}
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in self.KEYS}
 
-    def add(self, obs: np.ndarray, hist: np.ndarray, priv: np.ndarray, act: np.ndarray
-            ) -> None:
-        for key, value in (("obs", obs), ("hist", hist), ("priv", priv), ("act", act)):
+    def add(self, obs: np.ndarray, hist: np.ndarray, priv: np.ndarray, act: np.ndarray,
+            ff: np.ndarray) -> None:
+        for key, value in zip(self.KEYS, (obs, hist, priv, act, ff), strict=True):
             self._parts[key].append(np.array(value, np.float32))
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -167,6 +187,7 @@ class Learner:
             idx = torch.randint(0, n, (self.cfg.batch_size,), generator=rng)
             obs, hist, act = data["obs"][idx], data["hist"][idx], data["act"][idx]
             if self.kind == "history":
+                act = act - data["ff"][idx]  # the estimator supplies the sag at run time
                 a_student, z_hat = self.student(obs, hist)
                 a_teacher, z = self.teacher(obs, data["priv"][idx])
                 loss = (mse(a_student, act) + mse(a_teacher, act)
@@ -181,16 +202,35 @@ class Learner:
         return float(np.mean(losses[-100:]))
 
 
+def sag_config(kind: str, cfg: TrainConfig, sim: ReachSim) -> SagEstimatorConfig | None:
+    """The sag estimator of a model kind: the dynamics-aware model's, against the sim's gains."""
+    if kind != "history" or cfg.sag_estimator is None:
+        return None
+    return replace(cfg.sag_estimator, kp=tuple(float(k) for k in sim.kp))
+
+
+def integrator_config(kind: str, cfg: TrainConfig) -> GoalIntegratorConfig | None:
+    """The goal integrator of a model kind (memory: the dynamics-aware model only)."""
+    return cfg.goal_integrator if kind == "history" else None
+
+
 def collect(sim: ReachSim, expert: ReachExpert, learner: Learner | None, seeds: list[int],
             profile: str, beta: float, noise_std: float, rng: np.random.Generator,
-            data: Dataset) -> float:
-    """Run episodes, label every visited state with the expert; returns the success rate."""
+            data: Dataset, history_length: int, sag: SagEstimatorConfig | None,
+            integrator: GoalIntegratorConfig | None) -> float:
+    """Run episodes, label every visited state with the expert; returns the success rate.
+
+    Features, sag feed-forward, goal integral and history go through ``PolicyStep`` exactly
+    as at run time.
+    """
     hand = model_hand_function(sim.model)
-    history_length = learner.cfg.net.history_length if learner else DEFAULT_HISTORY_LENGTH
-    step_cfg = PolicyConfig(action_scale=sim.config.action_scale, history_length=history_length)
+    scale = sim.config.action_scale
+    step_cfg = PolicyConfig(action_scale=scale, history_length=history_length)
     successes = 0
     for seed in seeds:
-        runner = PolicyStep(learner.infer if learner else None, hand, step_cfg)
+        estimator = SagEstimator(sim.model, sag) if sag is not None else None
+        runner = PolicyStep(learner.infer if learner else None, hand, step_cfg, estimator,
+                            GoalIntegrator(integrator) if integrator is not None else None)
         q, qd = sim.reset(profile, seed)
         expert.reset(sim.dynamics)
         privileged = sim.dynamics.as_vector()
@@ -198,12 +238,13 @@ def collect(sim: ReachSim, expert: ReachExpert, learner: Learner | None, seeds: 
         while not sim.done:
             obs, hist = runner.features(q, qd, sim.target_estimate)
             label = expert.act(q, sim.target)
-            data.add(obs[0], hist[0], privileged, label)
+            ff = expert.last_sag / scale if estimator else np.zeros(N_JOINTS)
+            data.add(obs[0], hist[0], privileged, label, ff)
             if expert_drives:
                 action = np.clip(label + rng.normal(0.0, noise_std, N_JOINTS), -1.0, 1.0)
             else:
-                action = np.clip(learner.infer(obs, hist)[0][0], -1.0, 1.0)
-            runner.history.record_command(action * sim.config.action_scale)
+                action = runner.compose(learner.infer(obs, hist)[0][0])
+            runner.commit(q, action)
             q, qd = sim.step(action)
         successes += sim.success
     return successes / len(seeds)
@@ -215,7 +256,9 @@ def train_one(kind: str, cfg: TrainConfig, sim: ReachSim, log) -> Learner:
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     learner = Learner(kind, cfg)
-    expert = ReachExpert(ExpertConfig(action_scale=cfg.sim.action_scale, kp=tuple(sim.kp)))
+    expert = ReachExpert(ExpertConfig(action_scale=cfg.sim.action_scale, kp=tuple(sim.kp),
+                                      max_step=cfg.expert_max_step))
+    sag = sag_config(kind, cfg, sim)
     data = Dataset()
     next_seed = cfg.seed * 1_000_000
     for it, (episodes, beta) in enumerate(zip(cfg.episodes, cfg.betas, strict=True)):
@@ -223,7 +266,8 @@ def train_one(kind: str, cfg: TrainConfig, sim: ReachSim, log) -> Learner:
         seeds = list(range(next_seed, next_seed + episodes))
         next_seed += episodes
         rate = collect(sim, expert, learner if it > 0 else None, seeds, cfg.profile, beta,
-                       cfg.exploration_std if it == 0 else 0.0, rng, data)
+                       cfg.exploration_std if it == 0 else 0.0, rng, data,
+                       cfg.net.history_length, sag, integrator_config(kind, cfg))
         collect_s = time.perf_counter() - start
         loss = learner.fit(data.tensors(), cfg.gradient_steps, gen)
         log(f"[{kind}] iter {it + 1}/{len(cfg.episodes)} beta={beta:.2f} episodes={episodes} "
@@ -233,12 +277,14 @@ def train_one(kind: str, cfg: TrainConfig, sim: ReachSim, log) -> Learner:
     return learner
 
 
-def export(learner: Learner, cfg: TrainConfig, out_dir: Path, command: str,
+def export(learner: Learner, cfg: TrainConfig, sim: ReachSim, out_dir: Path, command: str,
            train_seconds: float) -> Path:
     """Write the ONNX file and its manifest entry; returns the ONNX path."""
     name = MODEL_NAMES[learner.kind]
     path = out_dir / f"{name}.onnx"
     h = cfg.net.history_length
+    sag = sag_config(learner.kind, cfg, sim)
+    integrator = integrator_config(learner.kind, cfg)
     example = (torch.zeros(1, OBSERVATION_DIM), torch.zeros(1, h, HISTORY_DIM))
     outputs = ["action", "dynamics_latent"] if learner.kind == "history" else ["action"]
     tensors = export_onnx(learner.student, example, ["observation", "history"], outputs, path)
@@ -251,7 +297,9 @@ def export(learner: Learner, cfg: TrainConfig, out_dir: Path, command: str,
         policy={"uses_history": learner.kind == "history", "history_length": h,
                 "action_scale": cfg.sim.action_scale, "policy_rate_hz": cfg.sim.policy_hz,
                 "latent_dim": cfg.net.latent_dim if learner.kind == "history" else 0,
-                "privileged_dim": PRIVILEGED_DIM, "layout": layout_description()},
+                "privileged_dim": PRIVILEGED_DIM, "layout": layout_description(),
+                "sag_estimator": None if sag is None else sag.as_dict(),
+                "goal_integrator": None if integrator is None else integrator.as_dict()},
         training={"command": command, "config": asdict(cfg),
                   "wall_time_s": round(train_seconds, 1)},
         metrics={})
@@ -280,12 +328,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None,
                         help="randomization profile of the training episodes (default: "
                              "TrainConfig's, 'training')")
+    parser.add_argument("--no-sag-estimator", action="store_true",
+                        help="train the dynamics-aware model without the sag estimator (the "
+                             "learned latent alone; an ablation of the estimator)")
+    parser.add_argument("--no-goal-integrator", action="store_true",
+                        help="train the dynamics-aware model without the goal integrator (an "
+                             "ablation of the integrator)")
+    parser.add_argument("--expert-max-step", type=float, default=None,
+                        help="the expert's largest hand step per policy step, m (default: "
+                             "TrainConfig's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = quick_config(args.seed) if args.quick else TrainConfig(seed=args.seed)
     if args.profile is not None:
         cfg = replace(cfg, profile=args.profile)
+    if args.no_sag_estimator:
+        cfg = replace(cfg, sag_estimator=None)
+    if args.no_goal_integrator:
+        cfg = replace(cfg, goal_integrator=None)
+    if args.expert_max_step is not None:
+        cfg = replace(cfg, expert_max_step=args.expert_max_step)
     command = "python -m visuomotor_models.train_policy " + shlex.join(argv or sys.argv[1:])
     sim = ReachSim(cfg.sim)
     kinds = [args.only] if args.only else ["history", "no_history"]
@@ -294,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         learner = train_one(kind, cfg, sim, lambda msg: print(msg, flush=True))
         elapsed = time.perf_counter() - start
-        path = export(learner, cfg, args.out, command.strip(), elapsed)
+        path = export(learner, cfg, sim, args.out, command.strip(), elapsed)
         summary[kind] = {"onnx": str(path), "seconds": round(elapsed, 1)}
         print(f"[{kind}] exported {path} after {elapsed:.0f}s", flush=True)
     print(json.dumps(summary, indent=2))

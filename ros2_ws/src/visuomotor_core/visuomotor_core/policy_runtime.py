@@ -12,22 +12,34 @@ Feature layout (all float32, SI units, robot base frame ``panda_link0``):
     forward kinematics of ``q``) | ``target - hand`` (3, m)
 
 ``history`` [H, D_h = 28], rows oldest -> newest, one row per policy step
-    ``q`` (7, rad) | ``qd`` (7, rad/s) | ``commanded`` (7, rad: the joint-target residual
-    ``clip(a, -1, 1) * action_scale`` applied at the previous step) | ``shortfall`` (7, rad:
-    commanded displacement minus achieved displacement ``q_t - q_{t-1}``; its steady value is
-    the sag that payload, friction and weak actuators cause).
+    ``q`` (7, rad) | ``qd`` (7, rad/s) | ``commanded`` (7, rad: the network's part of the
+    joint-target residual applied at the previous step, i.e. without the sag offset) |
+    ``shortfall`` (7, rad: commanded displacement minus achieved displacement
+    ``q_t - q_{t-1}``; its steady value is the sag that the offset has not yet removed).
 
 The previous action is deliberately *not* part of ``observation``: it is one step of memory,
 and the no-history ablation must be memoryless. It reaches the policy through ``history``.
 
-Action: ``action`` in [-1, 1]^7; joint targets ``q_target = q + action * action_scale`` (rad).
+Action: the network's ``action`` in [-1, 1]^7; joint targets ``q_target = q + clip(action +
+sag_offset / action_scale, -1, 1) * action_scale`` (rad), ``sag_offset`` = 0 without a sag
+estimator.
+
+Sag feed-forward (dynamics-aware models only): the joint controller compensates gravity with
+the *nominal* model, so a heavier arm, a payload or weaker actuators leave a steady joint
+offset ("sag"). That offset is linear in two dynamics parameters with bases the robot model
+computes (see :class:`SagEstimator`), so it is identified from the history by least squares
+and added to the network's action: ``action = clip(net + sag_offset / action_scale, -1, 1)``.
+The history then records the network's part of the command (``commanded = action *
+action_scale - sag_offset``), so its features keep the ranges seen in training when the
+dynamics leave them. A learned latent cannot extrapolate beyond the trained dynamics; this
+linear estimate does.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -43,6 +55,8 @@ HISTORY_DIM = sum(size for _, size in HISTORY_FIELDS)
 DEFAULT_HISTORY_LENGTH = 10
 DEFAULT_ACTION_SCALE = 0.15  # rad per unit action
 GRASP_LINK = "panda_grasptarget"
+PAYLOAD_LINK = "panda_hand"  # link that carries a payload (as in visuomotor_sim.world)
+PAYLOAD_COM = (0.0, 0.0, 0.04)  # m, the payload's centre of mass in PAYLOAD_LINK's frame
 
 HandFunction = Callable[[np.ndarray], np.ndarray]
 """Maps joint positions q (7,) rad to the grasp-point position (3,) m, base frame."""
@@ -54,7 +68,8 @@ def layout_description() -> dict:
         "observation": [{"name": n, "size": s} for n, s in OBSERVATION_FIELDS],
         "history": [{"name": n, "size": s} for n, s in HISTORY_FIELDS],
         "history_order": "oldest_to_newest",
-        "action": "q_target = q + clip(action, -1, 1) * action_scale (rad)",
+        "action": "q_target = q + clip(action + sag_offset / action_scale, -1, 1) * "
+                  "action_scale (rad); sag_offset from the sag estimator (zero without one)",
         "frame": "panda_link0",
         "embedding_used": False,
     }
@@ -211,6 +226,276 @@ class GoalFilter:
         return self._goal.copy()
 
 
+
+@dataclass(frozen=True)
+class SagEstimatorConfig:
+    """Settings of :class:`SagEstimator`.
+
+    Attributes:
+        kp: joint controller stiffness the sag is measured against, N·m/rad (7,); the
+            training controller's gains (recorded in the policy manifest).
+        motion_scale, speed_scale: a sample's weight is ``exp(-min(|q_t - q_{t-1}|^2 /
+            motion_scale^2, |qd_t|^2 / speed_scale^2))``, so the estimate comes from (nearly)
+            still moments, where the tracking error is the sag and not the lag of a moving
+            arm. Still means either a small displacement since the previous policy step (rad;
+            an arm ringing about a still mean under a long actuation delay) or a small measured
+            velocity (rad/s; an arm that settles at the end of each step while creeping).
+        ridge: Tikhonov prior pulling the parameters to the nominal model (0, 0).
+        forgetting: per-step decay of old samples in (0, 1]; 1 keeps the whole episode.
+        max_offset: bound on each joint's feed-forward offset, rad.
+        max_error: a sample whose tracking error exceeds this on any joint (rad) is skipped:
+            the arm was moved by something else (an episode reset, a collision, a hand
+            guiding it), and one such sample would outweigh many true ones.
+        theta_low, theta_high: physical bounds of the parameters ``(link_mass_scale /
+            strength - 1, payload / strength)``: no negative payload, links between half and
+            four times their nominal weight per unit strength. At one posture the two bases
+            are nearly parallel, so without bounds the fit can trade a negative payload for
+            heavy links: the same sag where the arm stands, a wrong one elsewhere.
+    """
+
+    kp: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
+    motion_scale: float = 0.0075
+    speed_scale: float = 0.15
+    ridge: float = 1e-4
+    forgetting: float = 1.0
+    max_offset: float = 0.15
+    max_error: float = 0.3
+    theta_low: tuple[float, float] = (-0.5, 0.0)
+    theta_high: tuple[float, float] = (3.0, 10.0)
+
+    def __post_init__(self) -> None:
+        if len(self.kp) != N_JOINTS or not all(np.isfinite(self.kp)) or min(self.kp) <= 0.0:
+            raise ValueError(f"SagEstimatorConfig.kp must be {N_JOINTS} positive gains, "
+                             f"got {self.kp}")
+        if min(self.motion_scale, self.speed_scale, self.ridge, self.max_offset,
+               self.max_error) <= 0.0:
+            raise ValueError("SagEstimatorConfig: motion_scale, speed_scale, ridge, max_offset "
+                             "and max_error must be > 0")
+        if not 0.0 < self.forgetting <= 1.0:
+            raise ValueError(f"SagEstimatorConfig.forgetting must be in (0, 1], got "
+                             f"{self.forgetting}")
+        low, high = np.asarray(self.theta_low, float), np.asarray(self.theta_high, float)
+        if low.shape != (2,) or high.shape != (2,) or not np.all(low <= 0.0) \
+                or not np.all(high > low):
+            raise ValueError(f"SagEstimatorConfig: theta_low {self.theta_low} and theta_high "
+                             f"{self.theta_high} must be 2 bounds each with low <= 0 < high")
+
+    @classmethod
+    def from_dict(cls, record: dict) -> SagEstimatorConfig:
+        unknown = set(record) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown sag estimator settings {sorted(unknown)}")
+        values = dict(record)
+        for key in ("kp", "theta_low", "theta_high"):
+            if key in values:
+                values[key] = tuple(float(k) for k in values[key])
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class SagEstimator:
+    """Least-squares estimate of the gravity sag from the tracking error of the history.
+
+    The controller applies ``strength * (kp * (q_target - q) - kd * qd + g_nom(q))`` with the
+    nominal model's gravity ``g_nom``. When the link masses are ``link_mass_scale`` times
+    nominal, a payload ``m`` sits at the hand and the actuators deliver ``strength`` of the
+    command, the arm at rest settles at ``q_target - q = B(q) @ theta`` with the bases
+
+    * ``B[:, 0] = g_nom(q) / kp`` and
+    * ``B[:, 1] = (g(q; 1 kg at the hand) - g_nom(q)) / kp``
+
+    and the parameters ``theta = (link_mass_scale / strength - 1, m / strength)``. Each policy
+    step adds the measured tracking error ``q_target_prev - q`` against ``B(q)`` to a weighted
+    least-squares fit weighted toward still samples (see :class:`SagEstimatorConfig`), and
+    :meth:`offset` returns ``B(q) @ theta_hat``, the joint offset to add to the next target.
+    The fit is linear, so it holds for any payload and strength, inside the training
+    ranges or not. Units: rad, rad/s, N·m.
+
+    Args:
+        model: a :class:`visuomotor_core.robot_model.RobotModel` of the arm (nominal masses).
+        config: settings.
+    """
+
+    N_PARAMETERS = 2
+
+    def __init__(self, model, config: SagEstimatorConfig | None = None) -> None:
+        from visuomotor_core.robot_model import Payload
+
+        self.config = config or SagEstimatorConfig()
+        self._model = model
+        self._unit_payload = Payload(1.0, PAYLOAD_COM, PAYLOAD_LINK)
+        self._inv_kp = 1.0 / np.asarray(self.config.kp, np.float64)
+        self._low = np.asarray(self.config.theta_low, np.float64)
+        self._high = np.asarray(self.config.theta_high, np.float64)
+        self._prior = self.config.ridge * np.eye(self.N_PARAMETERS)
+        self._gram = self._prior.copy()
+        self._moment = np.zeros(self.N_PARAMETERS)
+        self._theta = np.zeros(self.N_PARAMETERS)
+        self._bases = np.zeros((N_JOINTS, self.N_PARAMETERS))
+        self._nominal = np.zeros(N_JOINTS)
+        self._loaded = np.zeros(N_JOINTS)
+        self._last_target: np.ndarray | None = None
+        self._last_q: np.ndarray | None = None
+
+    @property
+    def theta(self) -> np.ndarray:
+        """``(link_mass_scale / strength - 1, payload_mass / strength)`` estimated (kg for the
+        second)."""
+        return self._theta.copy()
+
+    def reset(self) -> None:
+        """Forget all samples (a new episode, a new payload)."""
+        self._gram[:] = self._prior
+        self._moment.fill(0.0)
+        self._theta.fill(0.0)
+        self._last_target = None
+        self._last_q = None
+
+    def bases(self, q: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``B(q)`` (7, 2), rad per unit parameter (see the class docstring)."""
+        bases = np.empty((N_JOINTS, self.N_PARAMETERS)) if out is None else out
+        nominal = self._model.gravity_torques(q, out=self._nominal)
+        loaded = self._model.gravity_torques(q, self._unit_payload, out=self._loaded)
+        np.multiply(nominal, self._inv_kp, out=bases[:, 0])
+        np.subtract(loaded, nominal, out=bases[:, 1])
+        bases[:, 1] *= self._inv_kp
+        return bases
+
+    def update(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
+        """Fold in the joint state measured now (rad, rad/s) against the last recorded
+        target; returns the offset (7,), rad, for ``q``."""
+        q = np.asarray(q, np.float64)
+        bases = self.bases(q, self._bases)
+        if self._last_target is not None and self._last_q is not None:
+            error = self._last_target - q
+            if np.all(np.abs(error) <= self.config.max_error) and np.all(np.isfinite(qd)):
+                moved = q - self._last_q
+                cfg = self.config
+                weight = float(np.exp(-min(np.dot(moved, moved) / cfg.motion_scale ** 2,
+                                           np.dot(qd, qd) / cfg.speed_scale ** 2)))
+                f = self.config.forgetting
+                if f < 1.0:
+                    self._gram *= f
+                    self._gram += (1.0 - f) * self._prior
+                    self._moment *= f
+                self._gram += weight * (bases.T @ bases)
+                self._moment += weight * (bases.T @ error)
+                self._theta[:] = self._bounded_fit()
+        self._last_q = q.copy()
+        return self.offset()
+
+    def _bounded_fit(self) -> np.ndarray:
+        """``argmin 0.5 t^T G t - m^T t`` over the box [theta_low, theta_high] (convex, 2-D:
+        the free minimum if inside, else the best edge minimum)."""
+        gram, moment = self._gram, self._moment
+        low, high = self._low, self._high
+        theta = np.linalg.solve(gram, moment)
+        if np.all(theta >= low) and np.all(theta <= high):
+            return theta
+        best, best_cost = theta, np.inf
+        for i, j in ((0, 1), (1, 0)):
+            for value in (low[i], high[i]):
+                edge = np.empty(2)
+                edge[i] = value
+                edge[j] = np.clip((moment[j] - gram[j, i] * value) / gram[j, j], low[j],
+                                  high[j])
+                cost = 0.5 * edge @ gram @ edge - moment @ edge
+                if cost < best_cost:
+                    best, best_cost = edge, cost
+        return best
+
+    def offset(self) -> np.ndarray:
+        """Feed-forward joint offset (7,), rad, at the ``q`` of the latest :meth:`update`,
+        each joint bounded by ``max_offset``."""
+        bound = self.config.max_offset
+        return np.clip(self._bases @ self._theta, -bound, bound)
+
+    def record_target(self, q_target: np.ndarray) -> None:
+        """The absolute joint target (rad) sent after the latest :meth:`update`."""
+        self._last_target = np.array(q_target, np.float64)
+
+@dataclass(frozen=True)
+class GoalIntegratorConfig:
+    """Settings of :class:`GoalIntegrator`.
+
+    Attributes:
+        gain: fraction of the remaining hand-to-goal error added to the integral per step.
+        radius: the integral runs only with the hand this close to the goal, m.
+        limit: bound on the integral's length, m.
+        still_displacement: it runs only while the arm moved less than this since the
+            previous policy step (largest joint, rad): at rest, not on the way.
+    """
+
+    gain: float = 0.1
+    radius: float = 0.05
+    limit: float = 0.04
+    still_displacement: float = 0.015
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.gain <= 1.0:
+            raise ValueError(f"GoalIntegratorConfig.gain must be in (0, 1], got {self.gain}")
+        if min(self.radius, self.limit, self.still_displacement) <= 0.0:
+            raise ValueError("GoalIntegratorConfig: radius, limit and still_displacement must "
+                             "be > 0")
+
+    @classmethod
+    def from_dict(cls, record: dict) -> GoalIntegratorConfig:
+        unknown = set(record) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown goal integrator settings {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in record.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class GoalIntegrator:
+    """Integral action on the goal the network aims at: ``goal + integral``.
+
+    A dynamics-aware model's remaining steady error (friction, the part of the sag the
+    estimate misses, the network's own bias near the goal) is removed by shifting the goal it
+    is given: while the hand rests within ``radius`` of the goal, ``integral += gain * (goal -
+    hand)``, bounded to ``limit``. A goal that moves by more than ``radius`` (a new target)
+    clears it. Memory, so only models with a history use it. Units: m, rad, base frame.
+    """
+
+    def __init__(self, config: GoalIntegratorConfig | None = None) -> None:
+        self.config = config or GoalIntegratorConfig()
+        self._integral = np.zeros(3)
+        self._goal: np.ndarray | None = None
+        self._q: np.ndarray | None = None
+
+    @property
+    def integral(self) -> np.ndarray:
+        """The goal shift now, m."""
+        return self._integral.copy()
+
+    def reset(self) -> None:
+        self._integral.fill(0.0)
+        self._goal = self._q = None
+
+    def update(self, goal: np.ndarray, hand: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Fold in the goal and grasp point (m) at joint positions ``q`` (rad); returns the
+        shifted goal (3,), m."""
+        cfg = self.config
+        goal = np.asarray(goal, np.float64)
+        error = goal - np.asarray(hand, np.float64)
+        if self._goal is not None and np.linalg.norm(goal - self._goal) > cfg.radius:
+            self._integral.fill(0.0)
+        still = self._q is not None and \
+            float(np.max(np.abs(np.asarray(q) - self._q))) < cfg.still_displacement
+        if still and np.linalg.norm(error) < cfg.radius:
+            self._integral += cfg.gain * error
+            length = float(np.linalg.norm(self._integral))
+            if length > cfg.limit:
+                self._integral *= cfg.limit / length
+        self._goal = goal.copy()
+        self._q = np.array(q, np.float64)
+        return goal + self._integral
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Run-time settings of the policy.
@@ -240,16 +525,19 @@ class PolicyOutput:
     """One policy decision.
 
     Attributes:
-        action: raw action in [-1, 1]^7.
+        action: action in [-1, 1]^7 (the network's plus the sag feed-forward).
         targets: absolute joint targets, rad.
         latent: inferred dynamics latent (empty for the ablation).
         inference_time: wall time of the model call, s.
+        sag_offset: the feed-forward joint offset included in ``targets``, rad (zeros
+            without a :class:`SagEstimator`).
     """
 
     action: np.ndarray
     targets: np.ndarray
     latent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     inference_time: float = 0.0
+    sag_offset: np.ndarray = field(default_factory=lambda: np.zeros(N_JOINTS))
 
 
 class PolicyStep:
@@ -257,19 +545,37 @@ class PolicyStep:
 
     ``infer`` takes ``observation`` [1, D_obs] and ``history`` [1, H, D_h] float32 arrays and
     returns ``(action [1, 7], latent [1, Z])``. Used by the ONNX runtime, by evaluation of the
-    torch models and by the expert data collection, so every path builds features the same way.
+    torch models and by the expert data collection, so every path builds features the same way:
+    :meth:`features` (push the state), the network, :meth:`compose` (add the sag
+    feed-forward), :meth:`commit` (record what was executed).
+
+    ``sag``, ``integrator``: the :class:`SagEstimator` and :class:`GoalIntegrator` of a
+    dynamics-aware model, None for the ablation. ``sag_enabled`` / ``integrator_enabled``
+    switch their effect off at run time (A/B on a robot); the estimate keeps running.
     """
 
     def __init__(self, infer: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-                 hand: HandFunction, config: PolicyConfig) -> None:
+                 hand: HandFunction, config: PolicyConfig,
+                 sag: SagEstimator | None = None,
+                 integrator: GoalIntegrator | None = None) -> None:
         self._infer = infer
         self._hand = hand
         self.config = config
+        self.sag = sag
+        self.integrator = integrator
+        self.sag_enabled = True
+        self.integrator_enabled = True
         self.history = HistoryBuffer(config.history_length)
         self._obs = np.zeros((1, OBSERVATION_DIM), np.float32)
+        self._offset = np.zeros(N_JOINTS)
 
     def reset(self) -> None:
         self.history.reset()
+        if self.sag is not None:
+            self.sag.reset()
+        if self.integrator is not None:
+            self.integrator.reset()
+        self._offset.fill(0.0)
 
     def hand(self, q: np.ndarray) -> np.ndarray:
         """Grasp-point position (3,), m, base frame, for joint positions ``q``."""
@@ -279,16 +585,46 @@ class PolicyStep:
         self.config = PolicyConfig(action_scale, self.config.history_length,
                                    self.config.uses_history)
 
+    @property
+    def sag_offset(self) -> np.ndarray:
+        """Feed-forward offset (7,), rad, for the state of the latest :meth:`features`."""
+        return self._offset.copy()
+
     def features(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray,
                  hand: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Push the state and build (observation [1, D_obs], history [1, H, D_h]).
+        """Push the state (history, sag estimate, goal integral) and build (observation
+        [1, D_obs], history [1, H, D_h]).
 
         ``hand``: the grasp point at ``q`` when the caller already has it (:meth:`hand`).
         """
         window = self.history.push(q, qd)
+        if self.sag is not None:
+            offset = self.sag.update(q, qd)
+            self._offset[:] = offset if self.sag_enabled else 0.0
         hand = self._hand(q) if hand is None else hand
+        if self.integrator is not None:
+            if self.integrator_enabled:
+                target = self.integrator.update(target, hand, q)
+            else:
+                self.integrator.reset()
         build_observation(q, qd, target, hand, self._obs[0])
         return self._obs, window[None]
+
+    def compose(self, network_action: np.ndarray) -> np.ndarray:
+        """The action to execute: network action plus the sag feed-forward, clipped to
+        [-1, 1]^7."""
+        action = np.asarray(network_action, np.float64).reshape(N_JOINTS)
+        return np.clip(action + self._offset / self.config.action_scale, -1.0, 1.0)
+
+    def commit(self, q: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Record the executed ``action`` (in [-1, 1]^7) for the state of the latest
+        :meth:`features`; returns the absolute joint targets, rad."""
+        commanded = np.clip(action, -1.0, 1.0) * self.config.action_scale
+        self.history.record_command(commanded - self._offset)
+        targets = np.asarray(q, np.float64) + commanded
+        if self.sag is not None:
+            self.sag.record_target(targets)
+        return targets
 
     def __call__(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray,
                  hand: np.ndarray | None = None) -> PolicyOutput:
@@ -296,14 +632,13 @@ class PolicyStep:
         (``hand`` as in :meth:`features`)."""
         obs, history = self.features(q, qd, target, hand)
         start = time.perf_counter()
-        action, latent = self._infer(obs, history)
+        network_action, latent = self._infer(obs, history)
         elapsed = time.perf_counter() - start
-        action = np.clip(np.asarray(action, np.float64).reshape(N_JOINTS), -1.0, 1.0)
-        commanded = action * self.config.action_scale
-        self.history.record_command(commanded)
-        return PolicyOutput(action=action, targets=np.asarray(q, np.float64) + commanded,
+        action = self.compose(network_action)
+        targets = self.commit(q, action)
+        return PolicyOutput(action=action, targets=targets,
                             latent=np.asarray(latent, np.float32).reshape(-1),
-                            inference_time=elapsed)
+                            inference_time=elapsed, sag_offset=self._offset.copy())
 
 
 class PolicyRuntime(PolicyStep):
@@ -315,12 +650,16 @@ class PolicyRuntime(PolicyStep):
             ``dynamics_latent``.
         hand: grasp-point function (see :func:`model_hand_function`).
         config: run-time settings.
+        sag, integrator: the model's sag estimator and goal integrator (its manifest record
+            says whether it has them).
     """
 
     INPUTS = ("observation", "history")
     OUTPUTS = ("action", "dynamics_latent")
 
-    def __init__(self, session, hand: HandFunction, config: PolicyConfig) -> None:
+    def __init__(self, session, hand: HandFunction, config: PolicyConfig,
+                 sag: SagEstimator | None = None,
+                 integrator: GoalIntegrator | None = None) -> None:
         names = [i.name for i in session.get_inputs()]
         if "observation" not in names or not set(names) <= set(self.INPUTS):
             raise ValueError(f"policy model inputs must be 'observation' and optionally "
@@ -333,7 +672,7 @@ class PolicyRuntime(PolicyStep):
         self._feeds_history = "history" in names
         self._outputs = [n for n in self.OUTPUTS if n in outputs]
         self._no_latent = np.zeros((1, 0), np.float32)
-        super().__init__(self._run, hand, config)
+        super().__init__(self._run, hand, config, sag, integrator)
 
     @property
     def uses_history(self) -> bool:
@@ -351,14 +690,16 @@ class PolicyRuntime(PolicyStep):
         return action, latent
 
 
-def load_policy_runtime(manifest_path, name: str, hand: HandFunction,
-                        session_config=None, model_path=None,
-                        action_scale: float | None = None, log=None) -> PolicyRuntime:
+def load_policy_runtime(manifest_path, name: str, model, session_config=None,
+                        model_path=None, action_scale: float | None = None,
+                        log=None) -> PolicyRuntime:
     """Verify ``name`` in the manifest (SHA-256), open an ONNX Runtime session, wrap it.
 
-    History length and the default action scale come from the manifest entry's ``policy``
+    ``model``: the arm's :class:`visuomotor_core.robot_model.RobotModel` (grasp point by
+    forward kinematics; gravity bases of the sag estimator). History length, the default
+    action scale and the sag estimator's settings come from the manifest entry's ``policy``
     record. Raises ``visuomotor_core.manifest.ManifestError`` for a missing or mismatching
-    file.
+    file or an invalid record.
     """
     from visuomotor_core.manifest import ManifestError, load_model_spec
     from visuomotor_core.onnx_session import SessionConfig, create_session
@@ -373,5 +714,14 @@ def load_policy_runtime(manifest_path, name: str, hand: HandFunction,
                            else record.get("action_scale", DEFAULT_ACTION_SCALE)),
         history_length=int(record["history_length"]),
         uses_history=bool(record.get("uses_history", True)))
+    sag = integrator = None
+    try:
+        if record.get("sag_estimator") is not None:
+            sag = SagEstimator(model, SagEstimatorConfig.from_dict(record["sag_estimator"]))
+        if record.get("goal_integrator") is not None:
+            integrator = GoalIntegrator(GoalIntegratorConfig.from_dict(record["goal_integrator"]))
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ManifestError(f"manifest entry '{name}': invalid sag_estimator or "
+                            f"goal_integrator record: {err}") from err
     session, _ = create_session(spec.path, session_config or SessionConfig(), name, log)
-    return PolicyRuntime(session, hand, config)
+    return PolicyRuntime(session, model_hand_function(model), config, sag, integrator)

@@ -222,13 +222,13 @@ def bench_bare_update(iterations: int = 20000) -> dict[str, float]:
 
 def bench_policy(iterations: int = 500, artifacts: Path | None = None) -> dict[str, float] | None:
     """Policy inference time (ONNX Runtime, CPU, one thread); None when the artifact is missing."""
-    from visuomotor_core.policy_runtime import load_policy_runtime, model_hand_function
+    from visuomotor_core.policy_runtime import load_policy_runtime
 
     folder = artifacts or graph.model_path("manifest.json").parent
     if not (folder / "policy.onnx").is_file() or not (folder / "manifest.json").is_file():
         return None
     model = RobotModel.from_urdf_file(str(graph.urdf_path()), list(PANDA_ARM_JOINTS))
-    runtime = load_policy_runtime(folder / "manifest.json", "policy", model_hand_function(model))
+    runtime = load_policy_runtime(folder / "manifest.json", "policy", model)
     q = np.asarray(HOME, dtype=np.float64)
     qd = np.zeros_like(q)
     target = np.array([0.5, 0.1, 0.3])

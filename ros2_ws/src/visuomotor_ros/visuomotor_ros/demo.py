@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from rclpy.node import Node
+from std_srvs.srv import Trigger
 
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
@@ -81,6 +82,7 @@ class Supervisor(Node):
         self.status: TaskStatus | None = None
         self._lock = threading.Lock()
         self.reset_client = self.create_client(ResetEpisode, graph.SIM_RESET)
+        self.policy_reset_client = self.create_client(Trigger, graph.POLICY_RESET)
         self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
         self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
         self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES, self._on_features, 10)
@@ -134,18 +136,26 @@ class Supervisor(Node):
             return self.status
 
     def reset(self, seed: int, profile: str, timeout: float = 30.0) -> int:
-        if not self.reset_client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service '{graph.SIM_RESET}' did not appear in {timeout} s")
-        future = self.reset_client.call_async(ResetEpisode.Request(seed=seed, profile=profile))
+        """New sim episode, then a policy reset (a new reach: new dynamics, new target)."""
+        response = self._call(self.reset_client, graph.SIM_RESET,
+                              ResetEpisode.Request(seed=seed, profile=profile), timeout)
+        self._call(self.policy_reset_client, graph.POLICY_RESET, Trigger.Request(), timeout)
+        return response.episode
+
+    @staticmethod
+    def _call(client, name: str, request, timeout: float):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service '{name}' did not appear in {timeout} s")
+        future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done():
             if time.monotonic() > deadline:
-                raise RuntimeError("reset_episode did not answer")
+                raise RuntimeError(f"{name} did not answer")
             time.sleep(0.01)
         response = future.result()
         if not response.success:
-            raise RuntimeError(f"reset_episode refused: {response.message}")
-        return response.episode
+            raise RuntimeError(f"{name} refused: {response.message}")
+        return response
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:

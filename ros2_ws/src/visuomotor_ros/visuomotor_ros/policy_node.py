@@ -7,8 +7,17 @@ on every accepted features message it runs the dynamics-aware policy
 * ``policy/joint_targets`` (visuomotor_interfaces/JointTargets): header.stamp = the camera
   stamp of the features, absolute joint targets (rad), the inferred dynamics latent and the
   inference time;
-* ``policy/goal`` (geometry_msgs/PointStamped): the target position the policy acted on;
-* ``/diagnostics``: rate, inference latency p50/p99, refused features.
+* ``policy/goal`` (geometry_msgs/PointStamped): the goal, the filtered target estimate (the
+  network aims at it plus the goal integral, reported on ``/diagnostics``);
+* ``/diagnostics``: rate, inference latency p50/p99, refused features and, for a
+  dynamics-aware model, the identified sag parameters (``sag_link_mass_ratio`` = link mass
+  scale / actuator strength, ``sag_payload_kg`` = payload / strength) and the largest joint
+  offset they add (``sag_offset_max_rad``), and the goal integral's length
+  (``goal_integral_m``).
+
+``policy/reset`` (std_srvs/Trigger) clears the history, the sag estimate, the goal integral
+and the goal: call it when a new task starts or the payload changes (the demo calls it after
+every episode reset), so the estimate does not mix samples of two situations.
 
 Features older than ``max_feature_age`` (by header stamp) or with a non-finite target are
 refused and counted. Only the target estimate of the features is used; the embedding is not
@@ -27,6 +36,7 @@ from geometry_msgs.msg import PointStamped
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
 
 from visuomotor_core.params import ParamSpec
 from visuomotor_core.policy_runtime import (
@@ -35,7 +45,6 @@ from visuomotor_core.policy_runtime import (
     GoalFilter,
     PolicyRuntime,
     load_policy_runtime,
-    model_hand_function,
 )
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
 from visuomotor_ros import graph
@@ -81,6 +90,10 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "close to it (the hand disturbs the estimate)", "m", 0.0, 1.0),
     ParamSpec("goal_jump_distance", float, 0.1, "an estimate this far from the goal is a new "
               "target: the goal jumps to it", "m", 0.01, 2.0),
+    ParamSpec("sag_feedforward", bool, True, "add the sag estimator's joint offset (models "
+              "with one; the estimate keeps running when off)"),
+    ParamSpec("goal_integral", bool, True, "shift the goal by the goal integral (models with "
+              "one)"),
     ParamSpec("base_frame", str, "panda_link0", "frame of the goal and targets",
               read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start", read_only=True),
@@ -104,6 +117,7 @@ class PolicyNode(LifecycleNode):
         self._latencies = np.zeros(_LATENCY_WINDOW)
         self._reset_counters()
         self._subs: list = []
+        self._reset_srv = None
         self._targets_pub = self._goal_pub = self._diagnostics = None
         self._configure_error = ""
         if self._params["autostart"]:
@@ -116,9 +130,15 @@ class PolicyNode(LifecycleNode):
         self._params.update(changes)
         if any(k.startswith("goal_") for k in changes):
             self._goal_filter = self._new_goal_filter()
+        if self._runtime is not None:
+            self._apply_runtime_switches()
         if "action_scale" in changes and self._runtime is not None:
             self._runtime.set_action_scale(float(changes["action_scale"]))
         return True, ""
+
+    def _apply_runtime_switches(self) -> None:
+        self._runtime.sag_enabled = bool(self._params["sag_feedforward"])
+        self._runtime.integrator_enabled = bool(self._params["goal_integral"])
 
     def _new_goal_filter(self) -> GoalFilter:
         p = self._params
@@ -139,11 +159,12 @@ class PolicyNode(LifecycleNode):
                                               joint_names=list(JOINT_NAMES))
             self._runtime = load_policy_runtime(
                 self._resolve("manifest_path", graph.model_path("manifest.json")),
-                p["model_name"], model_hand_function(model),
+                p["model_name"], model,
                 SessionConfig(provider=p["execution_provider"],
                               intra_op_threads=p["intra_op_threads"]),
                 model_path=p["model_path"] or None, action_scale=p["action_scale"],
                 log=self.get_logger().info)
+            self._apply_runtime_switches()
         except Exception as err:  # noqa: BLE001 - report any load failure precisely
             self._configure_error = f"cannot load policy '{p['model_name']}': {err}"
             self.get_logger().error(self._configure_error)
@@ -158,6 +179,7 @@ class PolicyNode(LifecycleNode):
             self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
                                      LATEST_QOS),
         ]
+        self._reset_srv = self.create_service(Trigger, graph.POLICY_RESET, self._on_reset)
         self.get_logger().info(
             f"policy '{p['model_name']}' configured: history_length="
             f"{self._runtime.config.history_length}, uses_history="
@@ -188,6 +210,9 @@ class PolicyNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
+        if self._reset_srv is not None:
+            self.destroy_service(self._reset_srv)
+            self._reset_srv = None
         for pub in (self._targets_pub, self._goal_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
@@ -195,6 +220,13 @@ class PolicyNode(LifecycleNode):
         self._runtime = None
 
     # ------------------------------------------------------------------ callbacks
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        self._runtime.reset()
+        self._goal_filter.reset()
+        self.get_logger().info("policy reset: history, sag estimate and goal cleared")
+        response.success, response.message = True, "history, sag estimate and goal cleared"
+        return response
+
     def _reset_counters(self) -> None:
         self.counters = {"published": 0, "refused_stale": 0, "refused_non_finite": 0,
                          "refused_no_joint_state": 0, "inference_errors": 0}
@@ -273,9 +305,25 @@ class PolicyNode(LifecycleNode):
                   "inference_p50_ms": float(np.percentile(window, 50)) * 1e3 if n else 0.0,
                   "inference_p99_ms": float(np.percentile(window, 99)) * 1e3 if n else 0.0,
                   "history_length": self._runtime.config.history_length,
+                  **self._adaptation_values(),
                   **self.counters}
         self._diagnostics.report(level, "running" if level == "ok" else "features refused",
                                  values)
+
+
+    def _adaptation_values(self) -> dict[str, float]:
+        """The sag estimate and goal integral (visuomotor_core.policy_runtime), if any."""
+        values = {}
+        sag, integrator = self._runtime.sag, self._runtime.integrator
+        if sag is not None:
+            mass_ratio, payload = sag.theta
+            values.update({
+                "sag_link_mass_ratio": float(mass_ratio + 1.0),  # link_mass_scale / strength
+                "sag_payload_kg": float(payload),  # payload / strength
+                "sag_offset_max_rad": float(np.abs(self._runtime.sag_offset).max())})
+        if integrator is not None:
+            values["goal_integral_m"] = float(np.linalg.norm(integrator.integral))
+        return values
 
 
 def main(args: list[str] | None = None) -> None:
