@@ -226,7 +226,6 @@ class GoalFilter:
         return self._goal.copy()
 
 
-
 @dataclass(frozen=True)
 class SagEstimatorConfig:
     """Settings of :class:`SagEstimator`.
@@ -307,7 +306,7 @@ class SagEstimator:
     * ``B[:, 1] = (g(q; 1 kg at the hand) - g_nom(q)) / kp``
 
     and the parameters ``theta = (link_mass_scale / strength - 1, m / strength)``. Each policy
-    step adds the measured tracking error ``q_target_prev - q`` against ``B(q)`` to a weighted
+    step adds the measured tracking error ``q_target_prev - q`` against ``B(q)`` to a
     least-squares fit weighted toward still samples (see :class:`SagEstimatorConfig`), and
     :meth:`offset` returns ``B(q) @ theta_hat``, the joint offset to add to the next target.
     The fit is linear, so it holds for any payload and strength, inside the training
