@@ -273,7 +273,7 @@ def format_report(loop: dict[str, Any], bare: dict[str, Any],
     else:
         rows.append(("policy inference p50 / p99",
                      f"{policy['inference_p50_us']:.0f} / {policy['inference_p99_us']:.0f} µs"))
-        rows.append(("policy step (features + inference) p50 / p99",
+        rows.append(("policy step (features, sag estimate, inference) p50 / p99",
                      f"{policy['step_p50_us']:.0f} / {policy['step_p99_us']:.0f} µs"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
