@@ -238,6 +238,21 @@ def test_sag_estimator_uses_an_arm_ringing_about_a_still_mean(robot):
     np.testing.assert_allclose(estimator.offset(), estimator.bases(q) @ theta, atol=2e-3)
 
 
+def test_sag_estimator_with_forgetting_follows_a_payload_change(robot):
+    q = _postures(1)[0]
+    before, after = np.array([0.2, 1.0]), np.array([0.2, 4.0])  # a payload is picked up
+    kept = SagEstimator(robot)
+    fading = SagEstimator(robot, SagEstimatorConfig(forgetting=0.8))
+    for estimator in (kept, fading):
+        for theta in [before] * 40 + [after] * 20:
+            _settle(estimator, q, theta)
+    new_offset = kept.bases(q) @ after
+    # Forgetting follows the change (the ridge prior keeps some pull in the direction one
+    # posture hardly observes); keeping every sample averages the two payloads.
+    assert np.linalg.norm(fading.offset() - new_offset) < 0.2 * np.linalg.norm(new_offset)
+    assert np.linalg.norm(kept.offset() - new_offset) > 0.3 * np.linalg.norm(new_offset)
+
+
 def test_sag_estimator_skips_non_finite_samples_and_bounds_its_offset(robot):
     estimator = SagEstimator(robot, SagEstimatorConfig(max_offset=0.02))
     q = _postures(1)[0]

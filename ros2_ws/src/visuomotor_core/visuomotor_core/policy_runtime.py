@@ -240,7 +240,9 @@ class SagEstimatorConfig:
             an arm ringing about a still mean under a long actuation delay) or a small measured
             velocity (rad/s; an arm that settles at the end of each step while creeping).
         ridge: Tikhonov prior pulling the parameters to the nominal model (0, 0).
-        forgetting: per-step decay of old samples in (0, 1]; 1 keeps the whole episode.
+        forgetting: per-step decay of old samples in (0, 1]; 1 keeps the whole episode (call
+            ``reset`` / ``policy/reset`` on a new payload); below 1 the estimate follows a
+            change by itself, less exactly (the ridge prior keeps more weight).
         max_offset: bound on each joint's feed-forward offset, rad.
         max_error: a sample whose tracking error exceeds this on any joint (rad) is skipped:
             the arm was moved by something else (an episode reset, a collision, a hand
