@@ -7,9 +7,9 @@ Sim, encoder, policy and controller run as separate rclpy nodes in one process
 (the in-process runner, same parameter files as ``ros2 launch``) on sim time,
 the sim stepping in lockstep with the 1 kHz controller. A supervisor node
 resets each episode through ``sim/reset_episode`` (then ``policy/reset``: new
-dynamics, new target), waits for the task to end and collects rates and per-stage latencies from the loop's own topics. Exit
-status: 0 when the success rate reaches ``--min-success``, 1 otherwise, 2 when
-the loop stalled.
+dynamics, new target), waits for the task to end and collects rates and per-stage
+latencies from the loop's own topics. Exit status: 0 when the success rate reaches
+``--min-success``, 1 otherwise, 2 when the loop stalled.
 """
 
 from __future__ import annotations
