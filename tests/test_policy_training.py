@@ -10,10 +10,11 @@ import pytest
 pytest.importorskip("torch")
 
 from visuomotor_core.policy_runtime import SagEstimator, SagEstimatorConfig
+from visuomotor_core.robot_model import RobotModel
 from visuomotor_models import train_policy
-from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert, sag_parameters
+from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
 from visuomotor_models.policy_sim import ReachSim
-from visuomotor_sim.randomization import DynamicsParams
+from visuomotor_sim.world import ARM_JOINT_NAMES, robot_urdf_path
 
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 KP = np.array(ExpertConfig().kp)
@@ -50,18 +51,14 @@ def test_downward_hand_force_sags_like_the_equal_payload(arm):
 
 @pytest.mark.parametrize("mass_scale,payload,strength", [(1.2, 2.0, 0.7), (0.9, 0.3, 1.05)])
 def test_sag_estimator_model_is_the_experts_sag(arm, mass_scale, payload, strength):
-    """The runtime estimator's bases B(q) and the true theta give the expert's sag."""
-    sim = ReachSim()
-    try:
-        estimator = SagEstimator(sim.model, SagEstimatorConfig(kp=tuple(KP)))
-        dynamics = DynamicsParams(link_mass_scale=mass_scale, payload_mass=payload,
-                                  actuator_strength_scale=strength)
-        arm.set_dynamics(mass_scale, payload, strength)
-        for q in HOME + np.random.default_rng(1).normal(0.0, 0.3, (4, 7)):
-            np.testing.assert_allclose(estimator.bases(q) @ sag_parameters(dynamics),
-                                       arm.sag(q, KP), atol=1e-6)
-    finally:
-        sim.close()
+    """The runtime estimator's bases B(q) and the true theta = (link_mass_scale / strength - 1,
+    payload / strength) give the expert's sag."""
+    model = RobotModel.from_urdf_file(str(robot_urdf_path()), list(ARM_JOINT_NAMES))
+    estimator = SagEstimator(model, SagEstimatorConfig(kp=tuple(KP)))
+    theta = np.array([mass_scale / strength - 1.0, payload / strength])
+    arm.set_dynamics(mass_scale, payload, strength)
+    for q in HOME + np.random.default_rng(1).normal(0.0, 0.3, (4, 7)):
+        np.testing.assert_allclose(estimator.bases(q) @ theta, arm.sag(q, KP), atol=1e-6)
 
 
 def test_expert_reaches_the_target_in_the_nominal_env():

@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
-    command = "python -m visuomotor_models.evaluate_policy " + shlex.join(argv or sys.argv[1:])
-    sim = ReachSim(SimConfig(randomization_path=args.randomization))
     if args.first_seed < EVAL_SEED_BASE:
         parser.error(f"--first-seed must be >= {EVAL_SEED_BASE} (below are training seeds)")
+    command = "python -m visuomotor_models.evaluate_policy " + shlex.join(argv or sys.argv[1:])
+    sim = ReachSim(SimConfig(randomization_path=args.randomization))
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     controllers = {name: (lambda n=name: policy_controller(sim, args.artifacts, n))
                    for name in POLICIES}

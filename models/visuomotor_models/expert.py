@@ -47,15 +47,6 @@ GRAVITY = 9.81  # m/s^2, as in visuomotor_sim.world.WorldConfig
 DEFAULT_KP = np.array([600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0])
 
 
-def sag_parameters(dynamics) -> np.ndarray:
-    """The sag parameters ``theta`` of :class:`visuomotor_core.policy_runtime.SagEstimator`
-    for an episode's ``DynamicsParams``: ``(link_mass_scale / strength - 1,
-    payload_mass / strength)`` (the external force is not part of that model)."""
-    strength = dynamics.actuator_strength_scale
-    return np.array([dynamics.link_mass_scale / strength - 1.0,
-                     dynamics.payload_mass / strength])
-
-
 @dataclass(frozen=True)
 class ExpertConfig:
     """Settings of the analytic expert.

@@ -10,7 +10,8 @@ Recipe (per model, identical budget):
 
 1. Iteration 0: the privileged expert (:mod:`visuomotor_models.expert`, knows the true
    target and dynamics) drives the episodes with exploration noise; every step is stored
-   as (observation, history, privileged dynamics vector e, expert action).
+   as (observation, history, privileged dynamics vector e, expert action, the expert's sag
+   offset).
 2. Fit. Dynamics-aware model: teacher ``pi(obs, mu(e))`` and student ``pi(obs, phi(history))``
    share the action head ``pi``; loss = BC(teacher) + BC(student) + w * |phi(h) - sg(mu(e))|^2
    (RMA phases 1 and 2 trained jointly). The head's label is the expert action minus the
@@ -298,8 +299,8 @@ def export(learner: Learner, cfg: TrainConfig, sim: ReachSim, out_dir: Path, com
                 "action_scale": cfg.sim.action_scale, "policy_rate_hz": cfg.sim.policy_hz,
                 "latent_dim": cfg.net.latent_dim if learner.kind == "history" else 0,
                 "privileged_dim": PRIVILEGED_DIM, "layout": layout_description(),
-                "sag_estimator": None if sag is None else sag.as_dict(),
-                "goal_integrator": None if integrator is None else integrator.as_dict()},
+                "sag_estimator": None if sag is None else asdict(sag),
+                "goal_integrator": None if integrator is None else asdict(integrator)},
         training={"command": command, "config": asdict(cfg),
                   "wall_time_s": round(train_seconds, 1)},
         metrics={})

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -226,6 +226,16 @@ class GoalFilter:
         return self._goal.copy()
 
 
+def _config_from_dict(cls, record: dict, what: str):
+    """A frozen settings dataclass from its manifest record (lists become tuples of floats);
+    ValueError for a key the dataclass does not have."""
+    unknown = set(record) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}")
+    return cls(**{k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v
+                  for k, v in record.items()})
+
+
 @dataclass(frozen=True)
 class SagEstimatorConfig:
     """Settings of :class:`SagEstimator`.
@@ -283,17 +293,7 @@ class SagEstimatorConfig:
 
     @classmethod
     def from_dict(cls, record: dict) -> SagEstimatorConfig:
-        unknown = set(record) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown sag estimator settings {sorted(unknown)}")
-        values = dict(record)
-        for key in ("kp", "theta_low", "theta_high"):
-            if key in values:
-                values[key] = tuple(float(k) for k in values[key])
-        return cls(**values)
-
-    def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return _config_from_dict(cls, record, "sag estimator")
 
 
 class SagEstimator:
@@ -367,20 +367,19 @@ class SagEstimator:
     def update(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
         """Fold in the joint state measured now (rad, rad/s) against the last recorded
         target; returns the offset (7,), rad, for ``q``."""
+        cfg = self.config
         q = np.asarray(q, np.float64)
         bases = self.bases(q, self._bases)
         if self._last_target is not None and self._last_q is not None:
             error = self._last_target - q
-            if np.all(np.abs(error) <= self.config.max_error) and np.all(np.isfinite(qd)):
+            if np.all(np.abs(error) <= cfg.max_error) and np.all(np.isfinite(qd)):
                 moved = q - self._last_q
-                cfg = self.config
                 weight = float(np.exp(-min(np.dot(moved, moved) / cfg.motion_scale ** 2,
                                            np.dot(qd, qd) / cfg.speed_scale ** 2)))
-                f = self.config.forgetting
-                if f < 1.0:
-                    self._gram *= f
-                    self._gram += (1.0 - f) * self._prior
-                    self._moment *= f
+                if cfg.forgetting < 1.0:
+                    self._gram *= cfg.forgetting
+                    self._gram += (1.0 - cfg.forgetting) * self._prior
+                    self._moment *= cfg.forgetting
                 self._gram += weight * (bases.T @ bases)
                 self._moment += weight * (bases.T @ error)
                 self._theta[:] = self._bounded_fit()
@@ -417,6 +416,7 @@ class SagEstimator:
         """The absolute joint target (rad) sent after the latest :meth:`update`."""
         self._last_target = np.array(q_target, np.float64)
 
+
 @dataclass(frozen=True)
 class GoalIntegratorConfig:
     """Settings of :class:`GoalIntegrator`.
@@ -443,13 +443,7 @@ class GoalIntegratorConfig:
 
     @classmethod
     def from_dict(cls, record: dict) -> GoalIntegratorConfig:
-        unknown = set(record) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown goal integrator settings {sorted(unknown)}")
-        return cls(**{k: float(v) for k, v in record.items()})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+        return _config_from_dict(cls, record, "goal integrator")
 
 
 class GoalIntegrator:

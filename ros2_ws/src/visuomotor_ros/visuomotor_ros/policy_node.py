@@ -132,8 +132,8 @@ class PolicyNode(LifecycleNode):
             self._goal_filter = self._new_goal_filter()
         if self._runtime is not None:
             self._apply_runtime_switches()
-        if "action_scale" in changes and self._runtime is not None:
-            self._runtime.set_action_scale(float(changes["action_scale"]))
+            if "action_scale" in changes:
+                self._runtime.set_action_scale(float(changes["action_scale"]))
         return True, ""
 
     def _apply_runtime_switches(self) -> None:
@@ -223,8 +223,9 @@ class PolicyNode(LifecycleNode):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         self._runtime.reset()
         self._goal_filter.reset()
-        self.get_logger().info("policy reset: history, sag estimate and goal cleared")
-        response.success, response.message = True, "history, sag estimate and goal cleared"
+        message = "history, sag estimate, goal integral and goal cleared"
+        self.get_logger().info(f"policy reset: {message}")
+        response.success, response.message = True, message
         return response
 
     def _reset_counters(self) -> None:
@@ -309,7 +310,6 @@ class PolicyNode(LifecycleNode):
                   **self.counters}
         self._diagnostics.report(level, "running" if level == "ok" else "features refused",
                                  values)
-
 
     def _adaptation_values(self) -> dict[str, float]:
         """The sag estimate and goal integral (visuomotor_core.policy_runtime), if any."""
