@@ -1,7 +1,7 @@
 """The main job: the full graph, headless, on the committed models; prints a report.
 
     python -m visuomotor_ros.demo --episodes 10 --profile nominal --seed 0
-    python -m visuomotor_ros.demo --episodes 3 --record runs/demo.mcap
+    python -m visuomotor_ros.demo --episodes 3 --record runs/demo_bag
 
 Sim, encoder, policy and controller run as separate rclpy nodes in one process
 (the in-process runner, same parameter files as ``ros2 launch``) on sim time,
@@ -219,9 +219,9 @@ def run_episodes(
         if oracle_target:
             runner.add_node(OracleEncoder(runner.context))
         if record is not None:
-            from visuomotor_ros.recording import McapRecorder
+            from visuomotor_ros.recording import BagRecorder
 
-            recorder = McapRecorder(supervisor, record)
+            recorder = BagRecorder(supervisor, record)
         wall_start = time.perf_counter()
         sim_start = None
         try:
@@ -327,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default="nominal", choices=("nominal", "training", "heldout"),
         help="domain-randomization profile (nominal)",
     )
-    parser.add_argument("--record", type=Path, help="record every loop topic to this MCAP file")
+    parser.add_argument(
+        "--record", type=Path, metavar="BAG_DIR",
+        help="record every loop topic into this new rosbag2 bag directory (MCAP storage; "
+        "`ros2 bag info BAG_DIR` reads it); an existing non-empty one is refused",
+    )
     parser.add_argument(
         "--min-success", type=float, default=0.9,
         help="success rate below which the loop counts as failed (exit status 1); default 0.9, "
@@ -364,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.gui:
         overrides.setdefault("sim", {})["gui"] = True
+    if args.record is not None:
+        from visuomotor_ros.recording import check_bag_path
+
+        try:
+            check_bag_path(args.record)
+        except FileExistsError as error:
+            parser.error(str(error))
     try:
         results, stats, sim_seconds, wall = run_episodes(
             args.episodes, args.seed, args.profile, args.record,
