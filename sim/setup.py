@@ -17,11 +17,10 @@ setup(
     zip_safe=True,
     maintainer="visuomotor maintainers",
     maintainer_email="maintainers@visuomotor.dev",
-    description="Headless PyBullet stand-in for the robot: world, camera, domain randomization, reach task, Gymnasium env, sim node.",
+    description="Headless PyBullet stand-in for the robot: world, camera, domain randomization, reach task, Gymnasium env, the hardware backend of the sim robot process.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "sim_node = visuomotor_sim.node:main",
             "bench-sim = visuomotor_sim.bench:main",
         ]
     },

@@ -546,6 +546,13 @@ class PandaWorld:
         states = self._client.getJointStates(self.robot, self.arm_joints)
         return np.array([s[0] for s in states])
 
+    def pose_arm(self, positions: np.ndarray) -> None:
+        """Place the arm joints at ``positions`` (7,), rad, at rest, without stepping
+        (a kinematic copy of another world's arm, for rendering)."""
+        c = self._client
+        for joint, angle in zip(self.arm_joints, positions, strict=True):
+            c.resetJointState(self.robot, joint, float(angle), 0.0)
+
     def grasp_point(self) -> np.ndarray:
         """Position of ``panda_grasptarget`` (between the fingertips), m, base frame (3,)."""
         state = self._client.getLinkState(self.robot, self.grasp_link,

@@ -21,6 +21,7 @@ setup(
             "encoder_node = visuomotor_ros.encoder_node:main",
             "policy_node = visuomotor_ros.policy_node:main",
             "controller_node = visuomotor_ros.controller_node:main",
+            "sim_robot = visuomotor_ros.sim_robot:main",
             "demo = visuomotor_ros.demo:main",
             "bench-controller = visuomotor_ros.bench_controller:main",
         ]

@@ -439,6 +439,12 @@ class JointController:
         if self._active:
             self._enter_hold("reset: waiting for target")
 
+    def hold(self, reason: str) -> None:
+        """Leave TRACKING for HOLD at the last good measured position (the loop's overrun
+        response); no effect in HOLD, ESTOP or while inactive."""
+        if self._active and self._mode is Mode.TRACKING:
+            self._enter_hold(reason)
+
     def estop(self, reason: str = "e-stop") -> None:
         """Latch the e-stop: damped hold at the position measured next; targets refused."""
         self._estop = True

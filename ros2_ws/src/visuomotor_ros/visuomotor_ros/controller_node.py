@@ -1,22 +1,27 @@
-"""Actuator controller node: policy targets -> joint commands at a high rate.
-
-Subscribes ``policy/joint_targets`` (visuomotor_interfaces/JointTargets) and
-``joint_states``; publishes std_msgs/Float64MultiArray on a ros2_control-style
-``<controller>/commands`` topic at ``rate_hz``, a decimated
-``controller/state`` and ``/diagnostics``. Services ``controller/estop`` and
-``controller/reset_estop`` (std_srvs/Trigger) latch and release the e-stop.
+"""Actuator controller node: policy targets -> joint commands, read → update → write in one loop.
 
 The control law, limits, watchdog and e-stop live in
-:class:`visuomotor_core.controller.JointController`; this node only converts
-messages and owns the loop. A stall elsewhere in the graph (even 500 ms in an
-encoder or policy callback) cannot delay the loop or its watchdog: under
-``ros2 launch`` the node has a process of its own, and the in-process runner
-gives it an executor and thread of its own. Its own callbacks are short, so
-``main`` spins a SingleThreadedExecutor, which keeps time better at 1 kHz than
-rclpy's MultiThreadedExecutor (measured by ``bench-controller --executor``);
-the loop timer still has a callback group of its own for embedders that use a
-multi-threaded one. On sim time the loop runs on ``/clock``: with no clock,
-time stays at zero and nothing is commanded.
+:class:`visuomotor_core.controller.JointController`; the robot is behind the
+hardware seam (:mod:`visuomotor_core.hardware`), chosen by ``hardware``:
+
+* ``sim`` — the PyBullet world of the same process (the robot process of the
+  sim bringup, :mod:`visuomotor_ros.sim_robot`): each tick steps the physics;
+* ``topics`` — ``joint_states`` in, ``<controller>/commands``
+  (std_msgs/Float64MultiArray) out, for a robot whose driver runs its own loop.
+
+``trigger`` says what runs a tick: ``deadline`` — a dedicated thread on
+absolute wall-clock deadlines at ``rate_hz`` (:class:`visuomotor_core.rt_loop.ControlLoop`,
+with optional SCHED_FIFO priority, CPU affinity and locked memory); ``lockstep``
+— the same thread without sleeping, the simulator setting the pace on sim time
+(sim only); ``joint_states`` — one tick per received joint state, timed by its
+stamp (topics only). ``max_consecutive_misses`` deadline misses in a row →
+HOLD and ERROR on ``/diagnostics``.
+
+rclpy only carries the I/O around the loop: targets, services and parameters
+arrive on the executor; ``controller/state``, the RViz text and
+``/diagnostics`` are built on the executor when the loop announces them (a
+guard condition), so no DDS work runs inside a tick except the command itself
+(topics backend). Commands go out only while the node is active.
 """
 
 from __future__ import annotations
@@ -30,37 +35,38 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
 from visuomotor_core.controller import (
-    ControllerConfig,
     JointController,
     Mode,
     config_from_parameters,
     parameter_schema,
 )
+from visuomotor_core.hardware import Hardware, JointSample
 from visuomotor_core.params import ParamSpec
 from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+from visuomotor_core.rt_loop import ControlLoop, LoopConfig
 from visuomotor_core.timing import LatencyStats, PeriodStats
 from visuomotor_interfaces.msg import ControllerState, JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     LATEST_QOS,
-    SENSOR_QOS,
     DiagnosticsReporter,
     JointOrder,
     ThrottledWarnings,
     declare_schema,
-    now_seconds,
     on_set_validated,
     run_node,
     seconds_to_time,
     time_to_seconds,
 )
+from visuomotor_ros.topic_hardware import TopicHardware
+
+HARDWARES = ("topics", "sim")
+TRIGGERS = ("deadline", "lockstep", "joint_states")
 
 _MODE_CODES = {
     Mode.INACTIVE: ControllerState.MODE_INACTIVE,
@@ -77,15 +83,30 @@ NODE_SCHEMA = (
     ParamSpec("state_rate_hz", float, 50.0, "rate of controller/state messages", "Hz", 1.0,
               1000.0),
     ParamSpec("deadline_tolerance", float, 0.5,
-              "a period longer than (1 + this) x nominal is a deadline miss", "", 0.01, 10.0),
+              "a tick starting later than this x period (or ending after its deadline) is a "
+              "deadline miss", "", 0.01, 10.0),
     ParamSpec("stats_window", int, 5000, "control periods in the jitter statistics", "",
               100, 1_000_000, read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start-up", read_only=True),
-    ParamSpec("trigger", str, "timer",
-              "what runs a control tick: 'timer' (own loop at rate_hz) or 'joint_states' "
-              "(one tick per joint state, timed by its stamp: lockstep with a simulator or a "
-              "driver publishing at the control rate)", read_only=True,
-              choices=("timer", "joint_states")),
+    ParamSpec("hardware", str, "topics",
+              "the robot behind the seam: 'topics' (joint_states in, command_topic out; the "
+              "robot's driver runs its own loop) or 'sim' (the PyBullet world of the sim robot "
+              "process)", read_only=True, choices=HARDWARES),
+    ParamSpec("trigger", str, "deadline",
+              "what runs a control tick: 'deadline' (own thread, absolute wall-clock deadlines "
+              "at rate_hz), 'lockstep' (sim only: as fast as the sim steps, on sim time) or "
+              "'joint_states' (topics only: one tick per joint state, timed by its stamp)",
+              read_only=True, choices=TRIGGERS),
+    ParamSpec("max_consecutive_misses", int, 20,
+              "deadline misses in a row that make the controller hold and report ERROR", "",
+              1, 10000),
+    ParamSpec("rt_priority", int, 0, "SCHED_FIFO priority of the loop thread (0: normal "
+              "scheduling); applied where permitted, logged where not", "", 0, 99,
+              read_only=True),
+    ParamSpec("cpu_affinity", int, [-1], "CPUs the loop thread may run on ([-1]: any)", "",
+              -1, 1023, read_only=True),
+    ParamSpec("lock_memory", bool, False, "mlockall the process (no page faults in the loop)",
+              "", read_only=True),
 )
 CONTROLLER_SCHEMA = tuple(parameter_schema())
 SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
@@ -93,31 +114,39 @@ _CONTROLLER_NAMES = frozenset(spec.name for spec in CONTROLLER_SCHEMA)
 
 
 class ControllerNode(LifecycleNode):
-    """Lifecycle node running :class:`JointController` at ``rate_hz``; commands only when active."""
+    """Lifecycle node running :class:`JointController` against a hardware backend.
 
-    def __init__(self, **kwargs: Any) -> None:
+    Args:
+        hardware: the in-process hardware for ``hardware: sim`` (the sim node's
+            :class:`~visuomotor_sim.hardware.SimHardware`); None for ``topics``.
+    """
+
+    def __init__(self, hardware: Hardware | None = None, **kwargs: Any) -> None:
         super().__init__("controller_node", **kwargs)
         self.params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
         self.controller: JointController | None = None
+        self._sim_hardware = hardware
+        self.hardware: Hardware | None = None
+        self.loop: ControlLoop | None = None
         self._lock = threading.Lock()
         self._joint_names = list(PANDA_ARM_JOINTS)
-        self._q = np.zeros(len(self._joint_names))
-        self._qd = np.zeros(len(self._joint_names))
-        self._state_stamp = -np.inf
-        self._have_state = False
-        self._state_order = JointOrder(self._joint_names)
+        self._sample = JointSample.zeros(len(self._joint_names))
         self._target_order = JointOrder(self._joint_names)
-        self._target_camera_stamp = None
-        #: Node-clock time (s) at which the latest accepted target arrived; the target
-        #: watchdog (target_timeout) counts from here.
+        self._target_camera_stamp: float | None = None
+        self._target_policy_stamp = 0.0
+        #: Hardware-clock time (s) at which the latest accepted target arrived.
         self.last_target_arrival = -np.inf
         self._latency_pending = False
-        self._timer = None
-        self._last_wall: float | None = None
-        self._last_state_pub = -np.inf
         self._last_mode: Mode | None = None
+        self._last_reason = ""
         self._mode_since = 0.0
+        self._last_state_pub = -np.inf
+        self._last_command = np.zeros(len(self._joint_names))
+        self._announced = threading.Event()
+        self._mode_changed = False
+        self._overrun = False
+        self._loop_error: BaseException | None = None
         self._warnings = ThrottledWarnings(self.get_logger())
         if self.params["autostart"]:
             self.trigger_configure()
@@ -132,34 +161,27 @@ class ControllerNode(LifecycleNode):
             config = config_from_parameters(
                 {k: v for k, v in p.items() if k in _CONTROLLER_NAMES}
             )
-            self.controller = JointController(config, model)
+            controller = JointController(config, model)
+            self._check_topology(p)
         except ValueError as error:
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        self._new_period_stats(config.period)
-        self._set_state_interval()
+        self.controller = controller
         self.latency = LatencyStats(
             ("camera_to_command", "policy_to_command", "tick_compute"), capacity=2000
         )
+        self.stamp_periods = PeriodStats(config.period, p["stats_window"], p["deadline_tolerance"])
         self._last_e2e = 0.0
-        self._loop_group = MutuallyExclusiveCallbackGroup()
         self._io_group = MutuallyExclusiveCallbackGroup()
-        self._command_msg = Float64MultiArray()
-        self._pub_command = self.create_publisher(
-            Float64MultiArray, p["command_topic"], LATEST_QOS
-        )
         self._pub_state = self.create_publisher(
             ControllerState, graph.CONTROLLER_STATE, DEFAULT_QOS
         )
         self._pub_text = self.create_publisher(Marker, graph.CONTROLLER_STATUS_TEXT, DEFAULT_QOS)
         self._diagnostics = DiagnosticsReporter(self, "actuator controller")
+        self._guard = self.create_guard_condition(self._publish_announced)
         self._input_subs = [
             self.create_subscription(
                 JointTargets, graph.POLICY_TARGETS, self._on_targets, LATEST_QOS,
-                callback_group=self._io_group,
-            ),
-            self.create_subscription(
-                JointState, graph.JOINT_STATES, self._on_joint_state, SENSOR_QOS,
                 callback_group=self._io_group,
             ),
         ]
@@ -171,34 +193,64 @@ class ControllerNode(LifecycleNode):
             self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
                                 callback_group=self._io_group),
         ]
-        if p["trigger"] == "timer":
-            self._create_timer(config)
+        if p["hardware"] == "sim":
+            self.hardware = self._sim_hardware
+            self.hardware.set_control_rate(config.rate_hz)
+            self.hardware.lockstep = p["trigger"] == "lockstep"
+        else:
+            on_sample = self._tick if p["trigger"] == "joint_states" else None
+            self.hardware = TopicHardware(self, self._joint_names, p["command_topic"],
+                                          on_sample=on_sample, callback_group=self._io_group)
+        if p["trigger"] != "joint_states":
+            self._start_loop()
         self.get_logger().info(
-            f"configured: {config.command_interface} commands on '{p['command_topic']}', "
-            + (f"{config.rate_hz:.0f} Hz timer" if p["trigger"] == "timer" else
-               "one tick per joint state")
+            f"configured: {config.command_interface} commands to the {p['hardware']} hardware"
+            + (f" on '{p['command_topic']}'" if p["hardware"] == "topics" else "")
+            + (f", {config.rate_hz:.0f} Hz {p['trigger']} loop" if p["trigger"] != "joint_states"
+               else ", one tick per joint state")
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _set_state_interval(self) -> None:
-        """Spacing of controller/state messages, s. Half a control period early still
-        counts, so a tick that comes slightly early does not skip a state message."""
-        period = self.controller.config.period
-        self._state_interval = 1.0 / self.params["state_rate_hz"] - 0.5 * period
+    def _check_topology(self, p: Mapping[str, Any]) -> None:
+        """ValueError when hardware and trigger do not go together."""
+        if p["hardware"] == "sim":
+            if self._sim_hardware is None:
+                raise ValueError("hardware 'sim' runs only in the sim robot process "
+                                 "(visuomotor_ros.sim_robot), beside the sim node")
+            if p["trigger"] == "joint_states":
+                raise ValueError("trigger 'joint_states' needs hardware 'topics'; the sim is "
+                                 "stepped by the loop ('lockstep' or 'deadline')")
+            self._sim_hardware.set_control_rate(p["rate_hz"])
+        elif p["trigger"] == "lockstep":
+            raise ValueError("trigger 'lockstep' needs hardware 'sim' (a robot's clock cannot "
+                             "wait); use 'deadline' or 'joint_states'")
 
-    def _new_period_stats(self, period: float) -> None:
-        self.period_stats = PeriodStats(
-            nominal_period=period,
-            capacity=self.params["stats_window"],
-            tolerance=self.params["deadline_tolerance"],
+    def _loop_config(self) -> LoopConfig:
+        p = self.params
+        return LoopConfig(
+            rate_hz=self.controller.config.rate_hz,
+            pacing="free" if p["trigger"] == "lockstep" else "deadline",
+            tolerance=p["deadline_tolerance"],
+            max_consecutive_misses=p["max_consecutive_misses"],
+            priority=p["rt_priority"],
+            cpu_affinity=tuple(int(c) for c in p["cpu_affinity"] if c >= 0),
+            lock_memory=p["lock_memory"],
         )
 
-    def _create_timer(self, config: ControllerConfig) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-        self._timer = self.create_timer(
-            config.period, self._control_tick, callback_group=self._loop_group
-        )
+    def _start_loop(self) -> None:
+        self.loop = ControlLoop(self._tick, self._loop_config(), on_overrun=self._on_overrun,
+                                on_error=self._on_loop_error, name="controller-loop",
+                                stats_capacity=self.params["stats_window"])
+        self.loop.start()
+        for line in self.loop.realtime.applied:
+            self.get_logger().info(f"control loop: {line}")
+        for line in self.loop.realtime.refused:
+            self.get_logger().warning(f"control loop: not applied: {line}")
+
+    def _stop_loop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         with self._lock:
@@ -221,19 +273,33 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        self._stop_loop()
+        if isinstance(self.hardware, TopicHardware):
+            self.hardware.close()
+        self.hardware = None
         for sub in getattr(self, "_input_subs", []):
             self.destroy_subscription(sub)
         for srv in getattr(self, "_trigger_services", []):
             self.destroy_service(srv)
+        for pub in ("_pub_state", "_pub_text"):
+            if getattr(self, pub, None) is not None:
+                self.destroy_publisher(getattr(self, pub))
+                setattr(self, pub, None)
         self._input_subs, self._trigger_services = [], []
         self.controller = None
+
+    def destroy_node(self) -> None:
+        self._stop_loop()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ parameters
     def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
         controller_changes = {k: v for k, v in changes.items() if k in _CONTROLLER_NAMES}
+        if "rate_hz" in changes and self.params["hardware"] == "sim" and self.hardware:
+            try:
+                self.hardware.set_control_rate(changes["rate_hz"])
+            except ValueError as error:
+                return False, str(error)
         if controller_changes and self.controller is not None:
             converted = {
                 k: tuple(v) if isinstance(v, list | tuple) else v
@@ -243,37 +309,20 @@ class ControllerNode(LifecycleNode):
                 result = self.controller.update_config(**converted)
             if not result.accepted:
                 return False, result.reason
-            if "rate_hz" in converted:
-                self._new_period_stats(self.controller.config.period)
-                if self.params["trigger"] == "timer":
-                    self._create_timer(self.controller.config)
         self.params.update(changes)
-        if self.controller is not None:
-            self._set_state_interval()
+        loop_fields = {"rate_hz", "deadline_tolerance", "max_consecutive_misses"}
+        if self.loop is not None and loop_fields & set(changes):
+            # The loop restarts with the new period/limits between two ticks.
+            self._stop_loop()
+            self.stamp_periods = PeriodStats(self.controller.config.period,
+                                             self.params["stats_window"],
+                                             self.params["deadline_tolerance"])
+            self._start_loop()
         return True, ""
 
     # ------------------------------------------------------------------ inputs
-    def _on_joint_state(self, msg: JointState) -> None:
-        index = self._state_order.index(msg.name)
-        if index is None:
-            missing = self._state_order.missing(msg.name)
-            self._warnings.warn("names", f"joint state lacks joints {missing}: ignored")
-            return
-        if len(msg.position) != len(msg.name) or len(msg.velocity) != len(msg.name):
-            self._warnings.warn("state_len", "joint state with missing position/velocity: ignored")
-            return
-        with self._lock:
-            self._q[:] = np.asarray(msg.position)[index]
-            self._qd[:] = np.asarray(msg.velocity)[index]
-            self._state_stamp = time_to_seconds(msg.header.stamp)
-            self._have_state = True
-        if self._timer is None and self.params["trigger"] == "joint_states":
-            if now_seconds(self) <= 0.0:
-                return  # sim time without /clock yet: no motion is commanded
-            self._tick(self._state_stamp)
-
     def _on_targets(self, msg: JointTargets) -> None:
-        if self.controller is None:
+        if self.controller is None or self.hardware is None:
             return
         positions = np.asarray(msg.position, dtype=np.float64)
         velocities = np.asarray(msg.velocity, dtype=np.float64) if len(msg.velocity) else None
@@ -287,7 +336,7 @@ class ControllerNode(LifecycleNode):
                 return
             positions = positions[index]
             velocities = None if velocities is None else velocities[index]
-        now = now_seconds(self)
+        now = self.hardware.now()
         stamp = time_to_seconds(msg.header.stamp)
         with self._lock:
             result = self.controller.set_target(
@@ -316,111 +365,185 @@ class ControllerNode(LifecycleNode):
         return response
 
     # ------------------------------------------------------------------ loop
-    def _control_tick(self) -> None:
-        self._tick(now_seconds(self))
-
-    def _tick(self, now: float) -> None:
-        """One control period at time ``now`` (s, ROS clock or the state's stamp)."""
-        controller = self.controller
-        if controller is None:
+    def _tick(self) -> None:
+        """One control period: read → control law → write (→ the sim steps)."""
+        controller, hardware = self.controller, self.hardware
+        if controller is None or hardware is None:
             return
-        wall = time.perf_counter()
-        if self._last_wall is not None:
-            self.period_stats.record_period(wall - self._last_wall)
-        self._last_wall = wall
-        if now <= 0.0:
-            return  # sim time without /clock yet: no motion is commanded
-        with self._lock:
-            if not self._have_state:
-                return
-            command = controller.update(now, self._q, self._qd, self._state_stamp)
+        start = time.perf_counter()
+        sample = self._sample
+        hardware.read(sample)
+        now = hardware.now()
+        command = None
+        if sample.sequence > 0 and now > 0.0:
+            with self._lock:
+                command = controller.update(now, sample.position, sample.velocity, sample.stamp)
             if command.valid:
-                self._command_msg.data = command.values.tolist()
-        mode_changed = command.mode is not self._last_mode
-        self._last_mode = command.mode
-        if mode_changed:
-            self._mode_since = now
-        if not command.valid:
+                hardware.write(command.values, command.interface)
+                self._last_command[:] = command.values
+        hardware.cycle()
+        if command is None:
             return
-        self._pub_command.publish(self._command_msg)
+        if self.params["trigger"] == "joint_states":
+            self.stamp_periods.record_time(sample.stamp)
+        if command.mode is not self._last_mode or command.reason != self._last_reason:
+            self._mode_changed = command.mode is not self._last_mode
+            if self._mode_changed:
+                self._mode_since = now
+            self._last_mode, self._last_reason = command.mode, command.reason
+            self._announce(now)
         if self._latency_pending and command.mode is Mode.TRACKING:
             self._latency_pending = False
             self._last_e2e = now - self._target_camera_stamp
             self.latency.record("camera_to_command", self._last_e2e)
             self.latency.record("policy_to_command", now - self._target_policy_stamp)
-        if mode_changed or now - self._last_state_pub >= self._state_interval:
-            self._last_state_pub = now
-            self._publish_state(now, command, mode_changed)
-        self.latency.record("tick_compute", time.perf_counter() - wall)
+        if now - self._last_state_pub >= self._state_interval():
+            self._announce(now)
+        self.latency.record("tick_compute", time.perf_counter() - start)
 
-    def _publish_state(self, now: float, command: Any, mode_changed: bool) -> None:
-        """controller/state and (rate-limited, at once on a mode change) /diagnostics."""
+    def _state_interval(self) -> float:
+        """Spacing of controller/state messages, s (half a control period early still counts)."""
+        return 1.0 / self.params["state_rate_hz"] - 0.5 * self.controller.config.period
+
+    def _announce(self, now: float) -> None:
+        self._last_state_pub = now
+        self._state_time = now
+        self._guard.trigger()
+
+    def _on_overrun(self, misses: int) -> None:
+        with self._lock:
+            if self.controller is not None:
+                self.controller.hold(f"{misses} control deadlines missed in a row")
+        self._overrun = True
+        self._guard.trigger()
+
+    def _on_loop_error(self, error: BaseException) -> None:
+        self._loop_error = error
+        self._guard.trigger()
+
+    def _publish_announced(self) -> None:
+        """On the executor: controller/state, the RViz text, /diagnostics, mode-change logs."""
         controller = self.controller
-        q_ref, _ = controller.reference
-        jitter = self.period_stats.summary()
-        status = controller.status()
+        if controller is None:
+            return
+        if self._loop_error is not None:
+            self.get_logger().fatal(f"control loop stopped: {self._loop_error!r}")
+            self._loop_error = None
+        if self._overrun:
+            self._overrun = False
+            self.get_logger().error(
+                f"{self.params['max_consecutive_misses']} consecutive control deadlines "
+                "missed: holding (the machine cannot keep the control rate)"
+            )
+        mode_changed, self._mode_changed = self._mode_changed, False
+        with self._lock:
+            status = controller.status()
+            mode = controller.mode
+            reason = controller.reason
+            q_ref = controller.reference[0].tolist()
+        if mode_changed:
+            text = f"{mode.value}" + (f": {reason}" if reason else "")
+            if mode in (Mode.HOLD, Mode.ESTOP):
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().info(text)
+        self._publish_state(getattr(self, "_state_time", 0.0), mode, reason, q_ref, status,
+                            mode_changed)
+
+    def _timing(self) -> dict[str, Any]:
+        """Loop figures for diagnostics and controller/state."""
+        if self.loop is not None:
+            summary = self.loop.period_stats.summary()
+            counters = self.loop.counters
+            values = {
+                **summary.as_dict(),
+                "trigger": self.params["trigger"],
+                "loop_misses": counters.misses,
+                "loop_consecutive_misses": counters.consecutive_misses,
+                "loop_overruns": counters.overruns,
+                "loop_skipped_periods": counters.skipped_periods,
+                "loop_gc_collections": counters.gc_collections,
+                "rt_applied": "; ".join(self.loop.realtime.applied) or "none",
+                "rt_refused": "; ".join(self.loop.realtime.refused) or "none",
+            }
+            if self.params["trigger"] == "lockstep":
+                # Sim-time periods are exact in lockstep: no deadline can be missed.
+                values["loop_misses"] = 0
+                values["wall_rate_hz"] = summary.rate_hz
+            return values
+        summary = self.stamp_periods.summary()
+        return {**summary.as_dict(), "trigger": self.params["trigger"],
+                "loop_misses": summary.total_deadline_misses}
+
+    def _publish_state(self, now: float, mode: Mode, reason: str, q_ref: list[float],
+                       status: dict[str, Any], mode_changed: bool) -> None:
+        """controller/state and (rate-limited, at once on a mode change) /diagnostics."""
+        if self._pub_state is None:
+            return
+        timing = self._timing()
+        jitter_p50 = float(timing.get("jitter_p50", 0.0))
+        jitter_p99 = float(timing.get("jitter_p99", 0.0))
         msg = ControllerState(
-            mode=_MODE_CODES[command.mode],
-            reason=command.reason,
+            mode=_MODE_CODES[mode],
+            reason=reason,
             mode_since=seconds_to_time(self._mode_since),
             name=self._joint_names,
-            reference_position=q_ref.tolist(),
-            measured_position=self._measured_list(),
-            command=self._command_msg.data,
-            command_interface=command.interface,
+            reference_position=q_ref,
+            measured_position=self._sample.position.tolist(),
+            command=self._last_command.tolist(),
+            command_interface=self.controller.config.command_interface,
             target_age=max(0.0, now - (self._target_camera_stamp or now)),
             end_to_end_latency=self._last_e2e,
-            period_jitter_p50=jitter.jitter_p50,
-            period_jitter_p99=jitter.jitter_p99,
-            deadline_misses=jitter.total_deadline_misses,
+            period_jitter_p50=jitter_p50,
+            period_jitter_p99=jitter_p99,
+            deadline_misses=int(timing["loop_misses"]),
             rejected_targets=status["targets_refused"],
         )
-        msg.header.stamp = seconds_to_time(now)
+        msg.header.stamp = seconds_to_time(max(now, 0.0))
         msg.header.frame_id = "panda_link0"
         self._pub_state.publish(msg)
-        level = "ok" if command.mode is Mode.TRACKING else "warn"
-        if command.mode is Mode.ESTOP:
+        level = "ok" if mode is Mode.TRACKING else "warn"
+        overrunning = self.loop is not None and (
+            self.loop.counters.consecutive_misses >= self.params["max_consecutive_misses"])
+        if mode is Mode.ESTOP or overrunning:
             level = "error"
-        message = f"{command.mode.value}" + (f": {command.reason}" if command.reason else "")
+        message = f"{mode.value}" + (f": {reason}" if reason else "")
         published = self._diagnostics.report(
             level,
             message,
             {
                 **status,
-                "nominal_rate_hz": controller.config.rate_hz,
-                **jitter.as_dict(),
+                "nominal_rate_hz": self.controller.config.rate_hz,
+                "hardware": self.params["hardware"],
+                **timing,
                 **self.latency.as_dict(),
             },
             force=mode_changed,
         )
         if published:
-            self._publish_status_text(now, message, jitter)
+            self._publish_status_text(now, message, timing)
 
-    def _publish_status_text(self, now: float, message: str, jitter: Any) -> None:
+    def _publish_status_text(self, now: float, message: str, timing: Mapping[str, Any]) -> None:
         """The diagnostics summary as a text marker above the robot, for RViz."""
         e2e = self.latency.summary("camera_to_command")
         marker = Marker(ns="controller", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
-        marker.header.stamp = seconds_to_time(now)
+        marker.header.stamp = seconds_to_time(max(now, 0.0))
         marker.header.frame_id = "panda_link0"
         marker.pose.position.z = 1.1
         marker.pose.orientation.w = 1.0
         marker.scale.z = 0.05
         marker.color.r = marker.color.g = marker.color.b = marker.color.a = 1.0
         marker.text = (
-            f"{message}\n{jitter.rate_hz:.0f} Hz, jitter p99 {jitter.jitter_p99 * 1e3:.2f} ms, "
-            f"misses {jitter.total_deadline_misses}\n"
+            f"{message}\n{float(timing.get('rate_hz', 0.0)):.0f} Hz, jitter p99 "
+            f"{float(timing.get('jitter_p99', 0.0)) * 1e3:.2f} ms, "
+            f"misses {timing['loop_misses']}\n"
             f"camera->command p50 {e2e.p50 * 1e3:.0f} ms, p99 {e2e.p99 * 1e3:.0f} ms"
         )
         self._pub_text.publish(marker)
 
-    def _measured_list(self) -> list[float]:
-        with self._lock:
-            return self._q.tolist()
-
 
 def main(args: list[str] | None = None) -> None:
-    # One thread: the loop and the inputs are serial work, and rclpy's single-threaded
-    # executor keeps 1 kHz better than the multi-threaded one (see the module docstring).
+    # One executor thread for the I/O; the loop has a thread of its own.
     run_node(ControllerNode, args, threads=1)
 
 

@@ -9,7 +9,7 @@ rclpy or launch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 BRINGUP_PACKAGE = "visuomotor_bringup"
@@ -45,73 +45,89 @@ class NodeSpec:
     """One node of the graph.
 
     Attributes:
-        role: short name used by the runner and the launch files.
-        package: ROS package holding the executable.
-        executable: console script installed in ``lib/<package>``.
+        role: short name used by the runner, the bringup and the launch files.
         name: node name; the key of its section in ``params_file``.
         params_file: file name in ``share/visuomotor_bringup/config``.
         factory: ``module:attribute`` creating the node in-process.
-        sim_only: started only in simulation.
+    """
+
+    role: str
+    name: str
+    params_file: str
+    factory: str
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One OS process of the deployed graph (``ros2 launch``, the multi-process bringup).
+
+    Attributes:
+        role: short name of the process.
+        package: ROS package holding the executable.
+        executable: console script installed in ``lib/<package>``.
+        nodes: the nodes the process holds (their parameter sections all go to it).
+        required: when it exits, the whole graph is shut down (the robot side:
+            without the controller nothing may command the arm).
     """
 
     role: str
     package: str
     executable: str
-    name: str
-    params_file: str
-    factory: str
-    sim_only: bool = False
-    remappings: tuple[tuple[str, str], ...] = field(default=())
+    nodes: tuple[NodeSpec, ...]
+    required: bool = False
+
+    @property
+    def params_files(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(node.params_file for node in self.nodes))
 
 
-GRAPH: tuple[NodeSpec, ...] = (
-    NodeSpec(
-        role="sim",
-        package="visuomotor_sim",
-        executable="sim_node",
-        name="sim_node",
-        params_file="sim.yaml",
-        factory="visuomotor_sim.node:SimNode",
-        sim_only=True,
-    ),
-    NodeSpec(
-        role="encoder",
-        package="visuomotor_ros",
-        executable="encoder_node",
-        name="encoder_node",
-        params_file="encoder.yaml",
-        factory="visuomotor_ros.encoder_node:EncoderNode",
-    ),
-    NodeSpec(
-        role="policy",
-        package="visuomotor_ros",
-        executable="policy_node",
-        name="policy_node",
-        params_file="policy.yaml",
-        factory="visuomotor_ros.policy_node:PolicyNode",
-    ),
-    NodeSpec(
-        role="controller",
-        package="visuomotor_ros",
-        executable="controller_node",
-        name="controller_node",
-        params_file="controller.yaml",
-        factory="visuomotor_ros.controller_node:ControllerNode",
-    ),
+SIM = NodeSpec("sim", "sim_node", "sim.yaml", "visuomotor_ros.sim_node:SimNode")
+CONTROLLER = NodeSpec(
+    "controller", "controller_node", "controller.yaml",
+    "visuomotor_ros.controller_node:ControllerNode",
+)
+ENCODER = NodeSpec(
+    "encoder", "encoder_node", "encoder.yaml", "visuomotor_ros.encoder_node:EncoderNode"
+)
+POLICY = NodeSpec("policy", "policy_node", "policy.yaml", "visuomotor_ros.policy_node:PolicyNode")
+
+#: Every node, in start order.
+GRAPH: tuple[NodeSpec, ...] = (SIM, ENCODER, POLICY, CONTROLLER)
+
+_PERCEPTION = (
+    ProcessSpec("encoder", "visuomotor_ros", "encoder_node", (ENCODER,)),
+    ProcessSpec("policy", "visuomotor_ros", "policy_node", (POLICY,)),
+)
+#: Simulation: physics, camera and the 1 kHz controller share one process (the
+#: control loop never crosses a process boundary); perception runs beside it.
+SIM_PROCESSES: tuple[ProcessSpec, ...] = (
+    ProcessSpec("robot", "visuomotor_ros", "sim_robot", (SIM, CONTROLLER), required=True),
+    *_PERCEPTION,
+)
+#: A robot whose driver runs the fast loop: the controller talks to it over topics.
+ROBOT_PROCESSES: tuple[ProcessSpec, ...] = (
+    ProcessSpec("controller", "visuomotor_ros", "controller_node", (CONTROLLER,), required=True),
+    *_PERCEPTION,
 )
 
 
-#: Parameters that differ in simulation, on top of the YAML files (launch files
-#: and the runner both apply them): the sim steps in lockstep with the
-#: controller, which ticks once per joint state it receives.
+#: Parameters that differ in simulation, on top of the YAML files (launch files,
+#: the multi-process bringup and the runner all apply them): the controller's
+#: hardware is the sim world in its own process, stepped once per control tick, in
+#: lockstep on sim time (a launch's ``step_mode:=realtime`` paces it on the wall clock).
 SIM_OVERRIDES: dict[str, dict[str, object]] = {
-    "controller": {"trigger": "joint_states"},
+    "controller": {"hardware": "sim", "trigger": "lockstep"},
 }
 
 
 def nodes(sim: bool) -> tuple[NodeSpec, ...]:
     """The nodes to start: all of them in simulation, all but the sim on a robot."""
-    return tuple(spec for spec in GRAPH if sim or not spec.sim_only)
+    return tuple(spec for spec in GRAPH if sim or spec is not SIM)
+
+
+def processes(sim: bool) -> tuple[ProcessSpec, ...]:
+    """The OS processes of the deployed graph."""
+    return SIM_PROCESSES if sim else ROBOT_PROCESSES
 
 
 def source_root() -> Path:

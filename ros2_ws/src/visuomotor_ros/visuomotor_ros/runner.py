@@ -1,8 +1,9 @@
 """In-process runner: the graph's nodes in one process.
 
 Same node classes and the same parameter files as the launch files (both read
-:mod:`visuomotor_ros.graph`), so CI and ``make demo`` exercise what
-``ros2 launch`` starts, without needing ``launch`` itself (not on PyPI).
+:mod:`visuomotor_ros.graph`), and the same topology inside the robot: the
+controller's loop steps the sim's world in-process, exactly as in the sim
+robot process; only perception (encoder, policy) talks to it over topics.
 
 Each node gets an executor of its own, spinning in its own thread, as it would
 in its own process under ``ros2 launch``: a stall in one node's callback (a
@@ -131,8 +132,12 @@ class GraphRunner:
                     **(graph.SIM_OVERRIDES.get(spec.role, {}) if self.sim else {}),
                     **self.overrides.get(spec.role, {}),
                 }
+                extra = {}
+                if spec.role == "controller" and "sim" in self.nodes:
+                    # As in the sim robot process: the controller steps the sim's world.
+                    extra["hardware"] = self.nodes["sim"].hardware
                 node = _factory(spec.factory)(
-                    context=self.context, parameter_overrides=_parameters(values)
+                    context=self.context, parameter_overrides=_parameters(values), **extra
                 )
                 self.nodes[spec.role] = node
                 self.add_node(node)

@@ -1,0 +1,322 @@
+"""A control loop in a thread of its own: absolute deadlines, overrun handling, RT settings.
+
+The loop calls one function per period (the controller's ``read → update →
+write``). Two pacings:
+
+* ``deadline`` — tick k starts at ``t0 + k·period`` on CLOCK_MONOTONIC, slept to
+  with ``clock_nanosleep(TIMER_ABSTIME)`` (absolute: the error of one tick does
+  not carry into the next). A tick that ends after its deadline, or starts later
+  than ``tolerance·period``, is a miss; the schedule then skips the slots it lost
+  instead of bursting to catch up. ``max_consecutive_misses`` misses in a row
+  (Franka's FCI stops after 20 missed 1 kHz packets) call ``on_overrun`` once
+  (the controller holds and reports ERROR) until a tick is on time again.
+* ``free`` — no sleeping: a simulator stepping on demand (lockstep on sim time)
+  sets the pace; wall-clock periods are recorded for the figures, never counted
+  as misses.
+
+Real-time settings, applied in the loop thread where the system permits and
+reported (``RealtimeReport``) where it does not: SCHED_FIFO priority, CPU
+affinity, locked memory (``mlockall``), and a 1 ns timer slack. The garbage
+collector is kept out of the tick: automatic collection is disabled while the
+loop runs and the loop collects the youngest generation itself right after a
+tick, when the rest of the period is free, and every generation every
+``full_collect_period`` s.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from visuomotor_core.timing import PeriodStats
+
+PACINGS: tuple[str, ...] = ("deadline", "free")
+
+_CLOCK_MONOTONIC = 1
+_TIMER_ABSTIME = 1
+_PR_SET_TIMERSLACK = 29
+_MCL_CURRENT, _MCL_FUTURE = 1, 2
+#: Young objects allowed before the loop collects generation 0 after a tick.
+_GEN0_BUDGET = 700
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def sleep_until_ns(deadline_ns: int) -> None:
+    """Sleep until CLOCK_MONOTONIC reaches ``deadline_ns`` (absolute; GIL released)."""
+    if _LIBC is not None:
+        spec = _Timespec(deadline_ns // 1_000_000_000, deadline_ns % 1_000_000_000)
+        while _LIBC.clock_nanosleep(_CLOCK_MONOTONIC, _TIMER_ABSTIME, ctypes.byref(spec),
+                                    None) == 4:  # EINTR: a signal arrived; sleep on
+            pass
+        return
+    remaining = deadline_ns - time.monotonic_ns()
+    if remaining > 0:
+        time.sleep(remaining * 1e-9)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the loop runs.
+
+    Attributes:
+        rate_hz: control rate, Hz.
+        pacing: ``deadline`` (wall-clock deadlines) or ``free`` (as fast as the tick returns).
+        tolerance: a tick starting later than ``tolerance·period`` is a miss (> 0).
+        max_consecutive_misses: misses in a row that call ``on_overrun`` (>= 1).
+        priority: SCHED_FIFO priority of the loop thread, 1-99; 0 keeps the default policy.
+        cpu_affinity: CPUs the loop thread may run on; empty: any.
+        lock_memory: ``mlockall`` the process so no page fault reaches the loop.
+        full_collect_period: s between collections of the older GC generations.
+    """
+
+    rate_hz: float = 1000.0
+    pacing: str = "deadline"
+    tolerance: float = 0.5
+    max_consecutive_misses: int = 20
+    priority: int = 0
+    cpu_affinity: tuple[int, ...] = ()
+    lock_memory: bool = False
+    full_collect_period: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate_hz) and self.rate_hz > 0.0):
+            raise ValueError(f"rate_hz must be > 0, got {self.rate_hz!r}")
+        if self.pacing not in PACINGS:
+            raise ValueError(f"pacing must be one of {PACINGS}, got {self.pacing!r}")
+        if not (math.isfinite(self.tolerance) and self.tolerance > 0.0):
+            raise ValueError(f"tolerance must be > 0, got {self.tolerance!r}")
+        if self.max_consecutive_misses < 1:
+            raise ValueError("max_consecutive_misses must be >= 1")
+        if not 0 <= self.priority <= 99:
+            raise ValueError(f"priority must be 0-99, got {self.priority}")
+
+    @property
+    def period_ns(self) -> int:
+        return round(1e9 / self.rate_hz)
+
+
+@dataclass
+class RealtimeReport:
+    """What the loop thread got of the real-time settings it asked for."""
+
+    applied: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def apply_realtime_settings(config: LoopConfig) -> RealtimeReport:
+    """Apply ``config``'s priority, affinity, memory lock and timer slack to the calling
+    thread (memory lock: the process); each refusal is reported, none raises."""
+    report = RealtimeReport()
+    if _LIBC is not None:
+        if _LIBC.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0:
+            report.applied.append("timer slack 1 ns")
+    if config.cpu_affinity:
+        try:
+            os.sched_setaffinity(0, set(config.cpu_affinity))
+            report.applied.append(f"CPU affinity {sorted(config.cpu_affinity)}")
+        except (OSError, ValueError) as error:
+            report.refused.append(f"CPU affinity {list(config.cpu_affinity)}: {error}")
+    if config.priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(config.priority))
+            report.applied.append(f"SCHED_FIFO priority {config.priority}")
+        except (OSError, AttributeError) as error:
+            report.refused.append(
+                f"SCHED_FIFO priority {config.priority}: {error} (needs root or an rtprio "
+                "limit for this user in /etc/security/limits.conf)"
+            )
+    if config.lock_memory:
+        if _LIBC is not None and _LIBC.mlockall(_MCL_CURRENT | _MCL_FUTURE) == 0:
+            report.applied.append("memory locked")
+        else:
+            errno = ctypes.get_errno() if _LIBC is not None else 0
+            report.refused.append(
+                f"mlockall: {os.strerror(errno) if errno else 'unavailable'} "
+                "(needs a memlock limit for this user)"
+            )
+    return report
+
+
+@dataclass
+class LoopCounters:
+    """Counted by the loop thread; read by other threads for diagnostics."""
+
+    ticks: int = 0
+    misses: int = 0
+    consecutive_misses: int = 0
+    overruns: int = 0
+    skipped_periods: int = 0
+    gc_collections: int = 0
+
+
+class ControlLoop:
+    """Runs ``tick()`` once per period in a dedicated thread until :meth:`stop`.
+
+    Args:
+        tick: one control period's work; must not block except in ``free`` pacing
+            (where the hardware sets the pace). An exception stops the loop and is
+            handed to ``on_error``.
+        config: rate, pacing, RT settings.
+        on_overrun: called (in the loop thread) with the number of consecutive misses
+            when it reaches ``config.max_consecutive_misses``.
+        on_error: called with the exception that stopped the loop.
+        name: thread name.
+    """
+
+    def __init__(
+        self,
+        tick: Callable[[], None],
+        config: LoopConfig,
+        on_overrun: Callable[[int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        name: str = "control-loop",
+        stats_capacity: int = 5000,
+    ) -> None:
+        self.config = config
+        self._tick = tick
+        self._on_overrun = on_overrun
+        self._on_error = on_error
+        self._name = name
+        self.period_stats = PeriodStats(1.0 / config.rate_hz, stats_capacity, config.tolerance)
+        self.tick_stats = PeriodStats(1.0 / config.rate_hz, stats_capacity, config.tolerance)
+        self.counters = LoopCounters()
+        self.realtime = RealtimeReport()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gc_was_enabled = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+        self._gc_was_enabled = gc.isenabled()
+        gc.collect()
+        gc.freeze()  # everything built so far: never scanned again
+        gc.disable()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self._name,
+                                        daemon=True)
+        self._thread.start()
+        ready.wait(5.0)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+        if self._gc_was_enabled:
+            gc.enable()
+
+    # ------------------------------------------------------------------ thread
+    def _run(self, ready: threading.Event) -> None:
+        self.realtime = apply_realtime_settings(self.config)
+        ready.set()
+        try:
+            if self.config.pacing == "deadline":
+                self._run_deadlines()
+            else:
+                self._run_free()
+        except BaseException as error:  # noqa: BLE001 - reported, the loop is over
+            if self._on_error is not None:
+                self._on_error(error)
+
+    def _run_deadlines(self) -> None:
+        period = self.config.period_ns
+        late_limit = round(self.config.tolerance * period)
+        counters, stats, tick_stats = self.counters, self.period_stats, self.tick_stats
+        next_start = time.monotonic_ns() + period
+        last_start: int | None = None
+        next_full_gc = time.monotonic() + self.config.full_collect_period
+        while not self._stop.is_set():
+            sleep_until_ns(next_start)
+            start = time.monotonic_ns()
+            self._tick()
+            end = time.monotonic_ns()
+            counters.ticks += 1
+            if last_start is not None:
+                stats.record_period((start - last_start) * 1e-9)
+            last_start = start
+            tick_stats.record_period((end - start) * 1e-9)
+            deadline = next_start + period
+            if start - next_start > late_limit or end > deadline:
+                self._missed()
+            else:
+                counters.consecutive_misses = 0
+            next_start = deadline
+            if end > next_start:  # the schedule is lost: restart it from now
+                lost = (end - next_start) // period + 1
+                counters.skipped_periods += int(lost)
+                next_start += int(lost) * period
+            next_full_gc = self._collect(next_full_gc)
+
+    def _run_free(self) -> None:
+        counters, stats, tick_stats = self.counters, self.period_stats, self.tick_stats
+        last_start: int | None = None
+        next_full_gc = time.monotonic() + self.config.full_collect_period
+        while not self._stop.is_set():
+            start = time.monotonic_ns()
+            self._tick()
+            end = time.monotonic_ns()
+            counters.ticks += 1
+            if last_start is not None:
+                stats.record_period((start - last_start) * 1e-9)
+            last_start = start
+            tick_stats.record_period((end - start) * 1e-9)
+            next_full_gc = self._collect(next_full_gc)
+
+    def _missed(self) -> None:
+        counters = self.counters
+        counters.misses += 1
+        counters.consecutive_misses += 1
+        if counters.consecutive_misses == self.config.max_consecutive_misses:
+            counters.overruns += 1
+            if self._on_overrun is not None:
+                self._on_overrun(counters.consecutive_misses)
+
+    def _collect(self, next_full: float) -> float:
+        """Collect garbage in the time left after a tick, never inside one."""
+        if gc.get_count()[0] > _GEN0_BUDGET:
+            gc.collect(0)
+            self.counters.gc_collections += 1
+        now = time.monotonic()
+        if now >= next_full:
+            gc.collect()
+            self.counters.gc_collections += 1
+            return now + self.config.full_collect_period
+        return next_full
+
+
+def parse_cpu_list(values: Sequence[int]) -> tuple[int, ...]:
+    """CPU indices as a sorted tuple; ValueError for negative ones."""
+    cpus = tuple(sorted({int(v) for v in values}))
+    if any(c < 0 for c in cpus):
+        raise ValueError(f"CPU indices must be >= 0, got {list(values)}")
+    return cpus

@@ -1,0 +1,148 @@
+"""The sim camera, rendered in a worker process from a kinematic copy of the world.
+
+PyBullet holds the GIL for the whole of ``getCameraImage`` (about 23 ms for a
+128×128 TinyRenderer frame here), so a frame rendered in the process that runs
+the 1 kHz control loop would stall the loop for that long. The robot process
+therefore keeps a worker process with its own PyBullet client holding the same
+scene: every episode's seed, dynamics, visual parameters and target are sent to
+it, and each frame request carries the arm's true joint positions at the frame
+time; the worker poses its arm there and renders. The image is therefore the
+one the robot's world shows at the frame's sim time; only the rendering runs in
+parallel with the physics.
+
+One frame is in flight at a time: a request made while the worker is busy is
+dropped and counted, as a camera drops frames its driver cannot take.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from visuomotor_sim.world import WorldConfig
+
+#: Seconds to wait for the worker to start (imports PyBullet, builds the scene).
+START_TIMEOUT = 60.0
+
+
+def _serve(conn: Any, config: WorldConfig) -> None:
+    """Worker main: answer requests on ``conn`` until 'close' or the pipe breaks."""
+    from visuomotor_sim.world import PandaWorld
+
+    world = PandaWorld(config)
+    conn.send(("ready", world.camera_info()))
+    try:
+        while True:
+            message = conn.recv()
+            kind = message[0]
+            if kind == "render":
+                _, stamp, positions = message
+                world.pose_arm(positions)
+                frame = world.render()
+                conn.send(("frame", stamp, frame.shape))
+                conn.send_bytes(np.ascontiguousarray(frame).reshape(-1))
+            elif kind == "episode":
+                _, seed, dynamics, visual, target = message
+                world.reset(seed, dynamics=dynamics, visual=visual, target_position=target)
+            elif kind == "target":
+                world.set_target(message[1])
+            elif kind == "close":
+                break
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        world.close()
+
+
+@dataclass
+class Frame:
+    """A rendered frame: RGB (H, W, 3) uint8 and its sim-time stamp, s."""
+
+    stamp: float
+    image: np.ndarray
+
+
+class RenderWorker:
+    """Client of the render process (thread-safe for requests; one reader of frames).
+
+    Args:
+        config: the world configuration (the worker builds the same scene).
+    """
+
+    def __init__(self, config: WorldConfig) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a DDS process
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, config),
+                                        name="visuomotor-render", daemon=True)
+        self._process.start()
+        child.close()
+        self._send_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.dropped = 0
+        self.rendered = 0
+        if not self._conn.poll(START_TIMEOUT):
+            self.close()
+            raise RuntimeError("the render worker did not start")
+        kind, self.camera_info = self._conn.recv()
+        if kind != "ready":
+            raise RuntimeError(f"render worker: unexpected first message {kind!r}")
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def _send(self, message: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def episode(self, seed: int, dynamics: Any, visual: Any, target: np.ndarray) -> None:
+        """The worker's world starts the same episode (applied after frames already asked)."""
+        self._send(("episode", int(seed), dynamics, visual, np.asarray(target, float)))
+
+    def set_target(self, target: np.ndarray) -> None:
+        self._send(("target", np.asarray(target, float)))
+
+    def request(self, stamp: float, positions: np.ndarray, wait: float = 0.0) -> bool:
+        """Ask for the frame at ``stamp`` with the arm at ``positions`` (rad); False (and
+        counted as dropped) while the previous frame is still being rendered after
+        waiting up to ``wait`` s for it."""
+        if not self._idle.is_set() and not (wait > 0.0 and self._idle.wait(wait)):
+            self.dropped += 1
+            return False
+        self._idle.clear()
+        self._send(("render", stamp, np.array(positions, dtype=np.float64)))
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def receive(self, timeout: float) -> Frame | None:
+        """The next rendered frame, or None after ``timeout`` s (or when the worker ended)."""
+        try:
+            if not self._conn.poll(timeout):
+                return None
+            _kind, stamp, shape = self._conn.recv()
+            data = self._conn.recv_bytes()
+        except (EOFError, OSError):
+            return None
+        self._idle.set()
+        self.rendered += 1
+        return Frame(stamp, np.frombuffer(data, dtype=np.uint8).reshape(shape))
+
+    def close(self) -> None:
+        """Stop the worker (idempotent)."""
+        try:
+            self._send(("close",))
+        except (OSError, ValueError, BrokenPipeError):
+            pass
+        self._process.join(timeout=5.0)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=2.0)
+        self._conn.close()
