@@ -481,8 +481,8 @@ class ControllerNode(LifecycleNode):
         if self._pub_state is None:
             return
         timing = self._timing()
-        jitter_p50 = float(timing.get("jitter_p50", 0.0))
-        jitter_p99 = float(timing.get("jitter_p99", 0.0))
+        jitter_p50 = float(timing.get("jitter_p50_s", 0.0))
+        jitter_p99 = float(timing.get("jitter_p99_s", 0.0))
         msg = ControllerState(
             mode=_MODE_CODES[mode],
             reason=reason,
@@ -535,7 +535,7 @@ class ControllerNode(LifecycleNode):
         marker.color.r = marker.color.g = marker.color.b = marker.color.a = 1.0
         marker.text = (
             f"{message}\n{float(timing.get('rate_hz', 0.0)):.0f} Hz, jitter p99 "
-            f"{float(timing.get('jitter_p99', 0.0)) * 1e3:.2f} ms, "
+            f"{float(timing.get('jitter_p99_s', 0.0)) * 1e3:.2f} ms, "
             f"misses {timing['loop_misses']}\n"
             f"camera->command p50 {e2e.p50 * 1e3:.0f} ms, p99 {e2e.p99 * 1e3:.0f} ms"
         )
