@@ -47,6 +47,41 @@ _MCL_CURRENT, _MCL_FUTURE = 1, 2
 _GEN0_BUDGET = 700
 
 
+class _GcHold:
+    """Automatic garbage collection off while any loop thread runs (process-wide).
+
+    The first loop to start collects, freezes what exists (never scanned again) and
+    disables automatic collection; the last loop thread to end unfreezes and gives
+    automatic collection back if it was on. Held by the loop threads themselves, so a
+    loop that ended on an error releases it without waiting for ``stop()``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                gc.unfreeze()
+                if self._was_enabled:
+                    gc.enable()
+
+
+_GC_HOLD = _GcHold()
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
 
@@ -206,7 +241,6 @@ class ControlLoop:
         self.realtime = RealtimeReport()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._gc_was_enabled = False
 
     @property
     def running(self) -> bool:
@@ -216,10 +250,7 @@ class ControlLoop:
         if self.running:
             return
         self._stop.clear()
-        self._gc_was_enabled = gc.isenabled()
-        gc.collect()
-        gc.freeze()  # everything built so far: never scanned again
-        gc.disable()
+        _GC_HOLD.acquire()  # released by the thread when it ends
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name=self._name,
                                         daemon=True)
@@ -232,14 +263,12 @@ class ControlLoop:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._thread = None
-        if self._gc_was_enabled:
-            gc.enable()
 
     # ------------------------------------------------------------------ thread
     def _run(self, ready: threading.Event) -> None:
-        self.realtime = apply_realtime_settings(self.config)
-        ready.set()
         try:
+            self.realtime = apply_realtime_settings(self.config)
+            ready.set()
             if self.config.pacing == "deadline":
                 self._run_deadlines()
             else:
@@ -247,6 +276,9 @@ class ControlLoop:
         except BaseException as error:  # noqa: BLE001 - reported, the loop is over
             if self._on_error is not None:
                 self._on_error(error)
+        finally:
+            ready.set()
+            _GC_HOLD.release()
 
     def _run_deadlines(self) -> None:
         period = self.config.period_ns
