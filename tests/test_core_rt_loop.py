@@ -1,0 +1,308 @@
+"""ControlLoop (visuomotor_core.rt_loop): ticks in a thread of its own, miss accounting,
+overrun handling, free pacing, GC handling and the real-time settings report.
+
+Misses are driven deterministically: a tick that sleeps longer than its period always
+ends after its deadline, whatever the machine's load. Nothing here asserts how many
+ticks run per wall-clock second; waits are bounded waits on conditions.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from visuomotor_core.rt_loop import (
+    ControlLoop,
+    LoopConfig,
+    apply_realtime_settings,
+    parse_cpu_list,
+)
+
+WAIT = 10.0  # s, upper bound on any wait for a condition
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+@pytest.fixture
+def loops():
+    started: list[ControlLoop] = []
+    yield started
+    for loop in started:
+        loop.stop()
+
+
+def run(loops: list[ControlLoop], tick: Callable[[], None], **config) -> ControlLoop:
+    loop = ControlLoop(tick, LoopConfig(**config))
+    loops.append(loop)
+    loop.start()
+    return loop
+
+
+# ------------------------------------------------------------------ ticking
+def test_the_tick_runs_repeatedly_in_a_thread_of_its_own_until_stop_joins_it(loops):
+    threads: set[str] = set()
+    loop = run(loops, lambda: threads.add(threading.current_thread().name), rate_hz=200.0)
+    assert loop.running
+    assert wait_for(lambda: loop.counters.ticks >= 5)
+    assert threads == {"control-loop"}
+    loop.stop()
+    assert not loop.running
+    ticks = loop.counters.ticks
+    time.sleep(0.05)
+    assert loop.counters.ticks == ticks, "no tick after stop() returned"
+
+
+def test_periods_are_recorded_for_the_figures(loops):
+    loop = run(loops, lambda: None, rate_hz=100.0)
+    assert wait_for(lambda: loop.counters.ticks >= 4)
+    loop.stop()
+    assert loop.period_stats.summary().count == loop.counters.ticks - 1
+    assert loop.tick_stats.summary().count == loop.counters.ticks
+
+
+# ------------------------------------------------------------------ misses
+def test_consecutive_misses_call_on_overrun_once_at_the_threshold_and_reset_on_time():
+    period = 0.02
+    slow_ticks = 5
+    index = [0]
+    overruns: list[tuple[int, int]] = []
+
+    def tick() -> None:
+        index[0] += 1
+        if index[0] <= slow_ticks:
+            time.sleep(2.5 * period)  # ends after its deadline, whatever the load
+
+    loop = ControlLoop(
+        tick,
+        LoopConfig(rate_hz=1.0 / period, max_consecutive_misses=3),
+        on_overrun=lambda misses: overruns.append((misses, index[0])),
+    )
+    loop.start()
+    try:
+        assert wait_for(lambda: loop.counters.ticks > slow_ticks
+                        and loop.counters.consecutive_misses == 0), \
+            "an on-time tick after the slow ones resets the consecutive count"
+    finally:
+        loop.stop()
+    counters = loop.counters
+    assert overruns[0] == (3, 3), "called with the count, at the third miss in a row"
+    assert counters.misses >= slow_ticks
+    # The schedule skipped the slots the slow ticks lost instead of bursting to catch up.
+    assert counters.skipped_periods >= slow_ticks
+    assert counters.overruns == len(overruns)
+    assert len(overruns) == 1, f"one call per run of misses, got {overruns}"
+
+
+def test_overrun_is_called_again_only_after_an_on_time_tick():
+    period = 0.02
+    # Two runs of 2 slow ticks separated by quick ones; the threshold is 2.
+    pattern = [True, True, False, False, False, True, True]
+    index = [0]
+    overruns: list[int] = []
+
+    def tick() -> None:
+        i = index[0]
+        index[0] += 1
+        if i < len(pattern) and pattern[i]:
+            time.sleep(2.5 * period)
+
+    loop = ControlLoop(tick, LoopConfig(rate_hz=1.0 / period, max_consecutive_misses=2),
+                       on_overrun=lambda misses: overruns.append(index[0]))
+    loop.start()
+    try:
+        assert wait_for(lambda: index[0] > len(pattern)
+                        and loop.counters.consecutive_misses == 0)
+    finally:
+        loop.stop()
+    assert overruns[:2] == [2, 7], "once per run of misses, at its second tick"
+
+
+def test_free_pacing_never_counts_misses(loops):
+    period = 0.005
+    loop = run(loops, lambda: time.sleep(3 * period), rate_hz=1.0 / period, pacing="free",
+               max_consecutive_misses=1)
+    assert wait_for(lambda: loop.counters.ticks >= 5)
+    loop.stop()
+    counters = loop.counters
+    assert (counters.misses, counters.consecutive_misses, counters.overruns,
+            counters.skipped_periods) == (0, 0, 0, 0)
+    # wall-clock periods are still recorded, for the figures
+    assert loop.period_stats.summary().count == counters.ticks - 1
+
+
+def test_an_exception_in_the_tick_ends_the_loop_and_is_reported():
+    errors: list[BaseException] = []
+
+    def tick() -> None:
+        raise RuntimeError("sensor gone")
+
+    loop = ControlLoop(tick, LoopConfig(rate_hz=100.0), on_error=errors.append)
+    loop.start()
+    assert wait_for(lambda: not loop.running)
+    loop.stop()
+    assert [str(e) for e in errors] == ["sensor gone"]
+
+
+# ------------------------------------------------------------------ GC
+def test_automatic_gc_is_off_while_a_loop_runs_and_back_when_every_loop_ended():
+    assert gc.isenabled()
+    seen: list[bool] = []
+    first = ControlLoop(lambda: seen.append(gc.isenabled()), LoopConfig(rate_hz=200.0))
+    second = ControlLoop(lambda: None, LoopConfig(rate_hz=200.0))
+    first.start()
+    second.start()
+    try:
+        assert wait_for(lambda: len(seen) >= 3)
+        first.stop()
+        assert not gc.isenabled(), "still off while the second loop runs"
+    finally:
+        first.stop()
+        second.stop()
+    assert not any(seen)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0, "objects frozen at start are unfrozen at the end"
+
+
+def test_a_loop_ended_by_an_error_gives_automatic_gc_back():
+    assert gc.isenabled()
+
+    def tick() -> None:
+        raise RuntimeError("boom")
+
+    loop = ControlLoop(tick, LoopConfig(rate_hz=100.0), on_error=lambda error: None)
+    loop.start()
+    assert wait_for(lambda: not loop.running)
+    assert wait_for(gc.isenabled), "automatic GC back without waiting for stop()"
+    loop.stop()
+    assert gc.isenabled()
+
+
+def test_the_loop_collects_young_garbage_between_ticks(loops):
+    def tick() -> None:
+        for _ in range(200):  # young container objects, as a careless tick would make
+            a: list = []
+            a.append(a)
+
+    loop = run(loops, tick, rate_hz=200.0)
+    assert wait_for(lambda: loop.counters.gc_collections >= 1)
+
+
+# ------------------------------------------------------------------ RT settings
+def _settings_in_thread(config: LoopConfig) -> tuple[object, int]:
+    """The report and the scheduling policy of a loop thread asking for ``config``."""
+    policy: list[int] = []
+    loop = ControlLoop(lambda: policy.append(os.sched_getscheduler(0)), config)
+    loop.start()
+    try:
+        assert wait_for(lambda: policy)
+    finally:
+        loop.stop()
+    return loop.realtime, policy[0]
+
+
+def _fifo_permitted() -> bool:
+    try:
+        return subprocess.run(["chrt", "-f", "1", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _fifo_permitted(), reason="SCHED_FIFO not permitted on this machine")
+def test_permitted_fifo_priority_and_affinity_are_applied_to_the_loop_thread_only():
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    report, policy = _settings_in_thread(
+        LoopConfig(rate_hz=100.0, priority=5, cpu_affinity=(cpu,)))
+    assert "SCHED_FIFO priority 5" in report.applied
+    assert f"CPU affinity [{cpu}]" in report.applied
+    assert report.refused == []
+    assert policy == os.SCHED_FIFO
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the caller's thread is untouched"
+    assert len(os.sched_getaffinity(0)) >= 1
+
+
+def test_without_rt_settings_only_the_timer_slack_is_applied():
+    report, policy = _settings_in_thread(LoopConfig(rate_hz=100.0))
+    assert report.refused == []
+    assert report.applied in ([], ["timer slack 1 ns"])
+    assert policy == os.SCHED_OTHER
+
+
+def test_an_affinity_to_a_cpu_the_machine_lacks_is_refused_with_the_reason():
+    report = apply_realtime_settings(LoopConfig(cpu_affinity=(1023,)))
+    assert [line for line in report.refused if line.startswith("CPU affinity [1023]")]
+    assert not [line for line in report.applied if line.startswith("CPU affinity")]
+
+
+_UNPRIVILEGED = """
+import json, os, resource, sys
+from visuomotor_core.rt_loop import ControlLoop, LoopConfig
+resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+if os.getuid() == 0:
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)   # an ordinary user: no capabilities left
+policies = []
+loop = ControlLoop(lambda: policies.append(os.sched_getscheduler(0)),
+                   LoopConfig(rate_hz=100.0, priority=80, lock_memory=True))
+loop.start()
+import time
+deadline = time.monotonic() + 10.0
+while not policies and time.monotonic() < deadline:
+    time.sleep(0.005)
+loop.stop()
+print(json.dumps({"applied": loop.realtime.applied, "refused": loop.realtime.refused,
+                  "policy": policies[0] if policies else None,
+                  "fifo": os.SCHED_FIFO}))
+"""
+
+
+def test_refused_fifo_priority_and_memory_lock_are_reported_and_the_loop_still_runs():
+    """In a process of an ordinary user without an rtprio or memlock limit."""
+    result = subprocess.run([sys.executable, "-c", _UNPRIVILEGED], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    refused = report["refused"]
+    assert any(line.startswith("SCHED_FIFO priority 80:") and "rtprio" in line
+               for line in refused), refused
+    assert any(line.startswith("mlockall:") for line in refused), refused
+    assert not any("SCHED_FIFO" in line or "memory locked" in line for line in report["applied"])
+    assert report["policy"] is not None, "the loop ticked under normal scheduling"
+    assert report["policy"] != report["fifo"]
+
+
+# ------------------------------------------------------------------ configuration
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("rate_hz", 0.0, "rate_hz"),
+    ("rate_hz", float("nan"), "rate_hz"),
+    ("pacing", "sometimes", "pacing"),
+    ("tolerance", 0.0, "tolerance"),
+    ("max_consecutive_misses", 0, "max_consecutive_misses"),
+    ("priority", 100, "priority"),
+])
+def test_invalid_loop_configurations_are_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        LoopConfig(**{field: value})
+
+
+def test_cpu_lists_are_sorted_unique_and_non_negative():
+    assert parse_cpu_list([3, 1, 3]) == (1, 3)
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_cpu_list([0, -2])
