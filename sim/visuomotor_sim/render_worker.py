@@ -16,8 +16,12 @@ dropped and counted, as a camera drops frames its driver cannot take.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import socket
+import subprocess
+import sys
 import threading
+from multiprocessing.connection import Connection
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +78,17 @@ class RenderWorker:
     """
 
     def __init__(self, config: WorldConfig) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork of a DDS process
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, config),
-                                        name="visuomotor-render", daemon=True)
-        self._process.start()
+        # A fresh interpreter (no fork of a process running DDS threads), started as a
+        # module so that it does not re-run the parent's main script.
+        parent, child = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "visuomotor_sim.render_worker", str(child.fileno())],
+            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         child.close()
+        self._conn = Connection(parent.detach())
+        self._conn.send(config)
         self._send_lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
@@ -94,7 +103,7 @@ class RenderWorker:
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def _send(self, message: tuple) -> None:
         with self._send_lock:
@@ -141,8 +150,31 @@ class RenderWorker:
             self._send(("close",))
         except (OSError, ValueError, BrokenPipeError):
             pass
-        self._process.join(timeout=5.0)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout=2.0)
+        try:
+            self._process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=2.0)
         self._conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Worker process entry: ``python -m visuomotor_sim.render_worker FD``."""
+    import signal
+
+    # The robot process stops the worker; a Ctrl-C to the process group must not.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Rendering is the camera's work, below the control loop: never real-time priority,
+    # even when the robot process runs under chrt.
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.nice(5)
+    except OSError:
+        pass
+    fd = int((argv or sys.argv[1:])[0])
+    conn = Connection(fd)
+    _serve(conn, conn.recv())
+
+
+if __name__ == "__main__":
+    main()

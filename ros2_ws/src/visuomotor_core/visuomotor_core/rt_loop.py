@@ -17,7 +17,9 @@ write``). Two pacings:
 Real-time settings, applied in the loop thread where the system permits and
 reported (``RealtimeReport``) where it does not: SCHED_FIFO priority, CPU
 affinity, locked memory (``mlockall``), and a 1 ns timer slack. The garbage
-collector is kept out of the tick: automatic collection is disabled while the
+collector is kept out of the tick, and the interpreter's thread switch
+interval is shortened so that a woken loop thread gets the GIL within
+``switch_interval``: automatic collection is disabled while the
 loop runs and the loop collects the youngest generation itself right after a
 tick, when the rest of the period is free, and every generation every
 ``full_collect_period`` s.
@@ -30,6 +32,7 @@ import ctypes.util
 import gc
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -124,7 +127,11 @@ class LoopConfig:
         priority: SCHED_FIFO priority of the loop thread, 1-99; 0 keeps the default policy.
         cpu_affinity: CPUs the loop thread may run on; empty: any.
         lock_memory: ``mlockall`` the process so no page fault reaches the loop.
-        full_collect_period: s between collections of the older GC generations.
+        full_collect_period: s between full garbage collections.
+        switch_interval: the interpreter's thread switch interval while the loop runs,
+            s (``sys.setswitchinterval``): how long another thread may hold the GIL
+            before the loop thread, woken at its deadline, gets it (Python's default
+            5 ms would be five control periods).
     """
 
     rate_hz: float = 1000.0
@@ -135,6 +142,7 @@ class LoopConfig:
     cpu_affinity: tuple[int, ...] = ()
     lock_memory: bool = False
     full_collect_period: float = 30.0
+    switch_interval: float = 2e-4
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate_hz) and self.rate_hz > 0.0):
@@ -145,6 +153,8 @@ class LoopConfig:
             raise ValueError(f"tolerance must be > 0, got {self.tolerance!r}")
         if self.max_consecutive_misses < 1:
             raise ValueError("max_consecutive_misses must be >= 1")
+        if not (math.isfinite(self.switch_interval) and self.switch_interval > 0.0):
+            raise ValueError(f"switch_interval must be > 0 s, got {self.switch_interval!r}")
         if not 0 <= self.priority <= 99:
             raise ValueError(f"priority must be 0-99, got {self.priority}")
 
@@ -236,7 +246,6 @@ class ControlLoop:
         self._on_error = on_error
         self._name = name
         self.period_stats = PeriodStats(1.0 / config.rate_hz, stats_capacity, config.tolerance)
-        self.tick_stats = PeriodStats(1.0 / config.rate_hz, stats_capacity, config.tolerance)
         self.counters = LoopCounters()
         self.realtime = RealtimeReport()
         self._stop = threading.Event()
@@ -283,7 +292,7 @@ class ControlLoop:
     def _run_deadlines(self) -> None:
         period = self.config.period_ns
         late_limit = round(self.config.tolerance * period)
-        counters, stats, tick_stats = self.counters, self.period_stats, self.tick_stats
+        counters, stats = self.counters, self.period_stats
         next_start = time.monotonic_ns() + period
         last_start: int | None = None
         next_full_gc = time.monotonic() + self.config.full_collect_period
@@ -296,7 +305,6 @@ class ControlLoop:
             if last_start is not None:
                 stats.record_period((start - last_start) * 1e-9)
             last_start = start
-            tick_stats.record_period((end - start) * 1e-9)
             deadline = next_start + period
             if start - next_start > late_limit or end > deadline:
                 self._missed()
@@ -310,7 +318,7 @@ class ControlLoop:
             next_full_gc = self._collect(next_full_gc)
 
     def _run_free(self) -> None:
-        counters, stats, tick_stats = self.counters, self.period_stats, self.tick_stats
+        counters, stats = self.counters, self.period_stats
         last_start: int | None = None
         next_full_gc = time.monotonic() + self.config.full_collect_period
         while not self._stop.is_set():
@@ -321,7 +329,6 @@ class ControlLoop:
             if last_start is not None:
                 stats.record_period((start - last_start) * 1e-9)
             last_start = start
-            tick_stats.record_period((end - start) * 1e-9)
             next_full_gc = self._collect(next_full_gc)
 
     def _missed(self) -> None:

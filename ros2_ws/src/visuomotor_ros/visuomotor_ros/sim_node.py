@@ -232,8 +232,10 @@ class SimNode(Node):
     def _announce(self, kind: str) -> None:
         """Called in the control loop: note the output and wake the executor."""
         with self._outputs_lock:
+            wake = not self._outputs_due
             self._outputs_due.add(kind)
-        self._guard.trigger()
+        if wake:
+            self._guard.trigger()
 
     def _publish_due(self) -> None:
         with self._outputs_lock:

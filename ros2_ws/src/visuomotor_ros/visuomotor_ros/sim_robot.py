@@ -34,9 +34,9 @@ def build(**kwargs: Any) -> list[Node]:
 
 
 def main(args: list[str] | None = None) -> None:
-    # Two executor threads: services (an episode reset) never hold up targets and the
-    # loop's announcements; the control loop has a thread of its own.
-    run_nodes(build, args, threads=2)
+    # One executor thread for the I/O around the loop (rclpy's multi-threaded executor
+    # costs the loop thread more GIL time than it saves); the loop has its own thread.
+    run_nodes(build, args, threads=1)
 
 
 if __name__ == "__main__":
