@@ -21,8 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Connection
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np

@@ -51,7 +51,8 @@ _GEN0_BUDGET = 700
 
 
 class _GcHold:
-    """Automatic garbage collection off while any loop thread runs (process-wide).
+    """Automatic garbage collection off, and a short GIL switch interval, while any loop
+    thread runs (process-wide).
 
     The first loop to start collects, freezes what exists (never scanned again) and
     disables automatic collection; the last loop thread to end unfreezes and gives
@@ -64,9 +65,11 @@ class _GcHold:
         self._holders = 0
         self._was_enabled = False
 
-    def acquire(self) -> None:
+    def acquire(self, switch_interval: float) -> None:
         with self._lock:
             if self._holders == 0:
+                self._switch_interval = sys.getswitchinterval()
+                sys.setswitchinterval(switch_interval)
                 self._was_enabled = gc.isenabled()
                 gc.collect()
                 gc.freeze()
@@ -80,6 +83,7 @@ class _GcHold:
                 gc.unfreeze()
                 if self._was_enabled:
                     gc.enable()
+                sys.setswitchinterval(self._switch_interval)
 
 
 _GC_HOLD = _GcHold()
@@ -259,7 +263,7 @@ class ControlLoop:
         if self.running:
             return
         self._stop.clear()
-        _GC_HOLD.acquire()  # released by the thread when it ends
+        _GC_HOLD.acquire(self.config.switch_interval)  # released by the thread when it ends
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name=self._name,
                                         daemon=True)
@@ -324,7 +328,6 @@ class ControlLoop:
         while not self._stop.is_set():
             start = time.monotonic_ns()
             self._tick()
-            end = time.monotonic_ns()
             counters.ticks += 1
             if last_start is not None:
                 stats.record_period((start - last_start) * 1e-9)
