@@ -45,8 +45,14 @@ MAX_UNANSWERED = 3
 #: point gets from it, m (Franka's datasheet: 855 mm).
 SHOULDER = np.array([0.0, 0.0, 0.333])
 REACH = 0.855
-#: Slack (s) when comparing sim times, against float rounding of summed steps.
+#: Slack (s) when comparing sim times with stamps that went through a message (ns).
 TIME_EPS = 1e-9
+#: Seeds an episode accepts (ResetEpisode.seed is uint32 on the wire).
+MAX_SEED = 2**32 - 1
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)
 
 
 @dataclass(frozen=True)
@@ -176,8 +182,12 @@ class SimHardware:
         self.on_output = on_output or (lambda kind: None)
         n = len(self.joint_names)
         self._lock = threading.Lock()          # the world, the task, the episode
+        # Sim time is kept in integer ns, so that stamps stay exact multiples of the
+        # control period (summing float periods drifts by ~0.3 µs an hour at 1 kHz).
+        self._time_ns = 0
         self._time = 0.0
-        self._dt = 1.0 / config.control_rate_hz
+        self._dt_ns = _ns(1.0 / config.control_rate_hz)
+        self._started = threading.Event()      # set by the first episode
         self._episode: Episode | None = None
         self._command = np.zeros(n)
         self._command_interface = "effort"
@@ -193,13 +203,15 @@ class SimHardware:
         self._out_lock = threading.Lock()
         self._observed = JointSample.zeros(n)
         self._status: StatusSnapshot | None = None
-        self._next = {"joint_state": 0.0, "clock": 0.0, "status": 0.0, "frame": 0.0}
+        # Output schedules, ns of sim time: each output is due on its own grid k·period
+        # (k >= 1: sim time 0 is before the first cycle).
         self._periods = {
-            "joint_state": 1.0 / config.joint_state_rate_hz,
-            "clock": 1.0 / config.clock_rate_hz,
-            "status": 1.0 / config.status_rate_hz,
-            "frame": 1.0 / config.camera_rate_hz,
+            "joint_state": _ns(1.0 / config.joint_state_rate_hz),
+            "clock": _ns(1.0 / config.clock_rate_hz),
+            "status": _ns(1.0 / config.status_rate_hz),
+            "frame": _ns(1.0 / config.camera_rate_hz),
         }
+        self._next = dict(self._periods)
         # Lockstep: the frame awaiting the policy's answer.
         self._answered = threading.Condition(threading.Lock())
         self._pending_frame = math.nan
@@ -237,14 +249,23 @@ class SimHardware:
         self._last_command_time = self._time
 
     def cycle(self) -> None:
-        """Step the physics by one control period; do what is due at the new sim time."""
+        """Step the physics by one control period; do what is due at the new sim time.
+
+        Before the first episode the world has not been reset: nothing is stepped and
+        sim time stands still (in lockstep the call waits up to ``lockstep_timeout`` for
+        the episode, so a free-running loop does not spin)."""
+        if self._episode is None:
+            if self.lockstep:
+                self._started.wait(self.config.lockstep_timeout)
+            return
         with self._lock:
             self._apply_command()
             self.world.step(self.config.steps_per_cycle)
-            self._time += self._dt
+            self._time_ns += self._dt_ns
+            self._time = self._time_ns / 1e9
             self.counters.steps += self.config.steps_per_cycle
             self.counters.cycles += 1
-            self._outputs_due(self._time)
+            self._outputs_due(self._time_ns)
         if self.lockstep:
             self._wait_for_answer()
 
@@ -256,7 +277,7 @@ class SimHardware:
         config = replace(self.config, control_rate_hz=float(rate_hz))
         with self._lock:
             self.config = config
-            self._dt = 1.0 / config.control_rate_hz
+            self._dt_ns = _ns(1.0 / config.control_rate_hz)
 
     # ------------------------------------------------------------------ episodes
     @property
@@ -267,8 +288,11 @@ class SimHardware:
         """Draw the profile's dynamics and visuals with ``seed``; reset the world and task.
 
         Raises:
-            ValueError: unknown profile.
+            ValueError: a seed outside [0, ``MAX_SEED``], an unknown profile.
         """
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) \
+                or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed {seed!r} is not an integer in [0, {MAX_SEED}]")
         if profile not in self.profiles:
             raise ValueError(f"unknown profile '{profile}' (known: {sorted(self.profiles)})")
         randomizer = DomainRandomizer(self.profiles[profile], np.random.default_rng(seed))
@@ -282,10 +306,14 @@ class SimHardware:
             self._last_command_time = -math.inf
             if self.renderer is not None:
                 self.renderer.episode(seed, dynamics, visual, target)
-            self._next["frame"] = self._time  # first frame of the episode now
-            self._next["status"] = self._time
+            # The camera runs free of episodes: the first frame comes on its grid, at the
+            # first multiple of the camera period after now; the status at the next cycle.
+            period = self._periods["frame"]
+            self._next["frame"] = (self._time_ns // period + 1) * period
+            self._next["status"] = self._time_ns
             with self._out_lock:
                 self._status = None
+        self._started.set()
         return self._episode
 
     def check_target(self, position: np.ndarray) -> str:
@@ -302,8 +330,8 @@ class SimHardware:
                     f"than the sphere radius {radius} m")
         centre, half = np.asarray(config.table_centre_xy), np.asarray(config.table_half_extents)
         if np.any(np.abs(position[:2] - centre) > half[:2]):
-            return f"target {np.round(position, 3).tolist()} m is not over the table"
-        reach = float(np.linalg.norm(position - SHOULDER))
+            return f"target {[round(float(v), 3) for v in position]} m is not over the table"
+        reach = math.dist(position, SHOULDER)  # no overflow for huge coordinates
         if reach > REACH:
             return f"target is {reach:.3f} m from the shoulder, beyond the arm's reach ({REACH} m)"
         return ""
@@ -355,6 +383,7 @@ class SimHardware:
     def close(self) -> None:
         """Stop the render worker and disconnect PyBullet (idempotent)."""
         self._closed = True
+        self._started.set()
         with self._answered:
             self._answered.notify_all()
         if self.renderer is not None:
@@ -374,22 +403,26 @@ class SimHardware:
             self.counters.holds += 1
         self.world.apply_command(self._hold_q, "position")
 
-    def _due(self, kind: str, now: float) -> bool:
-        if now < self._next[kind] - TIME_EPS:
+    def _due(self, kind: str, now_ns: int) -> bool:
+        """True when ``kind`` is due at ``now_ns``; its next time stays on its grid."""
+        late = now_ns - self._next[kind]
+        if late < 0:
             return False
-        self._next[kind] = max(self._next[kind] + self._periods[kind], now)
+        period = self._periods[kind]
+        self._next[kind] += (late // period + 1) * period
         return True
 
-    def _outputs_due(self, now: float) -> None:
+    def _outputs_due(self, now_ns: int) -> None:
         if self._episode is None:
             return
-        if self._due("frame", now) and self.renderer is not None:
+        now = self._time
+        if self._due("frame", now_ns) and self.renderer is not None:
             wait = self.config.lockstep_timeout if self.lockstep else 0.0
             if self.renderer.request(now, self.world.true_joint_positions(), wait):
                 self.counters.frames_requested += 1
                 with self._answered:
                     self._pending_frame = now
-        if self._due("joint_state", now):
+        if self._due("joint_state", now_ns):
             q, qd, tau = self.world.joint_state()
             with self._out_lock:
                 observed = self._observed
@@ -399,13 +432,13 @@ class SimHardware:
                 observed.stamp = now
                 observed.sequence += 1
             self.on_output("joint_state")
-        if self._due("status", now):
+        if self._due("status", now_ns):
             snapshot = StatusSnapshot(self._episode.number, self.task.update(now), now,
                                       self.task.target, self.world.grasp_point())
             with self._out_lock:
                 self._status = snapshot
             self.on_output("status")
-        if self._due("clock", now):
+        if self._due("clock", now_ns):
             self.on_output("clock")
 
     def _wait_for_answer(self) -> None:
