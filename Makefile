@@ -21,7 +21,9 @@ test: setup  ## lint + the whole test suite
 lint: setup
 	$(RUN) ruff check .
 
-bench: setup  ## benchmarks: sim/render, encoder, controller timing
+BENCH_ARGS ?= --hog
+bench: setup  ## benchmarks: real-time topology (one process per node, with a CPU hog), sim/render, encoder, control law
+	$(RUN) python -m visuomotor_ros.bench_realtime $(BENCH_ARGS)
 	$(RUN) python -m visuomotor_sim.bench
 	$(RUN) python -m visuomotor_models.bench_encoder
 	$(RUN) python -m visuomotor_ros.bench_controller

@@ -24,6 +24,7 @@ setup(
             "sim_robot = visuomotor_ros.sim_robot:main",
             "demo = visuomotor_ros.demo:main",
             "bench-controller = visuomotor_ros.bench_controller:main",
+            "bench-realtime = visuomotor_ros.bench_realtime:main",
         ]
     },
 )

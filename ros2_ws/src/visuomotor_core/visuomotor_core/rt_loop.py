@@ -46,6 +46,8 @@ _CLOCK_MONOTONIC = 1
 _TIMER_ABSTIME = 1
 _PR_SET_TIMERSLACK = 29
 _MCL_CURRENT, _MCL_FUTURE = 1, 2
+#: Ticks between two readings of the loop thread's CPU time.
+CPU_WINDOW = 1000
 #: Young objects allowed before the loop collects generation 0 after a tick.
 _GEN0_BUDGET = 700
 
@@ -219,6 +221,8 @@ class LoopCounters:
     overruns: int = 0
     skipped_periods: int = 0
     gc_collections: int = 0
+    #: CPU time of the loop thread / wall time, over the last ``CPU_WINDOW`` ticks.
+    cpu_fraction: float = 0.0
 
 
 class ControlLoop:
@@ -254,6 +258,7 @@ class ControlLoop:
         self.realtime = RealtimeReport()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._cpu_mark: tuple[float, float] | None = None
 
     @property
     def running(self) -> bool:
@@ -344,7 +349,15 @@ class ControlLoop:
                 self._on_overrun(counters.consecutive_misses)
 
     def _collect(self, next_full: float) -> float:
-        """Collect garbage in the time left after a tick, never inside one."""
+        """Collect garbage in the time left after a tick, never inside one (and account
+        the thread's CPU time every ``CPU_WINDOW`` ticks)."""
+        if self.counters.ticks % CPU_WINDOW == 0:
+            cpu, wall = time.thread_time(), time.monotonic()
+            if self._cpu_mark is not None:
+                cpu0, wall0 = self._cpu_mark
+                if wall > wall0:
+                    self.counters.cpu_fraction = (cpu - cpu0) / (wall - wall0)
+            self._cpu_mark = (cpu, wall)
         if gc.get_count()[0] > _GEN0_BUDGET:
             gc.collect(0)
             self.counters.gc_collections += 1

@@ -2,7 +2,7 @@
 
 One run measures, on the wall clock of this machine:
 
-1. the controller node's own loop (``trigger: timer``) for ``--seconds``, fed in
+1. the controller node's own loop (``trigger: deadline``, topics backend) for ``--seconds``, fed in
    the same process by a synthetic joint-state publisher and a 20 Hz target
    publisher, each node on an executor of its own (as the in-process runner
    spins them): period jitter p50/p99/max, deadline misses, achieved rate and
@@ -108,10 +108,14 @@ class SyntheticFeeder(Node):
 
     def _on_state_timer(self) -> None:
         if self.states_enabled:
-            now = self.get_clock().now()
-            self._state.header.stamp = now.to_msg()
-            self._pub_state.publish(self._state)
-            self.last_state_stamp = now.nanoseconds * 1e-9
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        """Publish one joint state stamped now."""
+        now = self.get_clock().now()
+        self._state.header.stamp = now.to_msg()
+        self._pub_state.publish(self._state)
+        self.last_state_stamp = now.nanoseconds * 1e-9
 
     def _on_target_timer(self) -> None:
         if not self.targets_enabled:
@@ -159,17 +163,17 @@ def bench_node_loop(seconds: float, rate_hz: float, state_rate_hz: float,
     try:
         controller = ControllerNode(context=context, parameter_overrides=[
             Parameter("rate_hz", value=float(rate_hz)),
-            Parameter("trigger", value="timer"),
+            Parameter("trigger", value="deadline"),
             Parameter("stats_window", value=capacity),
         ])
         nodes.append(spinner.add(controller))
         feeder = SyntheticFeeder(FeederConfig(state_rate_hz=state_rate_hz), context=context)
         nodes.append(spinner.add(feeder))
         time.sleep(0.5)  # warm-up: discovery, first state and target
-        controller.period_stats.reset()
+        controller.loop.period_stats.reset()
         controller.latency.reset()
         time.sleep(seconds)
-        summary = controller.period_stats.summary()
+        summary = controller.loop.period_stats.summary()
         tick = controller.latency.summary("tick_compute")
         status = controller.controller.status()
     finally:

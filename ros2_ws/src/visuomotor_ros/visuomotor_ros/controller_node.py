@@ -463,6 +463,7 @@ class ControllerNode(LifecycleNode):
                 "loop_overruns": counters.overruns,
                 "loop_skipped_periods": counters.skipped_periods,
                 "loop_gc_collections": counters.gc_collections,
+                "loop_cpu_fraction": counters.cpu_fraction,
                 "rt_applied": "; ".join(self.loop.realtime.applied) or "none",
                 "rt_refused": "; ".join(self.loop.realtime.refused) or "none",
             }

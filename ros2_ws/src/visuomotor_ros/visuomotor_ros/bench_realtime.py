@@ -1,0 +1,567 @@
+"""Real-time benchmark of the deployed topology, one OS process per node (``make bench``).
+
+Each scenario starts the processes it needs, measures from a probe in this
+process (another process than the one measured) and stops them; every figure
+comes with its target (DESIGN.md, issue "real-time topology") and, where one
+exists, a baseline measured in the same run. ``--hog`` repeats the scenarios
+with a process spinning on one core, to show the degradation.
+
+Scenarios (``--only`` picks some):
+
+* ``topics`` — the controller with the topics backend (``trigger: deadline``)
+  fed by a separate process publishing ``joint_states`` at 1 kHz, seen from a
+  subscriber here: command rate, inter-arrival p50/p99/max, gaps over 1.5 ms;
+  the loop's own figures (rate, jitter p99, misses, CPU of the loop thread).
+  Baseline: a bare rclpy 1 kHz timer publishing the same message type.
+* ``image`` — 640×480 rgb8 Image from another process to a subscriber here:
+  stamp → receipt p50/p99 at 30 Hz.
+* ``sim_realtime`` — the sim graph (robot process: physics + camera +
+  controller; encoder; policy) paced on the wall clock: real-time factor over
+  the window, loop rate, jitter p99, misses, camera stamp → joint command p99.
+* ``sim_lockstep`` — the same graph in lockstep on sim time: real-time factor
+  and success over ``--episodes`` episodes driven through ``sim/reset_episode``.
+* ``robot_camera`` — the robot graph (controller on topics, encoder, policy)
+  with a 1 kHz joint-state feeder and a 640×480 camera at 30 Hz: targets per
+  second against the camera rate, TRACKING↔HOLD switches.
+
+Usage: ``bench-realtime [--duration 60] [--hog] [--only topics,image] [--rt-priority 80]``.
+The figures depend on the machine and what else runs on it; compare ratios
+within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from visuomotor_interfaces.msg import ControllerState, JointTargets, TaskStatus
+from visuomotor_interfaces.srv import ResetEpisode
+from visuomotor_ros import graph
+from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
+
+SCENARIOS = ("topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
+#: Gaps between commands longer than this count as missed 1 kHz packets.
+GAP_LIMIT = 1.5e-3
+BASELINE_TOPIC = "bench/timer_commands"
+IMAGE_TOPIC = "bench/image"
+
+
+# ---------------------------------------------------------------------- processes
+def _lib(package: str, executable: str) -> list[str]:
+    """The installed console script of a package (as ``ros2 run`` finds it)."""
+    from ament_index_python.packages import get_package_prefix
+
+    return [str(Path(get_package_prefix(package)) / "lib" / package / executable)]
+
+
+def _self(role: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "visuomotor_ros.bench_realtime", "--role", role, *args]
+
+
+class Processes:
+    """Child processes of one scenario; SIGINT on exit, then SIGKILL after a grace period."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: Sequence[str], rt_priority: int = 0) -> subprocess.Popen:
+        if rt_priority > 0:
+            argv = ["chrt", "-f", str(rt_priority), *argv]
+        log = open(self._log_dir / f"{name}.log", "w")
+        child = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self._children.append((name, child))
+        return child
+
+    def alive(self) -> list[str]:
+        return [name for name, child in self._children if child.poll() is None]
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10.0
+        for _, child in self._children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _ros_args(files: Sequence[str], params: dict[str, Any]) -> list[str]:
+    args = ["--ros-args"]
+    for name in files:
+        args += ["--params-file", str(graph.params_path(name))]
+    for key, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["-p", f"{key}:={text}"]
+    return args
+
+
+# ---------------------------------------------------------------------- probe
+class Probe(Node):
+    """Subscriptions of the benchmark: arrival times, diagnostics, controller state."""
+
+    def __init__(self, context: Context) -> None:
+        super().__init__("bench_probe", context=context)
+        self.lock = threading.Lock()
+        self.arrivals: dict[str, list[float]] = {}
+        self.latencies: dict[str, list[float]] = {}
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.modes: list[int] = []
+        self.status: TaskStatus | None = None
+
+    def watch_arrivals(self, topic: str, msg_type: type, qos: Any = LATEST_QOS) -> None:
+        self.arrivals[topic] = []
+
+        def callback(_msg: Any, topic: str = topic) -> None:
+            self.arrivals[topic].append(time.monotonic())
+
+        self.create_subscription(msg_type, topic, callback, qos)
+
+    def watch_latency(self, topic: str, msg_type: type, qos: Any = SENSOR_QOS) -> None:
+        """Wall-clock age of each message's header stamp at receipt."""
+        self.latencies[topic] = []
+
+        def callback(msg: Any, topic: str = topic) -> None:
+            self.latencies[topic].append(time.time() - time_to_seconds(msg.header.stamp))
+
+        self.create_subscription(msg_type, topic, callback, qos)
+
+    def watch_graph(self) -> None:
+        self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics, 50)
+        self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 50)
+        self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            with self.lock:
+                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def _on_state(self, msg: ControllerState) -> None:
+        with self.lock:
+            if not self.modes or self.modes[-1] != msg.mode:
+                self.modes.append(msg.mode)
+
+    def _on_status(self, msg: TaskStatus) -> None:
+        self.status = msg
+
+    def values(self, prefix: str) -> dict[str, str]:
+        with self.lock:
+            for name, values in self.diagnostics.items():
+                if name.startswith(prefix):
+                    return dict(values)
+        return {}
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 30.0) -> Any:
+        client = self.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service {name} not available")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.destroy_client(client)
+        if not future.done():
+            raise RuntimeError(f"service {name} did not answer")
+        return future.result()
+
+
+class ProbeRunner:
+    """A probe node spinning in a thread on a context of its own."""
+
+    def __enter__(self) -> Probe:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.probe = Probe(self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.probe)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        return self.probe
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the context shut down
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
+        self.probe.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _gaps(arrivals: Sequence[float]) -> dict[str, float]:
+    times = np.asarray(arrivals)
+    if times.size < 3:
+        return {"rate_hz": 0.0, "gap_p50_ms": math.nan, "gap_p99_ms": math.nan,
+                "gap_max_ms": math.nan, "gaps_over_1.5ms_pct": math.nan}
+    gaps = np.diff(times)
+    return {
+        "rate_hz": (times.size - 1) / (times[-1] - times[0]),
+        "gap_p50_ms": float(np.percentile(gaps, 50)) * 1e3,
+        "gap_p99_ms": float(np.percentile(gaps, 99)) * 1e3,
+        "gap_max_ms": float(gaps.max()) * 1e3,
+        "gaps_over_1.5ms_pct": 100.0 * float(np.mean(gaps > GAP_LIMIT)),
+    }
+
+
+def _f(values: dict[str, str], key: str, scale: float = 1.0) -> float:
+    try:
+        return float(values[key]) * scale
+    except (KeyError, ValueError):
+        return math.nan
+
+
+# ---------------------------------------------------------------------- scenarios
+def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    command_topic = "/" + graph.DEFAULT_COMMAND_TOPIC
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_arrivals(command_topic, Float64MultiArray)
+        probe.watch_graph()
+        procs.start("feeder", _self("feeder", "--rate", "1000"))
+        procs.start("controller", _lib("visuomotor_ros", "controller_node") + _ros_args(
+            ["controller.yaml"], {"hardware": "topics", "trigger": "deadline",
+                                  "rt_priority": rt_priority}))
+        _wait(lambda: len(probe.arrivals[command_topic]) > 500, 30.0)
+        probe.arrivals[command_topic].clear()
+        time.sleep(duration)
+        arrivals = list(probe.arrivals[command_topic])
+        diag = probe.values("controller_node")
+    results.update({f"controller_{k}": v for k, v in _gaps(arrivals).items()})
+    ticks = _f(diag, "period_count")
+    results["controller_loop_rate_hz"] = _f(diag, "rate_hz")
+    results["controller_loop_jitter_p99_us"] = _f(diag, "jitter_p99_s", 1e6)
+    results["controller_loop_misses_pct"] = (
+        100.0 * _f(diag, "deadline_misses_window") / ticks if ticks else math.nan)
+    results["controller_loop_cpu_pct"] = _f(diag, "loop_cpu_fraction", 100.0)
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_arrivals("/" + BASELINE_TOPIC, Float64MultiArray)
+        procs.start("timer", _self("timer"))
+        _wait(lambda: len(probe.arrivals["/" + BASELINE_TOPIC]) > 500, 30.0)
+        probe.arrivals["/" + BASELINE_TOPIC].clear()
+        time.sleep(duration)
+        arrivals = list(probe.arrivals["/" + BASELINE_TOPIC])
+    results.update({f"timer_{k}": v for k, v in _gaps(arrivals).items()})
+    return results
+
+
+def scenario_image(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+    topic = "/" + IMAGE_TOPIC
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_latency(topic, Image)
+        procs.start("camera", _self("camera", "--topic", IMAGE_TOPIC))
+        _wait(lambda: len(probe.latencies[topic]) > 10, 30.0)
+        probe.latencies[topic].clear()
+        time.sleep(duration)
+        latencies = np.asarray(probe.latencies[topic])
+    if latencies.size == 0:
+        return {"image_p50_ms": math.nan, "image_p99_ms": math.nan, "image_rate_hz": 0.0}
+    return {"image_p50_ms": float(np.percentile(latencies, 50)) * 1e3,
+            "image_p99_ms": float(np.percentile(latencies, 99)) * 1e3,
+            "image_rate_hz": latencies.size / duration}
+
+
+def _start_sim_graph(procs: Processes, trigger: str, rt_priority: int) -> None:
+    procs.start("robot", _lib("visuomotor_ros", "sim_robot") + _ros_args(
+        ["sim.yaml", "controller.yaml"],
+        {"use_sim_time": True, "hardware": "sim", "trigger": trigger,
+         "rt_priority": rt_priority}), rt_priority=min(rt_priority, 10))
+    for role, files in (("encoder", "encoder.yaml"), ("policy", "policy.yaml")):
+        procs.start(role, _lib("visuomotor_ros", f"{role}_node") + _ros_args(
+            [files], {"use_sim_time": True}))
+
+
+def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
+    """``count`` nominal episodes through the services; (successes, sim seconds)."""
+    successes, sim_seconds = 0, 0.0
+    for index in range(count):
+        request = ResetEpisode.Request(seed=seed + index, profile="nominal")
+        episode = probe.call(ResetEpisode, "/" + graph.SIM_RESET, request).episode
+        probe.call(Trigger, "/" + graph.POLICY_RESET, Trigger.Request())
+        _wait(lambda episode=episode: probe.status is not None
+              and probe.status.episode == episode and probe.status.done, 120.0)
+        status = probe.status
+        if status is not None and status.episode == episode:
+            successes += int(status.success)
+            sim_seconds += status.elapsed
+    return successes, sim_seconds
+
+
+def scenario_sim_realtime(duration: float, log_dir: Path, rt_priority: int,
+                          episodes: int) -> dict[str, float]:
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_graph()
+        _start_sim_graph(procs, "deadline", rt_priority)
+        _wait(lambda: bool(probe.values("controller_node")), 60.0)
+        time.sleep(3.0)
+        sim0, wall0 = _sim_time(probe), time.monotonic()
+        successes, run = 0, 0
+        while time.monotonic() - wall0 < duration:
+            ok, _ = _run_episodes(probe, 7000 + run, 1)
+            successes, run = successes + ok, run + 1
+        sim1, wall1 = _sim_time(probe), time.monotonic()
+        diag = probe.values("controller_node")
+    ticks = _f(diag, "period_count")
+    return {
+        "real_time_factor": (sim1 - sim0) / (wall1 - wall0),
+        "loop_rate_hz": _f(diag, "rate_hz"),
+        "loop_jitter_p99_us": _f(diag, "jitter_p99_s", 1e6),
+        "loop_misses_pct": 100.0 * _f(diag, "deadline_misses_window") / ticks
+        if ticks else math.nan,
+        "loop_cpu_pct": _f(diag, "loop_cpu_fraction", 100.0),
+        "camera_to_command_p99_ms": _f(diag, "camera_to_command_p99_ms"),
+        "episodes": run, "success_pct": 100.0 * successes / run if run else math.nan,
+    }
+
+
+def _sim_time(probe: Probe) -> float:
+    return _f(probe.values("sim_node"), "sim_time_s")
+
+
+def scenario_sim_lockstep(episodes: int, log_dir: Path, rt_priority: int) -> dict[str, float]:
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_graph()
+        _start_sim_graph(procs, "lockstep", 0)
+        _wait(lambda: bool(probe.values("controller_node")), 60.0)
+        wall0 = time.monotonic()
+        successes, sim_seconds = _run_episodes(probe, 0, episodes)
+        wall = time.monotonic() - wall0
+    return {"real_time_factor": sim_seconds / wall, "episodes": episodes,
+            "success_pct": 100.0 * successes / episodes}
+
+
+def scenario_robot_camera(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+    targets_topic = "/" + graph.POLICY_TARGETS
+    with ProbeRunner() as probe, Processes(log_dir) as procs:
+        probe.watch_arrivals(targets_topic, JointTargets)
+        probe.watch_graph()
+        procs.start("feeder", _self("feeder", "--rate", "1000", "--no-targets"))
+        procs.start("camera", _self("camera", "--topic", graph.CAMERA_IMAGE))
+        procs.start("controller", _lib("visuomotor_ros", "controller_node") + _ros_args(
+            ["controller.yaml"], {"hardware": "topics", "trigger": "deadline",
+                                  "rt_priority": rt_priority}))
+        for role, files in (("encoder", "encoder.yaml"), ("policy", "policy.yaml")):
+            procs.start(role, _lib("visuomotor_ros", f"{role}_node") + _ros_args([files], {}))
+        _wait(lambda: len(probe.arrivals[targets_topic]) > 10, 60.0)
+        time.sleep(2.0)
+        probe.arrivals[targets_topic].clear()
+        with probe.lock:
+            probe.modes[:] = probe.modes[-1:]
+        time.sleep(duration)
+        targets = len(probe.arrivals[targets_topic])
+        with probe.lock:
+            switches = max(0, len(probe.modes) - 1)
+    return {"targets_hz": targets / duration, "camera_hz": 30.0, "mode_switches": switches}
+
+
+# ---------------------------------------------------------------------- helper roles
+def role_feeder(rate: float, targets: bool) -> None:
+    """Joint states at ``rate`` Hz (wall-clock stamps) from a deadline loop; 20 Hz targets."""
+    from visuomotor_core.rt_loop import ControlLoop, LoopConfig
+    from visuomotor_ros.bench_controller import FeederConfig, SyntheticFeeder
+
+    rclpy.init()
+    feeder = SyntheticFeeder(FeederConfig(state_rate_hz=1.0, target_rate_hz=20.0))
+    feeder.states_enabled = False  # the loop below publishes the states
+    feeder.targets_enabled = targets
+    loop = ControlLoop(feeder.publish_state, LoopConfig(rate_hz=rate), name="feeder")
+    loop.start()
+    _spin_until_signal(feeder, loop.stop)
+
+
+def role_timer() -> None:
+    """The baseline: a bare rclpy 1 kHz timer publishing Float64MultiArray."""
+    rclpy.init()
+    node = Node("bench_timer")
+    publisher = node.create_publisher(Float64MultiArray, BASELINE_TOPIC, LATEST_QOS)
+    msg = Float64MultiArray(data=[0.0] * 7)
+    node.create_timer(1e-3, lambda: publisher.publish(msg))
+    _spin_until_signal(node)
+
+
+def role_camera(topic: str, rate: float = 30.0) -> None:
+    """640×480 rgb8 frames at ``rate`` Hz, stamped with the wall clock at publication."""
+    from visuomotor_ros.image_conversion import numpy_to_image
+
+    rclpy.init()
+    node = Node("bench_camera")
+    publisher = node.create_publisher(Image, topic, SENSOR_QOS)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+    def publish() -> None:
+        msg = numpy_to_image(frame, encoding="rgb8")
+        msg.header.stamp = node.get_clock().now().to_msg()
+        msg.header.frame_id = "camera_optical_frame"
+        publisher.publish(msg)
+
+    node.create_timer(1.0 / rate, publish)
+    _spin_until_signal(node)
+
+
+def _spin_until_signal(node: Node, on_stop: Callable[[], None] | None = None) -> None:
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if on_stop is not None:
+            on_stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# ---------------------------------------------------------------------- report
+TARGETS = {
+    "topics": {"controller_rate_hz": ">= 995", "controller_gap_p99_ms": "<= 1.25",
+               "controller_loop_misses_pct": "<= 0.1", "controller_loop_cpu_pct": "<= 25"},
+    "image": {"image_p50_ms": "<= 1"},
+    "sim_realtime": {"real_time_factor": "1.00 ± 0.02", "loop_rate_hz": ">= 999",
+                     "loop_jitter_p99_us": "<= 250", "loop_misses_pct": "<= 0.1",
+                     "camera_to_command_p99_ms": "<= 5", "success_pct": ">= 90"},
+    "sim_lockstep": {"real_time_factor": ">= 3", "success_pct": ">= 90"},
+    "robot_camera": {"targets_hz": "= camera (30)", "mode_switches": "0"},
+}
+
+
+def format_report(runs: dict[str, dict[str, dict[str, float]]]) -> str:
+    labels = list(runs)
+    lines = ["scenario / figure".ljust(46) + "target".ljust(14)
+             + "".join(label.rjust(14) for label in labels)]
+    scenarios = [s for s in SCENARIOS if any(s in runs[label] for label in labels)]
+    for scenario in scenarios:
+        lines.append(f"{scenario}")
+        keys = sorted({k for label in labels for k in runs[label].get(scenario, {})})
+        for key in keys:
+            row = f"  {key}".ljust(46) + TARGETS.get(scenario, {}).get(key, "").ljust(14)
+            for label in labels:
+                value = runs[label].get(scenario, {}).get(key, math.nan)
+                row += f"{value:14.3f}" if isinstance(value, float) else f"{value:14}"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def _hog() -> subprocess.Popen:
+    """A process spinning on one core (the machine's other load)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                            start_new_session=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    selected = args.only.split(",") if args.only else list(SCENARIOS)
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    for label in ("quiet", "cpu hog") if args.hog else ("quiet",):
+        hog = _hog() if label == "cpu hog" else None
+        try:
+            results: dict[str, dict[str, float]] = {}
+            for scenario in selected:
+                print(f"[bench] {label}: {scenario} ...", flush=True)
+                if scenario == "topics":
+                    results[scenario] = scenario_topics(args.duration, log_dir, args.rt_priority)
+                elif scenario == "image":
+                    results[scenario] = scenario_image(min(args.duration, 20.0), log_dir,
+                                                       args.rt_priority)
+                elif scenario == "sim_realtime":
+                    results[scenario] = scenario_sim_realtime(
+                        args.duration, log_dir, args.rt_priority, args.episodes)
+                elif scenario == "sim_lockstep":
+                    results[scenario] = scenario_sim_lockstep(args.episodes, log_dir,
+                                                              args.rt_priority)
+                elif scenario == "robot_camera":
+                    results[scenario] = scenario_robot_camera(min(args.duration, 30.0),
+                                                              log_dir, args.rt_priority)
+            runs[label] = results
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+    return runs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench-realtime",
+        description="Real-time figures of the deployed topology (one process per node).")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds measured per scenario (default 60)")
+    parser.add_argument("--episodes", type=int, default=10,
+                        help="lockstep episodes (default 10)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--hog", action="store_true",
+                        help="repeat with a process spinning on one core")
+    parser.add_argument("--rt-priority", type=int, default=0,
+                        help="SCHED_FIFO priority of the control loops (0: normal; the "
+                             "robot process then runs under chrt -f 10)")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID of the benchmark (default: 150 + pid %% 50)")
+    parser.add_argument("--log-dir", default="/tmp/visuomotor-bench",
+                        help="folder for the processes' logs")
+    parser.add_argument("--role", choices=("feeder", "timer", "camera"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
+    parser.add_argument("--topic", default=IMAGE_TOPIC, help=argparse.SUPPRESS)
+    parser.add_argument("--no-targets", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.role == "feeder":
+        role_feeder(args.rate, not args.no_targets)
+        return
+    if args.role == "timer":
+        role_timer()
+        return
+    if args.role == "camera":
+        role_camera(args.topic)
+        return
+    domain = args.domain_id if args.domain_id is not None else 150 + os.getpid() % 50
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    runs = run(args)
+    print(format_report(runs))
+
+
+if __name__ == "__main__":
+    main()
