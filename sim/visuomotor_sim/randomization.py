@@ -18,6 +18,7 @@ YAML layout::
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -220,8 +221,20 @@ def load_profiles(path: str | Path) -> dict[str, RandomizationProfile]:
     return profiles
 
 
+RANDOMIZATION_ENV = "VISUOMOTOR_RANDOMIZATION"
+"""Environment variable naming a randomization YAML that replaces the shipped one in every
+process that inherits it (the sim node of ``demo --randomization``, experiment workers)."""
+
+
 def default_config_path() -> Path:
-    """``randomization.yaml`` from the installed share directory or the source tree."""
+    """The file named by ``$VISUOMOTOR_RANDOMIZATION`` when set, else ``randomization.yaml``
+    from the source tree or the installed share directory."""
+    override = os.environ.get(RANDOMIZATION_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"${RANDOMIZATION_ENV}={override}: no such file")
+        return path
     source = Path(__file__).resolve().parents[1] / "config" / "randomization.yaml"
     if source.is_file():
         return source

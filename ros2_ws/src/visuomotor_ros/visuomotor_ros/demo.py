@@ -15,6 +15,7 @@ latencies from the loop's own topics. Exit status: 0 when the success rate reach
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -304,6 +305,34 @@ def format_report(
     return "\n".join(lines)
 
 
+def report_record(
+    results: list[EpisodeResult], stats: LoopStats, sim_seconds: float, wall: float, profile: str
+) -> dict:
+    """The report as plain data (``--json``): per-episode results and per-stage latency
+    samples (s; wall clock except ``camera_to_command_sim``, sim time)."""
+    return {
+        "profile": profile,
+        "episodes": [
+            {"seed": r.seed, "success": bool(r.success), "error_m": float(r.error),
+             "time_to_success_s": float(r.time_to_success), "elapsed_s": float(r.elapsed)}
+            for r in results
+        ],
+        "sim_seconds": float(sim_seconds),
+        "wall_seconds": float(wall),
+        "control_rate_hz": float(stats.control_rate()),
+        "camera_frames": int(stats.frames),
+        "controller_jitter_p99_s": float(stats.jitter_p99),
+        "deadline_misses": int(stats.deadline_misses),
+        "latency_samples_s": {
+            "encoder_inference": stats.encoder_inference,
+            "camera_to_encoder_features": stats.encoder_latency,
+            "policy_inference": stats.policy_inference,
+            "camera_to_policy_targets": stats.policy_latency,
+            "camera_to_joint_command_sim": stats.camera_to_command_sim,
+        },
+    }
+
+
 def parse_param_overrides(items: list[str]) -> dict[str, dict]:
     """``["policy.goal_smoothing=0.2", ...]`` -> ``{"policy": {"goal_smoothing": 0.2}}``;
     values are read as YAML scalars (numbers, booleans, strings, lists)."""
@@ -324,8 +353,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes (10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (0)")
     parser.add_argument(
-        "--profile", default="nominal", choices=("nominal", "training", "heldout"),
-        help="domain-randomization profile (nominal)",
+        "--profile", default="nominal",
+        help="domain-randomization profile (nominal); any profile of the sim's randomization "
+        "YAML (nominal, training, heldout, ...), an unknown one is refused",
+    )
+    parser.add_argument(
+        "--randomization", type=Path, metavar="YAML",
+        help="the sim's randomization YAML for this run instead of the shipped one (sets "
+        "$VISUOMOTOR_RANDOMIZATION, see visuomotor_sim.randomization)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH",
+        help="also write the report as JSON to PATH: per-episode results and every "
+        "per-stage latency sample",
     )
     parser.add_argument(
         "--record", type=Path, metavar="BAG_DIR",
@@ -362,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    if args.randomization is not None:
+        if not args.randomization.is_file():
+            parser.error(f"--randomization {args.randomization}: no such file")
+        os.environ["VISUOMOTOR_RANDOMIZATION"] = str(args.randomization.resolve())
     try:
         overrides = parse_param_overrides(args.param)
     except ValueError as error:
@@ -384,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loop failed: {error}", file=sys.stderr)
         return 2
     print(format_report(results, stats, sim_seconds, wall, args.profile))
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            report_record(results, stats, sim_seconds, wall, args.profile)) + "\n")
     if args.record is not None:
         print(f"  recording                       {args.record}")
     rate = sum(r.success for r in results) / max(len(results), 1)
