@@ -18,7 +18,7 @@ from visuomotor_core.encoder_runtime import (
     check_outputs,
 )
 from visuomotor_core.image import PreprocessConfig, Preprocessor, preprocess, preprocess_batch
-from visuomotor_core.manifest import ManifestError, load_model_spec, sha256_file
+from visuomotor_core.manifest import ManifestError, load_model_spec, seal_entry, sha256_file
 from visuomotor_core.onnx_session import (
     PROVIDER_NAMES,
     SessionConfig,
@@ -144,7 +144,8 @@ def test_write_manifest_entry_keeps_other_models(tmp_path):
     write_manifest_entry(path, "encoder", {"file": "encoder.onnx"})
     write_manifest_entry(path, "encoder", {"file": "encoder2.onnx"})
     models = json.loads(path.read_text())["models"]
-    assert models == {"encoder": {"file": "encoder2.onnx"}, "policy": {"file": "policy.onnx"}}
+    assert models == {"encoder": seal_entry({"file": "encoder2.onnx"}),
+                      "policy": seal_entry({"file": "policy.onnx"})}
 
 
 # ---------------------------------------------------------------- providers

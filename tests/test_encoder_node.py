@@ -9,6 +9,8 @@ import torch
 from conftest import spin_until
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -171,6 +173,207 @@ def test_configure_fails_with_a_hash_mismatch(ros_context, model_files, tmp_path
         from rclpy.lifecycle import TransitionCallbackReturn
 
         assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert h.node.runtime is None
+        assert h.node.runtime is None and "SHA-256 mismatch" in h.node.configure_error
     finally:
         h.close()
+
+
+# ---------------------------------------------------------------- fail-closed configure
+def _lifecycle_state(node) -> str:
+    return node._state_machine.current_state[1]
+
+
+def test_contract_mismatch_leaves_the_node_up_unconfigured_with_one_line_and_an_error(
+        ros_context, model_files, tmp_path, capfd):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from test_model_contract import tampered_copy
+
+    onnx_path, manifest = model_files
+
+    def input_64(entry):
+        entry["inputs"][0]["shape"] = ["batch", 3, 64, 64]
+
+    bad = tampered_copy(tmp_path, manifest, "encoder", input_64)
+    h = Harness(ros_context, (tmp_path / onnx_path.name, bad))  # autostart on
+    try:
+        expected = ("encoder.onnx: input 'image' shape: manifest ['batch', 3, 64, 64], "
+                    "model ['batch', 3, 32, 32]")
+        assert h.spin_until(lambda: expected in h.node.configure_error)
+        assert h.spin_until(lambda: any(
+            s.level == DiagnosticStatus.ERROR and expected in s.message
+            for d in h.diagnostics for s in d.status))
+        assert _lifecycle_state(h.node) == "unconfigured" and h.node.runtime is None
+        err = capfd.readouterr().err
+        lines = [line for line in err.splitlines() if "[encoder_node]" in line]
+        assert len(lines) == 1 and "[ERROR]" in lines[0] and "Traceback" not in err
+        # Still up: pointed at a good manifest it configures and runs.
+        h.node.set_parameters([Parameter("model_path", value=str(onnx_path)),
+                               Parameter("manifest_path", value=str(manifest))])
+        assert h.node.configure_and_activate()
+        assert h.node.configure_error == "" and _lifecycle_state(h.node) == "active"
+        assert h.connected()
+        h.send(_image(5))
+        assert h.spin_until(lambda: h.features)
+    finally:
+        h.close()
+
+
+# ---------------------------------------------------------------- every input survives
+_BAD_ENCODINGS = ["mono8", "rgba8", "yuv422", "16UC1", "RGB8", ""]
+_STAMPS = [(0, 0), (2**31 - 1, 999_999_999), (7, 0)]
+_FLAWS = [None, None, None, "encoding", "zero_size", "huge_size", "short_step", "any_step",
+          "data_short", "data_long", "no_data"]
+
+
+@st.composite
+def images(draw):
+    """A well-formed rgb8/bgr8 image (padded rows included) or one with one flaw."""
+    msg = Image()
+    msg.encoding = draw(st.sampled_from(["rgb8", "bgr8"]))
+    msg.height, msg.width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    msg.step = 3 * msg.width + draw(st.sampled_from([0, 0, 1, 5]))
+    flaw = draw(st.sampled_from(_FLAWS))
+    if flaw == "encoding":
+        msg.encoding = draw(st.sampled_from(_BAD_ENCODINGS))
+    elif flaw in ("zero_size", "huge_size"):
+        value = 0 if flaw == "zero_size" else draw(st.sampled_from([2**31, 2**32 - 1]))
+        setattr(msg, draw(st.sampled_from(["height", "width"])), value)
+    elif flaw == "short_step":
+        msg.step = 3 * msg.width - draw(st.integers(1, 3 * msg.width))
+    size = msg.step * msg.height if flaw not in ("zero_size", "huge_size") else 3 * 40
+    if flaw == "any_step":
+        msg.step = draw(st.integers(0, 2**32 - 1))
+    size += {"data_short": -1, "data_long": 1}.get(flaw, 0)
+    size = 0 if flaw == "no_data" else size
+    seed = draw(st.integers(0, 2**16))
+    msg.data = np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes()
+    msg.is_bigendian = draw(st.integers(0, 1))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = draw(st.sampled_from(_STAMPS))
+    return msg
+
+
+def _valid(msg: Image) -> bool:
+    return (msg.encoding in ("rgb8", "bgr8") and msg.height > 0 and msg.width > 0
+            and msg.step >= 3 * msg.width and len(msg.data) == msg.step * msg.height)
+
+
+def _deliver(node, msg: Image) -> None:
+    """Run the callbacks the executor would run for ``msg``, guards included."""
+    node._subscription.callback(msg)
+    node._wake.callback()
+
+
+@settings(max_examples=250, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(msg=images())
+def test_any_image_message_is_encoded_only_when_valid_and_never_raises(harness, msg):
+    assert harness.connected()
+    node = harness.node
+    before = node.counters
+    _deliver(node, msg)
+    after = node.counters
+    assert after["callback_errors"] == 0
+    assert after["processed"] - before["processed"] == int(_valid(msg))
+    assert after["bad_inputs"] - before["bad_inputs"] == int(not _valid(msg))
+
+
+def test_an_unexpected_exception_in_inference_is_counted_and_the_node_keeps_running(
+        harness, monkeypatch):
+    assert harness.connected()
+    runtime = harness.node.runtime
+
+    def broken(batch):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status\n"
+                           "code returned while running Conv node")
+
+    monkeypatch.setattr(runtime, "run_raw", broken)
+    harness.send(_image(8))
+    assert harness.spin_until(lambda: harness.node.counters["callback_errors"] == 1)
+    assert harness.node._guard.errors == {"_process_latest": 1}
+    monkeypatch.undo()
+    harness.send(_image(9))
+    assert harness.spin_until(lambda: len(harness.features) == 1)
+    assert harness.spin_until(lambda: any(
+        kv.key == "callback_errors" and kv.value == "1"
+        for d in harness.diagnostics for s in d.status for kv in s.values))
+
+
+# ---------------------------------------------------------------- memory under varying sizes
+_HEAP_PROBE = """
+import sys
+import rclpy
+from rclpy.parameter import Parameter
+from visuomotor_ros.heap import heap_usage
+rclpy.init()
+if sys.argv[1] == "encoder_node":
+    from visuomotor_ros.encoder_node import EncoderNode
+    node = EncoderNode(parameter_overrides=[Parameter("autostart", value=False)])
+big = bytearray(8 << 20)  # a mapped block; freeing it raises glibc's dynamic threshold
+del big
+before = heap_usage().mapped_blocks
+frame = bytearray(640 * 480 * 3)  # one rgb8 VGA frame
+print(heap_usage().mapped_blocks - before)
+"""
+
+
+@pytest.mark.parametrize(("mode", "mapped"), [("encoder_node", 1), ("without", 0)])
+def test_frame_sized_buffers_get_their_own_mapping_in_an_encoder_process(mode, mapped):
+    """With glibc's dynamic mmap threshold (a process without an encoder node) a frame
+    buffer comes from the heap once a larger block has been freed, and frames of varying
+    size fragment the heap; a process with an EncoderNode fixes the threshold, so every
+    frame buffer is mapped and unmapped."""
+    import subprocess
+    import sys
+
+    from visuomotor_ros.heap import heap_usage
+
+    if heap_usage() is None:
+        pytest.skip("not glibc")
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert int(out.stdout.strip()) == mapped
+
+
+def test_frames_of_many_sizes_leave_no_allocations_behind(harness):
+    """200 frames of random sizes through the node (DDS, conversion, preprocessing, ONNX
+    Runtime): the Python-side allocations and the C heap stay where the first sizes left
+    them, and the preprocessing buffers are the same arrays (no per-size cache)."""
+    import tracemalloc
+
+    from visuomotor_ros.heap import heap_usage
+
+    assert harness.connected()
+    node = harness.node
+    runtime = node.runtime
+    buffers = (runtime._input, runtime._preprocessor._resized, runtime._preprocessor._hwc)
+    rng = np.random.default_rng(0)
+
+    def feed(count):
+        for _ in range(count):
+            done = node.counters["processed"] + 1
+            height, width = int(rng.integers(8, 480)), int(rng.integers(8, 640))
+            encoding = str(rng.choice(["rgb8", "bgr8"]))
+            harness.send(numpy_to_image(
+                rng.integers(0, 256, (height, width, 3), dtype=np.uint8), encoding))
+            assert harness.spin_until(lambda d=done: node.counters["processed"] >= d)
+
+    tracemalloc.start()
+    try:
+        feed(40)
+        harness.features.clear()
+        harness.targets.clear()
+        harness.diagnostics.clear()
+        python_before, heap_before = tracemalloc.get_traced_memory()[0], heap_usage()
+        feed(200)
+        harness.features.clear()
+        harness.targets.clear()
+        harness.diagnostics.clear()
+        python_after, heap_after = tracemalloc.get_traced_memory()[0], heap_usage()
+    finally:
+        tracemalloc.stop()
+    assert python_after - python_before < 256 * 1024
+    if heap_before is not None:
+        assert heap_after.heap - heap_before.heap < 4 * 1024 * 1024
+    assert all(a is b for a, b in zip(buffers, (runtime._input, runtime._preprocessor._resized,
+                                                runtime._preprocessor._hwc), strict=True))
+    assert node.counters["bad_inputs"] == 0 and node.counters["callback_errors"] == 0

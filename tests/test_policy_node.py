@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from conftest import spin_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -171,7 +173,248 @@ def test_deactivated_node_publishes_nothing(graph):
     assert received == []
 
 
-def test_autostart_with_a_missing_manifest_fails_with_a_clear_error(ros_context, tmp_path):
+# ---------------------------------------------------------------- fail-closed configure
+def _lifecycle_state(node) -> str:
+    return node._state_machine.current_state[1]
+
+
+def _node_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "[policy_node]" in line]
+
+
+def test_autostart_with_a_missing_manifest_stays_up_unconfigured_and_reports_an_error(
+        ros_context, tmp_path, capfd):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
     overrides = [Parameter("manifest_path", value=str(tmp_path / "missing.json"))]
-    with pytest.raises(RuntimeError, match="manifest not found"):
-        PolicyNode(context=ros_context, parameter_overrides=overrides)
+    node = PolicyNode(context=ros_context, parameter_overrides=overrides)
+    peer = rclpy.create_node("policy_diag_peer", context=ros_context)
+    statuses = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: statuses.extend(m.status), 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    try:
+        assert _lifecycle_state(node) == "unconfigured" and node._runtime is None
+        assert "manifest not found" in node.configure_error
+        err = capfd.readouterr().err
+        lines = _node_lines(err)
+        assert len(lines) == 1 and "[ERROR]" in lines[0] and "manifest not found" in lines[0]
+        assert "Traceback" not in err
+        assert spin_until(executor, lambda: any(
+            s.level == DiagnosticStatus.ERROR and "manifest not found" in s.message
+            for s in statuses), TIMEOUT)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def _configure_error(ros_context, **params) -> str:
+    overrides = [Parameter("manifest_path", value=str(ARTIFACTS / "manifest.json")),
+                 *(Parameter(k, value=v) for k, v in params.items())]
+    node = PolicyNode(context=ros_context, parameter_overrides=overrides)
+    try:
+        assert _lifecycle_state(node) == "unconfigured" and node._runtime is None
+        return node.configure_error
+    finally:
+        node.destroy_node()
+
+
+def test_configure_refuses_a_manifest_that_disagrees_with_the_graph_in_one_line(
+        ros_context, tmp_path, capfd):
+    from test_model_contract import tampered_copy
+
+    def history_5(entry):
+        entry["policy"]["history_length"] = 5
+
+    manifest = tampered_copy(tmp_path, ARTIFACTS / "manifest.json", "policy", history_5)
+    message = _configure_error(ros_context, manifest_path=str(manifest))
+    assert message.endswith("policy.onnx: policy history_length: manifest 5, model 10")
+    err = capfd.readouterr().err
+    assert len(_node_lines(err)) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"policy_rate_hz": 30.0}, "camera rate policy_rate_hz (Hz): manifest 20.0, parameter "
+                               "policy_rate_hz 30.0"),
+    ({"control_rate_hz": 500.0}, "controller rate control_rate_hz (Hz): manifest 1000.0, "
+                                 "parameter control_rate_hz 500.0"),
+])
+def test_configure_refuses_a_model_trained_for_another_rate(ros_context, params, expected):
+    assert _configure_error(ros_context, **params).endswith(expected)
+
+
+def test_configure_refuses_a_model_trained_for_another_robot(ros_context, tmp_path):
+    text = (ARTIFACTS.parents[1] / "ros2_ws" / "src" / "visuomotor_bringup" / "urdf" /
+            "panda.urdf").read_text()
+    urdf = tmp_path / "fr3.urdf"
+    urdf.write_text(text.replace('<robot name="panda"', '<robot name="fr3"', 1))
+    message = _configure_error(ros_context, urdf_path=str(urdf))
+    assert message.endswith("policy.onnx: robot: manifest 'panda', URDF fr3.urdf 'fr3'")
+
+
+def test_default_controller_rate_comes_from_the_bringup_controller_yaml(graph):
+    import yaml
+
+    from visuomotor_ros import graph as graph_module
+
+    node = graph[0]
+    rate, source = node._control_rate()
+    params = yaml.safe_load(graph_module.params_path("controller.yaml").read_text())
+    assert rate == params["controller_node"]["ros__parameters"]["rate_hz"]
+    assert source == "controller.yaml rate_hz"
+
+
+# ---------------------------------------------------------------- every input survives
+def test_empty_joint_state_arrays_are_refused_and_the_node_keeps_running(graph):
+    node, peer, executor, _, _, states_pub = graph
+    empty = JointState(name=list(JOINT_NAMES))
+    empty.header.stamp = peer.get_clock().now().to_msg()
+    states_pub.publish(empty)
+    assert spin_until(executor, lambda: node.counters["refused_joint_state"] == 1, TIMEOUT)
+    assert not node._have_state and node._guard.total == 0
+    _send_state(graph)
+    _act(graph, 1)
+
+
+_ARM = list(JOINT_NAMES)
+_EXTRA = ["panda_finger_joint1", "panda_finger_joint2", "unknown_joint", ""]
+_values = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.sampled_from(
+    [0.0, 0.5, -2.0, float("nan"), float("inf"), 1e308])
+_STAMPS = {"now": 0.0, "recent": -0.05, "zero": None, "old": -10.0, "ahead": 10.0,
+           "max": "max"}
+_JOINT_FLAWS = [None, None, None, "drop_joint", "duplicate", "position_length",
+                "velocity_length", "position_value", "velocity_value", "stamp"]
+
+
+@st.composite
+def joint_states(draw):
+    """A usable JointState (any order, extra joints with any values, any effort array) or
+    one with one flaw: a missing or repeated name, a wrong array length, a non-finite or
+    impossible arm value, or a zero, old, future or maximal stamp."""
+    names = draw(st.permutations(_ARM + draw(st.lists(st.sampled_from(_EXTRA), max_size=3,
+                                                      unique=True))))
+    position = [draw(st.floats(-0.4, 0.4)) if n in _ARM else draw(_values) for n in names]
+    velocity = [draw(st.floats(-2.0, 2.0)) if n in _ARM else draw(_values) for n in names]
+    effort = draw(st.lists(_values, max_size=len(names) + 2))
+    stamp = draw(st.sampled_from(["now", "recent"]))
+    flaw = draw(st.sampled_from(_JOINT_FLAWS))
+    arm_slot = names.index(draw(st.sampled_from(_ARM)))
+    if flaw == "drop_joint":
+        del names[arm_slot], position[arm_slot], velocity[arm_slot]
+    elif flaw == "duplicate":
+        names, position, velocity = ([*a, a[arm_slot]] for a in (names, position, velocity))
+    elif flaw in ("position_length", "velocity_length"):
+        values = position if flaw == "position_length" else velocity
+        cut = draw(st.sampled_from([0, len(values) - 1, len(values) + 1]))
+        values[:] = [*values, 0.0][:cut]
+    elif flaw in ("position_value", "velocity_value"):
+        values = position if flaw == "position_value" else velocity
+        values[arm_slot] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf"),
+                                                 1e308, 100.0]))
+    elif flaw == "stamp":
+        stamp = draw(st.sampled_from(["zero", "old", "ahead", "max"]))
+    return names, [position, velocity, effort], stamp
+
+
+def _stamp(node, kind: str) -> Time:
+    offset = _STAMPS[kind]
+    if offset is None:
+        return Time()
+    if offset == "max":
+        return Time(sec=2**31 - 1, nanosec=999_999_999)
+    return seconds_to_time(max(node.get_clock().now().nanoseconds * 1e-9 + offset, 0.0))
+
+
+def _usable(node, names, position, velocity, stamp_kind) -> bool:
+    if len(set(names)) != len(names) or not set(_ARM) <= set(names):
+        return False
+    if len(position) != len(names) or len(velocity) != len(names):
+        return False
+    if stamp_kind not in ("now", "recent"):
+        return False
+    index = [names.index(j) for j in _ARM]
+    q, qd = np.asarray(position)[index], np.asarray(velocity)[index]
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
+        return False
+    lower, upper, vmax = node._state_bounds
+    return bool(np.all(q >= lower) and np.all(q <= upper) and np.all(np.abs(qd) <= vmax))
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=joint_states())
+def test_any_joint_state_is_used_only_when_valid_and_never_raises(graph, message):
+    node = graph[0]
+    names, (position, velocity, effort), stamp_kind = message
+    msg = JointState(name=names, position=position, velocity=velocity, effort=effort)
+    msg.header.stamp = _stamp(node, stamp_kind)
+    refused = node.counters["refused_joint_state"]
+    node._subs[1].callback(msg)  # the callback the subscription runs, guard included
+    usable = _usable(node, names, position, velocity, stamp_kind)
+    assert node._have_state == usable
+    assert node.counters["refused_joint_state"] == refused + (not usable)
+    assert node._guard.total == 0
+    if usable:
+        assert list(node._q) == [position[names.index(j)] for j in _ARM]
+
+
+_FEATURE_FLAWS = [None, None, None, "target", "stamp", "frame"]
+
+
+@st.composite
+def features(draw):
+    """(target, stamp kind, frame, embedding, valid): a usable features message or one with
+    a non-finite or far target, a zero/old/future/maximal stamp or another frame."""
+    target = [draw(st.floats(-1.0, 1.0)) for _ in range(3)]
+    stamp, frame = draw(st.sampled_from(["now", "recent"])), "panda_link0"
+    flaw = draw(st.sampled_from(_FEATURE_FLAWS))
+    if flaw == "target":
+        target[draw(st.integers(0, 2))] = draw(st.sampled_from(
+            [float("nan"), float("inf"), -float("inf"), 1e308, 6.0, -100.0]))
+    elif flaw == "stamp":
+        stamp = draw(st.sampled_from(["zero", "old", "ahead", "max"]))
+    elif flaw == "frame":
+        frame = draw(st.sampled_from(["", "camera_optical_frame", "world"]))
+    embedding = draw(st.lists(st.floats(width=32), max_size=20))
+    return tuple(target), stamp, frame, embedding, flaw is None
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=features())
+def test_any_features_message_is_acted_on_only_when_valid_and_never_raises(graph, message):
+    node, peer = graph[:2]
+    target, stamp_kind, frame, embedding, valid = message
+    if not node._have_state:
+        node._subs[1].callback(_state(peer))
+    msg = _features(_stamp(node, stamp_kind), target)
+    msg.target_frame_id = frame
+    msg.embedding = embedding
+    before = dict(node.counters)
+    node._subs[0].callback(msg)  # the callback the subscription runs, guard included
+    changed = {k for k in node.counters if node.counters[k] != before[k]}
+    assert node._guard.total == 0
+    assert changed == ({"published"} if valid else changed) and len(changed) == 1
+    if not valid:
+        assert changed <= {"refused_non_finite", "refused_out_of_range", "refused_stale",
+                           "refused_future", "refused_frame"}
+
+
+def test_an_unexpected_exception_in_a_callback_is_counted_and_the_node_keeps_running(
+        graph, monkeypatch):
+    node, peer, executor, received, features_pub, _ = graph
+    _send_state(graph)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION :\n  what():  boom")
+
+    monkeypatch.setattr(node._runtime, "_infer", broken)
+    features_pub.publish(_features(peer.get_clock().now().to_msg()))
+    assert spin_until(executor, lambda: node._guard.total == 1, TIMEOUT)
+    assert node._guard.errors == {"_on_features": 1} and received == []
+    monkeypatch.undo()
+    _act(graph, 1)

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import yaml  # noqa: E402
 
-from visuomotor_core.manifest import ManifestError  # noqa: E402
+from visuomotor_core.manifest import ManifestError, seal_entry  # noqa: E402
 from visuomotor_core.policy_runtime import (  # noqa: E402
     HISTORY_DIM,
     OBSERVATION_DIM,
@@ -94,6 +94,7 @@ def test_sag_estimator_gains_match_the_shipped_controller_config():
 def test_invalid_sag_estimator_record_is_refused(tmp_path, model):
     manifest = json.loads((ARTIFACTS / "manifest.json").read_text())
     manifest["models"]["policy"]["policy"]["sag_estimator"]["kp"] = [600.0, -1.0]
+    manifest["models"]["policy"] = seal_entry(manifest["models"]["policy"])
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(ARTIFACTS / "policy.onnx", tmp_path / "policy.onnx")
     with pytest.raises(ManifestError, match="sag_estimator"):

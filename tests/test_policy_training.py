@@ -90,3 +90,13 @@ def test_quick_training_exports_both_models_with_manifest_entries(tmp_path):
     assert models["policy"]["training"]["command"].startswith(
         "python -m visuomotor_models.train_policy")
     assert (tmp_path / "policy.onnx").stat().st_size < 2_000_000
+    # The writer's entries pass the runtime's fail-closed checks (seal, graph, robot, rates).
+    from visuomotor_core.policy_runtime import load_policy_runtime
+    from visuomotor_core.robot_model import RobotModel
+    from visuomotor_sim.world import robot_urdf_path
+
+    model = RobotModel.from_urdf_file(str(robot_urdf_path()))
+    for name in models:
+        assert models[name]["robot"] == "panda"
+        load_policy_runtime(tmp_path / "manifest.json", name, model, robot="panda",
+                            camera_rate_hz=20.0, control_rate_hz=1000.0)

@@ -3,8 +3,12 @@
 * :func:`export_onnx` writes a module to ONNX at a fixed opset (17) with an optional
   dynamic batch axis and returns the tensor contracts for the manifest.
 * :func:`write_manifest_entry` read-modify-writes ``models/artifacts/manifest.json``,
-  replacing one model's entry and leaving the others untouched (atomic rename).
-* :func:`model_entry` assembles an entry with the file's SHA-256.
+  replacing one model's entry and leaving the others untouched (atomic rename); every
+  entry it writes is sealed with ``record_sha256`` (:func:`visuomotor_core.manifest.
+  seal_entry`), which the runtime checks, so evaluation scripts that update metrics
+  through it keep the manifest loadable.
+* :func:`model_entry` assembles an entry with the file's SHA-256 and the robot the model
+  was trained for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visuomotor_core.manifest import sha256_file
+from visuomotor_core.manifest import robot_name, seal_entry, sha256_file
 
 OPSET = 17
 BATCH_AXIS = "batch"
@@ -81,12 +85,22 @@ def export_onnx(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor],
             "outputs": _tensor_entries(output_names, outputs, dynamic_batch)}
 
 
-def model_entry(path: str | Path, tensors: dict[str, list[dict]], **fields: Any) -> dict:
-    """A manifest entry for the ONNX file at ``path``: file name, SHA-256, opset, I/O and
-    whatever ``fields`` add (preprocessing, training, metrics, ...)."""
+def trained_robot() -> str:
+    """Name of the robot the simulation trains on (its URDF's ``<robot name>``)."""
+    from visuomotor_sim.world import robot_urdf_path
+
+    return robot_name(robot_urdf_path())
+
+
+def model_entry(path: str | Path, tensors: dict[str, list[dict]], robot: str,
+                **fields: Any) -> dict:
+    """A manifest entry for the ONNX file at ``path``: file name, SHA-256, opset, the robot
+    it was trained for (the URDF's robot name, e.g. ``panda``), I/O and whatever ``fields``
+    add (preprocessing, training, metrics, ...)."""
     path = Path(path)
     return {"file": path.name, "sha256": sha256_file(path), "opset": OPSET,
-            "size_bytes": path.stat().st_size, **tensors, **_jsonable(fields)}
+            "size_bytes": path.stat().st_size, "robot": robot, **tensors,
+            **_jsonable(fields)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -104,6 +118,7 @@ def _jsonable(value: Any) -> Any:
 def write_manifest_entry(manifest_path: str | Path, name: str, entry: dict) -> None:
     """Set ``models[name] = entry`` in the manifest, keeping every other entry.
 
+    The entry is sealed (``record_sha256`` over the rest of it; an old seal is replaced).
     The file is created when missing and replaced atomically (write + rename).
     """
     manifest_path = Path(manifest_path)
@@ -111,7 +126,7 @@ def write_manifest_entry(manifest_path: str | Path, name: str, entry: dict) -> N
     if manifest_path.is_file():
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
         data.setdefault("models", {})
-    data["models"][name] = _jsonable(entry)
+    data["models"][name] = seal_entry(_jsonable(entry))
     data["models"] = dict(sorted(data["models"].items()))
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=manifest_path.parent, suffix=".json.tmp")

@@ -52,6 +52,7 @@ from visuomotor_models.export import (
     ARTIFACTS_DIR,
     export_onnx,
     model_entry,
+    trained_robot,
     write_manifest_entry,
 )
 
@@ -291,7 +292,7 @@ def export_encoder(model: VisionEncoder, prep: PreprocessConfig, out_dir: Path,
                             "panda_link0), target visibility confidence", **fields}
     manifest = out_dir / "manifest.json"
     write_manifest_entry(manifest, MODEL_NAME, model_entry(onnx_path, tensors,
-                                                           **entry))
+                                                           trained_robot(), **entry))
     return onnx_path, manifest
 
 

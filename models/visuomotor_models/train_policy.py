@@ -56,7 +56,12 @@ from visuomotor_core.policy_runtime import (
     model_hand_function,
 )
 from visuomotor_models.expert import ExpertConfig, ReachExpert
-from visuomotor_models.export import export_onnx, model_entry, write_manifest_entry
+from visuomotor_models.export import (
+    export_onnx,
+    model_entry,
+    trained_robot,
+    write_manifest_entry,
+)
 from visuomotor_models.policy import (
     PRIVILEGED_DIM,
     MemorylessPolicy,
@@ -293,10 +298,11 @@ def export(learner: Learner, cfg: TrainConfig, sim: ReachSim, out_dir: Path, com
     # The exporter drops inputs a graph never reads (the ablation's history).
     tensors["inputs"] = [t for t in tensors["inputs"] if t["name"] in graph_inputs]
     entry = model_entry(
-        path, tensors,
+        path, tensors, trained_robot(),
         kind="policy",
         policy={"uses_history": learner.kind == "history", "history_length": h,
                 "action_scale": cfg.sim.action_scale, "policy_rate_hz": cfg.sim.policy_hz,
+                "control_rate_hz": float(sim.env.controller.config.rate_hz),
                 "latent_dim": cfg.net.latent_dim if learner.kind == "history" else 0,
                 "privileged_dim": PRIVILEGED_DIM, "layout": layout_description(),
                 "sag_estimator": None if sag is None else asdict(sag),

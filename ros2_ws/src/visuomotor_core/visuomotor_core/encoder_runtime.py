@@ -10,6 +10,7 @@ otherwise it raises :class:`InvalidEncoderOutput`, so a caller can count and dro
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,14 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from visuomotor_core.image import PreprocessConfig, Preprocessor
-from visuomotor_core.manifest import ManifestError, ModelSpec, load_model_spec
+from visuomotor_core.image import SUPPORTED_COLOUR_ORDERS, PreprocessConfig, Preprocessor
+from visuomotor_core.manifest import (
+    ModelContractError,
+    ModelSpec,
+    check_session_contract,
+    contract_error,
+    load_model_spec,
+)
 from visuomotor_core.onnx_session import SessionConfig, SessionInfo, create_session
 
 MODEL_NAME = "encoder"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("embedding", "target_position", "confidence")
 POSITION_DIM = 3
+#: What :class:`visuomotor_core.image.Preprocessor` writes: float32, NCHW, 3 channels.
+INPUT_LAYOUT = "NCHW"
+INPUT_DTYPE = "float32"
+INPUT_CHANNELS = 3
+
+_LOG = logging.getLogger(__name__)
 
 
 class InvalidEncoderOutput(ValueError):
@@ -71,31 +84,76 @@ class EncoderRuntime:
         model_path: ONNX file (default: the manifest entry's file beside the manifest).
         session_config: provider / fp16 / threads.
         log: receives the provider log line.
+        robot: the robot this runtime serves (checked against the manifest's ``robot``);
+            None skips that check.
 
     Raises:
-        ManifestError: the model cannot be verified (before any session is created).
+        ManifestError: the model cannot be verified (before any session is created), or
+            (:class:`visuomotor_core.manifest.ModelContractError`) the manifest's inputs,
+            outputs or preprocessing disagree with the ONNX graph or with this runtime.
     """
 
     def __init__(self, manifest_path: str | Path, model_path: str | Path | None = None,
                  session_config: SessionConfig | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, robot: str | None = None) -> None:
         self.spec: ModelSpec = load_model_spec(manifest_path, MODEL_NAME, model_path)
-        self._check_contract(self.spec)
-        self.preprocess_config = PreprocessConfig.from_dict(self.spec.preprocessing)
+        if robot is not None:
+            self.spec.check_robot(robot)
+        self._check_names(self.spec)
+        self.preprocess_config = _preprocess_config(self.spec)
+        provider_line: list[str] = []  # logged once the graph has passed the checks
+        self.session, self.session_info = create_session(
+            self.spec.path, session_config or SessionConfig(), MODEL_NAME,
+            provider_line.append)
+        check_session_contract(self.spec, self.session)
+        self._check_graph(self.spec, self.preprocess_config, self.session)
+        for line in provider_line:
+            (log or _LOG.info)(line)
         self.embedding_dim = int(self.spec.output("embedding").shape[-1])
         self._preprocessor = Preprocessor(self.preprocess_config)
         self._input = np.empty((1, *self.preprocess_config.input_shape), np.float32)
-        self.session, self.session_info = create_session(
-            self.spec.path, session_config or SessionConfig(), MODEL_NAME, log)
 
     @staticmethod
-    def _check_contract(spec: ModelSpec) -> None:
-        names = [o.name for o in spec.outputs]
-        if [i.name for i in spec.inputs] != [INPUT_NAME] or sorted(names) != sorted(
-                OUTPUT_NAMES):
-            raise ManifestError(f"encoder manifest entry declares inputs "
-                                f"{[i.name for i in spec.inputs]} and outputs {names}; the "
-                                f"runtime needs ['{INPUT_NAME}'] and {list(OUTPUT_NAMES)}")
+    def _check_names(spec: ModelSpec) -> None:
+        inputs, outputs = [i.name for i in spec.inputs], [o.name for o in spec.outputs]
+        if inputs != [INPUT_NAME]:
+            raise contract_error(spec.label, "inputs", inputs, [INPUT_NAME], "runtime needs")
+        if sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise contract_error(spec.label, "outputs", outputs, list(OUTPUT_NAMES),
+                                 "runtime needs")
+
+    @staticmethod
+    def _check_graph(spec: ModelSpec, prep: PreprocessConfig, session) -> None:
+        """Preprocessing and output sizes against the graph's own tensors (whose names,
+        dtypes and shapes :func:`check_session_contract` has matched to the manifest)."""
+        label, record = spec.label, spec.preprocessing
+        image = session.get_inputs()[0]
+        shape = list(image.shape)
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+            raise ModelContractError(f"{label}: input '{INPUT_NAME}' shape: model {shape}, "
+                                     f"runtime needs [batch, C, H, W] with fixed C, H, W")
+        channels, height, width = shape[1:]
+        for field, declared, actual in (("channels", record["channels"], channels),
+                                        ("height", prep.height, height),
+                                        ("width", prep.width, width)):
+            if declared != actual:
+                raise contract_error(label, f"preprocessing {field}", declared, actual)
+        if channels != INPUT_CHANNELS:
+            raise contract_error(label, f"input '{INPUT_NAME}' channels", channels,
+                                 INPUT_CHANNELS, other="runtime writes", first="model")
+        dtype = spec.inputs[0].dtype
+        if record["dtype"] != dtype:
+            raise contract_error(label, "preprocessing dtype", record["dtype"], dtype)
+        if dtype != INPUT_DTYPE:
+            raise contract_error(label, f"input '{INPUT_NAME}' dtype", dtype, INPUT_DTYPE,
+                                 other="runtime writes", first="model")
+        sizes = {"target_position": POSITION_DIM, "confidence": 1}
+        for arg in session.get_outputs():
+            last = arg.shape[-1] if len(arg.shape) == 2 else None
+            if not isinstance(last, int) or sizes.get(arg.name, last) != last:
+                raise contract_error(label, f"output '{arg.name}' shape", list(arg.shape),
+                                     ["batch", sizes.get(arg.name, "D")],
+                                     other="runtime needs", first="model")
 
     @property
     def sha256(self) -> str:
@@ -168,3 +226,23 @@ class InferenceStats:
         fps = (n - 1) / span if n > 1 and span > 0.0 else 0.0
         p50, p99 = np.percentile(latency, (50, 99)) * 1e3
         return {"fps": fps, "latency_p50_ms": float(p50), "latency_p99_ms": float(p99)}
+
+
+def _preprocess_config(spec: ModelSpec) -> PreprocessConfig:
+    """The manifest's preprocessing record as a config, every field checked (one-line
+    :class:`visuomotor_core.manifest.ModelContractError` naming the field)."""
+    label, record = spec.label, spec.preprocessing
+    missing = [k for k in ("width", "height", "channels", "colour_order", "mean", "std",
+                           "interpolation", "layout", "dtype") if k not in record]
+    if missing:
+        raise ModelContractError(f"{label}: preprocessing lacks {missing}")
+    if record["colour_order"] not in SUPPORTED_COLOUR_ORDERS:
+        raise contract_error(label, "preprocessing colour_order", record["colour_order"],
+                             list(SUPPORTED_COLOUR_ORDERS), "runtime supports")
+    if record["layout"] != INPUT_LAYOUT:
+        raise contract_error(label, "preprocessing layout", record["layout"], INPUT_LAYOUT,
+                             "runtime writes")
+    try:
+        return PreprocessConfig.from_dict(record)
+    except (TypeError, ValueError) as err:
+        raise ModelContractError(f"{label}: preprocessing: {err}") from err

@@ -64,6 +64,7 @@ class PreprocessConfig:
         """JSON-ready form recorded in the model manifest."""
         data = asdict(self)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["channels"] = _CHANNELS
         data["layout"] = "NCHW"
         data["dtype"] = "float32"
         data["scale"] = "pixel / 255"

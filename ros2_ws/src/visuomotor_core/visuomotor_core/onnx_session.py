@@ -19,6 +19,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from visuomotor_core.manifest import ManifestError
+
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -119,6 +121,9 @@ def create_session(model_path: str | Path, config: SessionConfig, model_name: st
 
     Call only after the model's hash has been checked (visuomotor_core.manifest).
 
+    Raises:
+        ManifestError: ONNX Runtime cannot load the file (one line, the runtime's reason).
+
     Args:
         model_path: ONNX file.
         config: provider, precision and threading.
@@ -131,7 +136,13 @@ def create_session(model_path: str | Path, config: SessionConfig, model_name: st
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = [_provider_entry(key, config) for key in chain]
-    session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options,
+                                       providers=providers)
+    except Exception as err:  # onnxruntime raises its own pybind types
+        detail = " ".join(str(err).split())
+        raise ManifestError(f"{Path(model_path).name}: ONNX Runtime cannot load the "
+                            f"model: {detail}") from err
     active_name = session.get_providers()[0]
     active = next(k for k, v in PROVIDER_NAMES.items() if v == active_name)
     # Providers listed but failing to initialise are dropped by ONNX Runtime itself.

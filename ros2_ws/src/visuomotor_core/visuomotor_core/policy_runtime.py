@@ -37,6 +37,7 @@ linear estimate does.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -687,36 +688,109 @@ class PolicyRuntime(PolicyStep):
 
 def load_policy_runtime(manifest_path, name: str, model, session_config=None,
                         model_path=None, action_scale: float | None = None,
-                        log=None) -> PolicyRuntime:
-    """Verify ``name`` in the manifest (SHA-256), open an ONNX Runtime session, wrap it.
+                        log=None, robot: str | None = None,
+                        camera_rate_hz: float | None = None,
+                        control_rate_hz: float | None = None,
+                        sources: dict[str, str] | None = None) -> PolicyRuntime:
+    """Verify ``name`` in the manifest, open an ONNX Runtime session, check the graph, wrap it.
 
     ``model``: the arm's :class:`visuomotor_core.robot_model.RobotModel` (grasp point by
     forward kinematics; gravity bases of the sag estimator). History length, the default
     action scale and the sag estimator's settings come from the manifest entry's ``policy``
-    record. Raises ``visuomotor_core.manifest.ManifestError`` for a missing or mismatching
-    file or an invalid record.
+    record. ``robot``, ``camera_rate_hz`` (the policy acts once per camera frame) and
+    ``control_rate_hz`` (the joint controller's rate), when given, must equal what the
+    model was trained for (the entry's ``robot``, ``policy.policy_rate_hz`` and
+    ``policy.control_rate_hz``); ``sources`` maps those argument names to where the values
+    come from (e.g. ``{"robot": "URDF panda.urdf"}``), for the messages.
+
+    Raises:
+        visuomotor_core.manifest.ManifestError: a missing or mismatching file, an invalid
+            record, or (``ModelContractError``) a manifest that disagrees with the ONNX
+            graph (tensors, history length, feature sizes) or with the given robot/rates.
     """
-    from visuomotor_core.manifest import ManifestError, load_model_spec
+    from visuomotor_core.manifest import (
+        ManifestError,
+        check_session_contract,
+        load_model_spec,
+    )
     from visuomotor_core.onnx_session import SessionConfig, create_session
 
     spec = load_model_spec(manifest_path, name, model_path)
     record = spec.entry.get("policy")
-    if not isinstance(record, dict) or "history_length" not in record:
-        raise ManifestError(f"manifest entry '{name}' lacks the 'policy' record "
-                            f"(history_length, action_scale, ...)")
-    config = PolicyConfig(
-        action_scale=float(action_scale if action_scale is not None
-                           else record.get("action_scale", DEFAULT_ACTION_SCALE)),
-        history_length=int(record["history_length"]),
-        uses_history=bool(record.get("uses_history", True)))
-    sag = integrator = None
+    required = ("history_length", "uses_history", "policy_rate_hz", "control_rate_hz")
+    if not isinstance(record, dict) or any(k not in record for k in required):
+        raise ManifestError(f"manifest entry '{name}' lacks the 'policy' record or one of "
+                            f"its fields {list(required)}")
+    sources = sources or {}
+    if robot is not None:
+        spec.check_robot(robot, sources.get("robot", "runtime"))
+    if camera_rate_hz is not None:
+        spec.check_rate("camera rate policy_rate_hz (Hz)", record["policy_rate_hz"],
+                        camera_rate_hz, sources.get("camera_rate_hz", "runtime"))
+    if control_rate_hz is not None:
+        spec.check_rate("controller rate control_rate_hz (Hz)", record["control_rate_hz"],
+                        control_rate_hz, sources.get("control_rate_hz", "runtime"))
     try:
+        config = PolicyConfig(
+            action_scale=float(action_scale if action_scale is not None
+                               else record.get("action_scale", DEFAULT_ACTION_SCALE)),
+            history_length=int(record["history_length"]),
+            uses_history=bool(record["uses_history"]))
+        sag = integrator = None
         if record.get("sag_estimator") is not None:
             sag = SagEstimator(model, SagEstimatorConfig.from_dict(record["sag_estimator"]))
         if record.get("goal_integrator") is not None:
             integrator = GoalIntegrator(GoalIntegratorConfig.from_dict(record["goal_integrator"]))
     except (AttributeError, TypeError, ValueError) as err:
-        raise ManifestError(f"manifest entry '{name}': invalid sag_estimator or "
-                            f"goal_integrator record: {err}") from err
-    session, _ = create_session(spec.path, session_config or SessionConfig(), name, log)
+        raise ManifestError(f"manifest entry '{name}': invalid policy record "
+                            f"(history_length, action_scale, sag_estimator or "
+                            f"goal_integrator): {err}") from err
+    provider_line: list[str] = []  # logged once the graph has passed the checks
+    session, _ = create_session(spec.path, session_config or SessionConfig(), name,
+                                provider_line.append)
+    check_session_contract(spec, session)
+    check_policy_graph(spec, record, session)
+    for line in provider_line:
+        (log or logging.getLogger(__name__).info)(line)
     return PolicyRuntime(session, model_hand_function(model), config, sag, integrator)
+
+
+def check_policy_graph(spec, record: dict, session) -> None:
+    """The ``policy`` record and this module's feature sizes against the ONNX graph.
+
+    Raises:
+        visuomotor_core.manifest.ModelContractError: naming the field and both values.
+    """
+    from visuomotor_core.manifest import ModelContractError, contract_error
+
+    label = spec.label
+    inputs = {a.name: list(a.shape) for a in session.get_inputs()}
+    outputs = {a.name: list(a.shape) for a in session.get_outputs()}
+    unknown = sorted(set(inputs) - set(PolicyRuntime.INPUTS))
+    if "observation" not in inputs or unknown or "action" not in outputs:
+        raise ModelContractError(f"{label}: graph inputs {sorted(inputs)} and outputs "
+                                 f"{sorted(outputs)}; the runtime needs inputs 'observation' "
+                                 f"(+ optional 'history') and output 'action'")
+    if bool(record["uses_history"]) != ("history" in inputs):
+        raise contract_error(label, "policy uses_history", bool(record["uses_history"]),
+                             "history" in inputs, other="model has a 'history' input:")
+    expected = [("observation", inputs["observation"], 1, OBSERVATION_DIM, "runtime builds"),
+                ("action", outputs["action"], 1, N_JOINTS, "runtime needs")]
+    if "history" in inputs:
+        shape = inputs["history"]
+        if len(shape) != 3:
+            raise contract_error(label, "input 'history' shape", shape,
+                                 ["batch", record["history_length"], HISTORY_DIM],
+                                 other="runtime needs", first="model")
+        if shape[1] != record["history_length"]:
+            raise contract_error(label, "policy history_length", record["history_length"],
+                                 shape[1])
+        expected.append(("history", shape, 2, HISTORY_DIM, "runtime builds"))
+    if "dynamics_latent" in outputs:
+        expected.append(("dynamics_latent", outputs["dynamics_latent"], 1,
+                         record.get("latent_dim"), "manifest latent_dim"))
+    for tensor, shape, axis, size, side in expected:
+        actual = shape[axis] if len(shape) == axis + 1 else shape
+        if actual != size:
+            raise contract_error(label, f"'{tensor}' axis {axis} size", actual, size,
+                                 other=side, first="model")

@@ -13,11 +13,21 @@ Publishes (while Active):
 * ``/diagnostics``: fps, inference latency p50/p99, received/dropped frames, bad inputs,
   rejected outputs, execution provider.
 
-Lifecycle: ``configure`` verifies the model against its manifest and creates the ONNX
+Lifecycle: ``configure`` verifies the model against its manifest (hashes, and the
+manifest's inputs, outputs and preprocessing against the ONNX graph) and creates the ONNX
 Runtime session; ``activate`` starts the subscription; ``deactivate`` stops it;
 ``cleanup`` releases the session. With ``autostart`` (default) the node configures and
 activates itself as soon as it spins, so launch files without a lifecycle manager work.
 Model and provider parameters take effect at the next configure.
+
+Failure handling: a model or manifest that cannot be used makes ``configure`` return
+FAILURE with one log line naming the field and both values, and an ERROR status on
+``/diagnostics``; the node stays up, unconfigured, and can be configured again. A
+malformed image (encoding, size, step, data length) is refused with a throttled warning
+and counted (``bad_inputs``); anything else a callback raises is caught by
+:class:`visuomotor_ros.callback_guard.CallbackGuard`, logged (throttled) and counted
+(``callback_errors``). Received frames vary in size, so the node fixes the C heap's mmap
+threshold (:mod:`visuomotor_ros.heap`) to keep the heap from fragmenting.
 """
 
 from __future__ import annotations
@@ -39,16 +49,18 @@ from visuomotor_core.encoder_runtime import (
     InferenceStats,
     InvalidEncoderOutput,
 )
-from visuomotor_core.manifest import ManifestError
 from visuomotor_core.onnx_session import PROVIDER_NAMES, SessionConfig
 from visuomotor_core.params import ParamSpec, check_schema
 from visuomotor_interfaces.msg import EncoderFeatures
 from visuomotor_ros import graph
+from visuomotor_ros.callback_guard import CallbackGuard, one_line
+from visuomotor_ros.heap import bound_heap_growth
 from visuomotor_ros.image_conversion import COLOUR_ORDER, ImageConversionError, image_to_numpy
 from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     SENSOR_QOS,
     DiagnosticsReporter,
+    ThrottledWarnings,
     declare_schema,
     on_set_validated,
     run_node,
@@ -105,7 +117,11 @@ class EncoderNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
+        bound_heap_growth()
         self.runtime: EncoderRuntime | None = None
+        self.configure_error = ""
+        self._guard = CallbackGuard(self.get_logger(), self.params["error_log_period"])
+        self._warnings = ThrottledWarnings(self.get_logger(), self.params["error_log_period"])
         self._lock = threading.Lock()
         self._slot: Image | None = None
         self._subscription = None
@@ -114,7 +130,8 @@ class EncoderNode(Node):
         self._active = False
         self._receive_group = MutuallyExclusiveCallbackGroup()
         self._process_group = MutuallyExclusiveCallbackGroup()
-        self._wake = self.create_guard_condition(self._process_latest, self._process_group)
+        self._wake = self.create_guard_condition(self._guard(self._process_latest),
+                                                 self._process_group)
         self._counters = dict.fromkeys(
             ("received", "processed", "dropped", "bad_inputs", "rejected_outputs"), 0)
         self._stats = InferenceStats()
@@ -123,10 +140,10 @@ class EncoderNode(Node):
         self._diagnostics = DiagnosticsReporter(self, "vision encoder",
                                                 period=self.params["diagnostics_period"])
         self._diag_timer = self.create_timer(self.params["diagnostics_period"],
-                                             self._report, self._process_group)
+                                             self._guard(self._report), self._process_group)
         self._start_timer = None
         if self.params["autostart"]:
-            self._start_timer = self.create_timer(0.0, self._autostart)
+            self._start_timer = self.create_timer(0.0, self._guard(self._autostart))
 
     # ------------------------------------------------------------------ parameters
     def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
@@ -163,13 +180,12 @@ class EncoderNode(Node):
         try:
             self.runtime = EncoderRuntime(manifest, model, session,
                                           log=self.get_logger().info)
-        except (ManifestError, ValueError, OSError) as err:
-            self.get_logger().error(f"cannot configure the encoder: {err}")
+        except Exception as err:  # noqa: BLE001 - any load failure refuses the transition
+            self.configure_error = f"cannot configure the encoder: {one_line(err, 600)}"
+            self.get_logger().error(self.configure_error)
+            self._report()
             return TransitionCallbackReturn.FAILURE
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
-            self.get_logger().error(f"cannot create the ONNX Runtime session for {model}: "
-                                    f"{err}")
-            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
         self._features_pub = self.create_publisher(EncoderFeatures, graph.ENCODER_FEATURES,
                                                    DEFAULT_QOS)
         self._target_pub = self.create_publisher(PointStamped, graph.ENCODER_TARGET,
@@ -179,7 +195,7 @@ class EncoderNode(Node):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._subscription = self.create_subscription(
-            Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS,
+            Image, graph.CAMERA_IMAGE, self._guard(self._on_image), SENSOR_QOS,
             callback_group=self._receive_group)
         self._active = True
         return super().on_activate(state)
@@ -236,19 +252,23 @@ class EncoderNode(Node):
         try:
             frame = image_to_numpy(msg)
             result = runtime.infer(frame, COLOUR_ORDER[msg.encoding])
+        except InvalidEncoderOutput as err:
+            self._count("rejected_outputs")
+            self._warnings.warn("rejected_output", f"encoder output rejected, not "
+                                f"published: {one_line(err)}", period)
+            return
         except (ImageConversionError, ValueError) as err:
-            if isinstance(err, InvalidEncoderOutput):
-                self._counters["rejected_outputs"] += 1
-                self.get_logger().error(f"encoder output rejected, not published: {err}",
-                                        throttle_duration_sec=period)
-            else:
-                self._counters["bad_inputs"] += 1
-                self.get_logger().error(f"bad camera image skipped: {err}",
-                                        throttle_duration_sec=period)
+            self._count("bad_inputs")
+            self._warnings.warn("bad_input", f"bad camera image refused: {one_line(err)}",
+                                period)
             return
         self._publish(msg, result)
-        self._counters["processed"] += 1
+        self._count("processed")
         self._stats.add(result.inference_time, time.monotonic())
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counters[key] += 1
 
     def _publish(self, image: Image, result) -> None:
         features, target = self._features, self._target
@@ -269,15 +289,20 @@ class EncoderNode(Node):
     # ------------------------------------------------------------------ diagnostics
     @property
     def counters(self) -> dict[str, int]:
-        """received / processed / dropped frames, bad inputs, rejected outputs (copy)."""
+        """received / processed / dropped frames, bad inputs, rejected outputs and
+        exceptions caught in callbacks (a copy)."""
         with self._lock:
-            return dict(self._counters)
+            counters = dict(self._counters)
+        counters["callback_errors"] = self._guard.total
+        return counters
 
     def _report(self) -> None:
         counters = self.counters
         values: dict[str, Any] = {**self._stats.summary(), **counters}
         level, message = "ok", "running"
-        if self.runtime is None:
+        if self.runtime is None and self.configure_error:
+            level, message = "error", self.configure_error
+        elif self.runtime is None:
             level, message = "warn", "not configured"
         else:
             info = self.runtime.info
@@ -285,8 +310,10 @@ class EncoderNode(Node):
                           model_sha256=self.runtime.sha256)
             if not self._active:
                 level, message = "warn", "inactive"
-            elif counters["rejected_outputs"] or counters["bad_inputs"]:
-                level, message = "warn", "frames skipped (bad input or non-finite output)"
+            elif counters["rejected_outputs"] or counters["bad_inputs"] \
+                    or counters["callback_errors"]:
+                level, message = "warn", ("frames skipped (bad input, non-finite output or "
+                                          "callback error)")
         self._diagnostics.report(level, message, values, force=True)
 
 

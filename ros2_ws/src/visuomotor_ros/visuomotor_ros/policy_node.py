@@ -19,10 +19,23 @@ on every accepted features message it runs the dynamics-aware policy
 and the goal: call it when a new task starts or the payload changes (the demo calls it after
 every episode reset), so the estimate does not mix samples of two situations.
 
-Features older than ``max_feature_age`` (by header stamp) or with a non-finite target are
-refused and counted. Only the target estimate of the features is used; the embedding is not
-an input of this policy. Lifecycle node: the model is loaded in ``on_configure``, nothing is
-published unless Active; ``autostart`` configures and activates at start.
+Features older than ``max_feature_age`` (by header stamp) or as far in the future, with a
+non-finite target or one farther than ``MAX_TARGET_RANGE`` from the base, or with a target
+frame other than ``base_frame`` are refused and counted.
+A joint state is refused (and the last one forgotten, so no features are acted on until a
+good one arrives) when a joint is missing or named twice, ``position`` or ``velocity`` do
+not have one entry per name, its stamp is more than ``max_state_age`` old or ahead, or an
+arm joint's value is not finite or physically impossible (see ``STATE_POSITION_MARGIN``).
+Every refusal logs a throttled warning. Only the target estimate of the features is used;
+the embedding is not an input of this policy.
+
+Lifecycle node: the model is loaded in ``on_configure``, nothing is published unless Active;
+``autostart`` configures and activates at start. Loading checks the manifest against the
+ONNX graph and against this deployment: the robot (the URDF's robot name), the camera rate
+(``policy_rate_hz``) and the controller rate (``control_rate_hz``, by default the
+``rate_hz`` of bringup's controller.yaml). A failure there returns FAILURE with one log
+line and an ERROR on ``/diagnostics``; the node stays up, unconfigured. An unexpected
+exception in a callback is caught, logged (throttled) and counted (``callback_errors``).
 """
 
 from __future__ import annotations
@@ -48,11 +61,13 @@ from visuomotor_core.policy_runtime import (
 )
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
 from visuomotor_ros import graph
+from visuomotor_ros.callback_guard import CallbackGuard, one_line
 from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     LATEST_QOS,
     DiagnosticsReporter,
     JointOrder,
+    ThrottledWarnings,
     declare_schema,
     now_seconds,
     on_set_validated,
@@ -63,6 +78,18 @@ from visuomotor_ros.node_common import (
 NODE_NAME = "policy_node"
 JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
 _LATENCY_WINDOW = 256
+_WARN_PERIOD = 2.0  # s, minimum interval between two warnings of one kind
+_STATUS_PERIOD = 1.0  # s, /diagnostics while not active
+#: A joint state is refused as impossible (a corrupt message, not a robot state) when a
+#: position lies beyond the URDF limits by more than this, rad ...
+STATE_POSITION_MARGIN = 0.5
+#: ... or a velocity exceeds the URDF velocity limit by this factor. One such state would
+#: otherwise stay in the history window and the sag estimate after it has passed.
+STATE_VELOCITY_FACTOR = 3.0
+#: Target estimates farther than this from the robot base are refused, m (the Panda reaches
+#: 0.86 m; a corrupt estimate would otherwise move the goal and wind up its integral).
+MAX_TARGET_RANGE = 5.0
+CONTROLLER_NODE = "controller_node"
 
 SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("model_name", str, "policy", "manifest entry of the policy to run",
@@ -81,9 +108,14 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "action", unit="rad", min=0.01, max=0.5),
     ParamSpec("max_feature_age", float, 0.2, "features older than this (by header stamp) are "
               "refused", unit="s", min=0.001, max=5.0),
-    ParamSpec("policy_rate_hz", float, 20.0, "expected features (camera) rate; the policy "
-              "acts once per features message (informational)", unit="Hz", min=1.0,
-              max=1000.0, read_only=True),
+    ParamSpec("policy_rate_hz", float, 20.0, "features (camera) rate; the policy acts once "
+              "per features message; must equal the rate the model was trained for",
+              unit="Hz", min=1.0, max=1000.0, read_only=True),
+    ParamSpec("control_rate_hz", float, 0.0, "joint controller rate; must equal the rate the "
+              "model was trained for; 0 = rate_hz of controller_node in bringup's "
+              "controller.yaml", unit="Hz", min=0.0, max=100000.0, read_only=True),
+    ParamSpec("max_state_age", float, 0.2, "joint states older or further ahead than this "
+              "(by header stamp) are refused", unit="s", min=0.001, max=5.0),
     ParamSpec("goal_smoothing", float, 0.5, "weight of the newest target estimate in the "
               "goal filter (1 = no smoothing)", "", 0.01, 1.0),
     ParamSpec("goal_freeze_radius", float, 0.15, "the goal is frozen while the hand is this "
@@ -118,11 +150,15 @@ class PolicyNode(LifecycleNode):
         self._reset_counters()
         self._subs: list = []
         self._reset_srv = None
-        self._targets_pub = self._goal_pub = self._diagnostics = None
-        self._configure_error = ""
-        if self._params["autostart"]:
-            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError(f"policy_node: configure failed: {self._configure_error}")
+        self._targets_pub = self._goal_pub = None
+        self.configure_error = ""
+        self._guard = CallbackGuard(self.get_logger(), _WARN_PERIOD)
+        self._warnings = ThrottledWarnings(self.get_logger(), _WARN_PERIOD)
+        self._diagnostics = DiagnosticsReporter(self, "policy")
+        self._status_timer = self.create_timer(_STATUS_PERIOD,
+                                               self._guard(self._report_status))
+        if self._params["autostart"] \
+                and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
     # ------------------------------------------------------------------ parameters
@@ -148,38 +184,66 @@ class PolicyNode(LifecycleNode):
         value = self._params[key]
         return Path(value) if value else default
 
+    def _control_rate(self) -> tuple[float, str]:
+        """The controller rate (Hz) this policy will run with, and where it comes from."""
+        if self._params["control_rate_hz"] > 0.0:
+            return float(self._params["control_rate_hz"]), "parameter control_rate_hz"
+        import yaml
+
+        path = graph.params_path("controller.yaml")
+        try:
+            section = yaml.safe_load(path.read_text(encoding="utf-8"))[CONTROLLER_NODE]
+            return float(section["ros__parameters"]["rate_hz"]), f"{path.name} rate_hz"
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"control_rate_hz is 0 and the controller rate cannot be read "
+                             f"from {path} ({one_line(err)}); set control_rate_hz") from err
+
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        from visuomotor_core.manifest import robot_name
         from visuomotor_core.onnx_session import SessionConfig
         from visuomotor_core.robot_model import RobotModel
 
         p = self._params
         try:
-            model = RobotModel.from_urdf_file(str(self._resolve("urdf_path", graph.urdf_path())),
-                                              joint_names=list(JOINT_NAMES))
+            urdf = self._resolve("urdf_path", graph.urdf_path())
+            model = RobotModel.from_urdf_file(str(urdf), joint_names=list(JOINT_NAMES))
+            limits = model.limits
+            self._state_bounds = (limits.lower - STATE_POSITION_MARGIN,
+                                  limits.upper + STATE_POSITION_MARGIN,
+                                  limits.velocity * STATE_VELOCITY_FACTOR)
+            control_rate, control_source = self._control_rate()
             self._runtime = load_policy_runtime(
                 self._resolve("manifest_path", graph.model_path("manifest.json")),
                 p["model_name"], model,
                 SessionConfig(provider=p["execution_provider"],
                               intra_op_threads=p["intra_op_threads"]),
                 model_path=p["model_path"] or None, action_scale=p["action_scale"],
-                log=self.get_logger().info)
+                log=self.get_logger().info, robot=robot_name(urdf),
+                camera_rate_hz=p["policy_rate_hz"], control_rate_hz=control_rate,
+                sources={"robot": f"URDF {urdf.name}",
+                         "camera_rate_hz": "parameter policy_rate_hz",
+                         "control_rate_hz": control_source})
             self._apply_runtime_switches()
-        except Exception as err:  # noqa: BLE001 - report any load failure precisely
-            self._configure_error = f"cannot load policy '{p['model_name']}': {err}"
-            self.get_logger().error(self._configure_error)
+        except Exception as err:  # noqa: BLE001 - any load failure refuses the transition
+            self._runtime = None
+            self.configure_error = (f"cannot load policy '{p['model_name']}': "
+                                    f"{one_line(err, 600)}")
+            self.get_logger().error(self.configure_error)
+            self._report_status()
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
         self._targets_pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS,
                                                   LATEST_QOS)
         self._goal_pub = self.create_publisher(PointStamped, graph.POLICY_GOAL, DEFAULT_QOS)
-        self._diagnostics = DiagnosticsReporter(self, "policy")
         self._subs = [
             self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES,
-                                     self._on_features, LATEST_QOS),
-            self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
-                                     LATEST_QOS),
+                                     self._guard(self._on_features), LATEST_QOS),
+            self.create_subscription(JointState, graph.JOINT_STATES,
+                                     self._guard(self._on_joint_state), LATEST_QOS),
         ]
-        self._reset_srv = self.create_service(Trigger, graph.POLICY_RESET, self._on_reset)
+        self._reset_srv = self.create_service(
+            Trigger, graph.POLICY_RESET, self._guard(self._on_reset, self._reset_failed))
         self.get_logger().info(
             f"policy '{p['model_name']}' configured: history_length="
             f"{self._runtime.config.history_length}, uses_history="
@@ -220,6 +284,11 @@ class PolicyNode(LifecycleNode):
         self._runtime = None
 
     # ------------------------------------------------------------------ callbacks
+    @staticmethod
+    def _reset_failed(request: Trigger.Request, response: Trigger.Response):
+        response.success, response.message = False, "reset failed (see the node's log)"
+        return response
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         self._runtime.reset()
         self._goal_filter.reset()
@@ -229,38 +298,95 @@ class PolicyNode(LifecycleNode):
         return response
 
     def _reset_counters(self) -> None:
-        self.counters = {"published": 0, "refused_stale": 0, "refused_non_finite": 0,
-                         "refused_no_joint_state": 0, "inference_errors": 0}
+        self.counters = {"published": 0, "refused_stale": 0, "refused_future": 0,
+                         "refused_non_finite": 0, "refused_out_of_range": 0,
+                         "refused_frame": 0,
+                         "refused_no_joint_state": 0, "refused_joint_state": 0,
+                         "inference_errors": 0}
         self._latency_count = 0
         self._rate_start: float | None = None
 
-    def _on_joint_state(self, msg: JointState) -> None:
-        index = self._joint_order.index(msg.name)
+    def _refuse(self, counter: str, kind: str, text: str) -> None:
+        """Count a refused input and log a warning (one per kind per _WARN_PERIOD)."""
+        self.counters[counter] += 1
+        self._warnings.warn(kind, text)
+
+    def _check_joint_state(self, msg: JointState
+                           ) -> tuple[tuple[str, str] | None, np.ndarray, np.ndarray]:
+        """((kind, reason) or None when usable, arm positions (rad), velocities (rad/s))."""
+        none = np.zeros(0)
+        names = list(msg.name)
+        if len(set(names)) != len(names):
+            return ("joint_state_names", f"joint_states names a joint twice: {names}"), \
+                none, none
+        index = self._joint_order.index(names)
         if index is None:
-            self.get_logger().error(
-                f"joint_states lacks {self._joint_order.missing(msg.name)}: ignored",
-                throttle_duration_sec=5.0)
+            return ("joint_state_names", f"joint_states lacks "
+                    f"{self._joint_order.missing(names)}"), none, none
+        for field in ("position", "velocity"):
+            if len(getattr(msg, field)) != len(names):
+                return ("joint_state_length", f"joint_states has {len(names)} names but "
+                        f"{len(getattr(msg, field))} {field} values"), none, none
+        age = now_seconds(self) - time_to_seconds(msg.header.stamp)
+        limit = self._params["max_state_age"]
+        if not abs(age) <= limit:
+            when = "old" if age > 0 else "ahead"
+            return ("joint_state_stamp", f"joint_states stamp is {abs(age):.3g} s {when} "
+                    f"(max_state_age {limit} s)"), none, none
+        position = np.asarray(msg.position, np.float64)[index]
+        velocity = np.asarray(msg.velocity, np.float64)[index]
+        if not (np.all(np.isfinite(position)) and np.all(np.isfinite(velocity))):
+            return ("joint_state_non_finite", "joint_states position or velocity of an arm "
+                    "joint is not finite"), none, none
+        lower, upper, vmax = self._state_bounds
+        if np.any(position < lower) or np.any(position > upper) \
+                or np.any(np.abs(velocity) > vmax):
+            return ("joint_state_range", "joint_states position or velocity of an arm joint "
+                    "is physically impossible (beyond the URDF limits by more than "
+                    f"{STATE_POSITION_MARGIN} rad or {STATE_VELOCITY_FACTOR}x the velocity "
+                    "limit)"), none, none
+        return None, position, velocity
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        problem, position, velocity = self._check_joint_state(msg)
+        if problem is None:
+            self._q[:] = position
+            self._qd[:] = velocity
+            self._have_state = True
             return
-        position = np.asarray(msg.position)[index]
-        velocity = (np.asarray(msg.velocity)[index]
-                    if len(msg.velocity) == len(msg.name) else np.zeros(N_JOINTS))
-        self._q[:] = position
-        self._qd[:] = velocity
-        self._have_state = bool(np.all(np.isfinite(position)) and np.all(np.isfinite(velocity)))
+        self._have_state = False
+        kind, text = problem
+        self._refuse("refused_joint_state", kind, f"{text}: refused")
 
     def _on_features(self, msg: EncoderFeatures) -> None:
         if not self._active:
             return
         now = now_seconds(self)
-        stamp = time_to_seconds(msg.header.stamp)
+        age = now - time_to_seconds(msg.header.stamp)
+        max_age = self._params["max_feature_age"]
         target = np.array([msg.target_position.x, msg.target_position.y,
                            msg.target_position.z])
         if not np.all(np.isfinite(target)):
-            self.counters["refused_non_finite"] += 1
-        elif now - stamp > self._params["max_feature_age"]:
-            self.counters["refused_stale"] += 1
+            self._refuse("refused_non_finite", "features_non_finite",
+                         "features with a non-finite target position refused")
+        elif not (distance := float(np.hypot(np.hypot(*target[:2]), target[2]))) \
+                <= MAX_TARGET_RANGE:
+            self._refuse("refused_out_of_range", "features_range", f"features with the "
+                         f"target {distance:.3g} m from the base refused (more than "
+                         f"{MAX_TARGET_RANGE} m)")
+        elif age > max_age:
+            self._refuse("refused_stale", "features_stale", f"features {age:.3g} s old "
+                         f"refused (max_feature_age {max_age} s)")
+        elif age < -max_age:
+            self._refuse("refused_future", "features_future", f"features stamped {-age:.3g} "
+                         f"s ahead of this node's clock refused")
+        elif msg.target_frame_id != self._params["base_frame"]:
+            self._refuse("refused_frame", "features_frame", f"features with the target in "
+                         f"frame '{msg.target_frame_id}' refused (expected "
+                         f"'{self._params['base_frame']}')")
         elif not self._have_state:
-            self.counters["refused_no_joint_state"] += 1
+            self._refuse("refused_no_joint_state", "features_no_state",
+                         "features refused: no valid joint state yet")
         else:
             self._act(msg, target, now)
         self._report(now)
@@ -286,7 +412,7 @@ class PolicyNode(LifecycleNode):
         self._targets_pub.publish(targets)
         goal_msg = PointStamped()
         goal_msg.header.stamp = msg.header.stamp
-        goal_msg.header.frame_id = msg.target_frame_id or self._params["base_frame"]
+        goal_msg.header.frame_id = self._params["base_frame"]
         goal_msg.point.x, goal_msg.point.y, goal_msg.point.z = (float(v) for v in goal)
         self._goal_pub.publish(goal_msg)
         self._latencies[self._latency_count % _LATENCY_WINDOW] = out.inference_time
@@ -307,9 +433,22 @@ class PolicyNode(LifecycleNode):
                   "inference_p99_ms": float(np.percentile(window, 99)) * 1e3 if n else 0.0,
                   "history_length": self._runtime.config.history_length,
                   **self._adaptation_values(),
-                  **self.counters}
-        self._diagnostics.report(level, "running" if level == "ok" else "features refused",
+                  **self.counters,
+                  "callback_errors": self._guard.total}
+        self._diagnostics.report(level, "running" if level == "ok" else "inputs refused",
                                  values)
+
+    def _report_status(self) -> None:
+        """/diagnostics while not active (when active, each features message reports)."""
+        if self._active:
+            return
+        if self._runtime is None and self.configure_error:
+            level, message = "error", self.configure_error
+        else:
+            level = "warn"
+            message = "not configured" if self._runtime is None else "inactive"
+        self._diagnostics.report(level, message, {"callback_errors": self._guard.total},
+                                 force=True)
 
     def _adaptation_values(self) -> dict[str, float]:
         """The sag estimate and goal integral (visuomotor_core.policy_runtime), if any."""
