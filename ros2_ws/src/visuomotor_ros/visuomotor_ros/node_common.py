@@ -7,6 +7,8 @@ ROS-free core and publish. What they have in common lives here once.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -21,8 +23,14 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.exceptions import InvalidHandle, ParameterException
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -57,6 +65,8 @@ LATCHED_QOS = QoSProfile(
 )
 #: Ordinary reliable topics (diagnostics, status, markers).
 DEFAULT_QOS = 10
+
+_RCLError = _rclpy.RCLError  # raised by rcl calls on a context already shut down
 
 _PARAM_TYPES = {
     bool: Parameter.Type.BOOL,
@@ -259,29 +269,97 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
-    """Console-script body of a node: init rclpy, create the node, spin until shutdown.
+def _stop_on_signals() -> threading.Event:
+    """Make SIGINT and SIGTERM set the returned event instead of raising.
 
-    ``threads`` > 1 spins a MultiThreadedExecutor so callback groups of the node
-    run concurrently; 1 uses a SingleThreadedExecutor (the lower-overhead choice
-    for a node whose work is serial). Bad parameters or an unusable resource at
-    construction (a parameter out of its declared range or of the wrong type, a
-    missing model) end the process with a one-line error.
+    rclpy.init installs its own handler in front of these and chains to them: the
+    signal shuts the context down (the executor stops spinning) and then lands here,
+    so no KeyboardInterrupt can surface in the middle of construction, a callback or
+    destruction, however many signals arrive (a terminal's Ctrl-C reaches the whole
+    process group, and launch then sends its own SIGINT).
     """
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return stop
+
+
+def run_nodes(
+    build: Callable[[], Sequence[Node]], args: list[str] | None = None, threads: int = 1
+) -> None:
+    """Console-script body of a process holding one or more nodes.
+
+    Initialises rclpy, calls ``build()`` for the nodes, spins them in one executor
+    until shutdown and destroys them. ``threads`` > 1 spins a MultiThreadedExecutor
+    so callback groups run concurrently; 1 uses a SingleThreadedExecutor (the
+    lower-overhead choice when the work is serial).
+
+    SIGINT or SIGTERM (to this process or its whole group, at any moment,
+    construction included) ends the process with exit status 0 and no traceback.
+    Bad parameters or an unusable resource at construction (a parameter out of its
+    declared range or of the wrong type, a missing model) end it with a one-line
+    error and status 1.
+    """
+    stop = _stop_on_signals()
     rclpy.init(args=args)
+    nodes: list[Node] = []
+    executor: Executor | None = None
     try:
-        node = factory()
-    except (RuntimeError, ValueError, ParameterException) as error:
-        rclpy.try_shutdown()
-        raise SystemExit(f"{error}") from None
-    executor = (
-        SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
-    )
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            nodes = list(build())
+        except Exception as error:
+            if stop.is_set() or not rclpy.ok():
+                return  # interrupted while constructing: the signal, not the error, ends it
+            if isinstance(error, (RuntimeError, ValueError, ParameterException)):
+                raise SystemExit(f"{error}") from None
+            raise
+        if stop.is_set():
+            return
+        executor = (
+            SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+        )
+        for node in nodes:
+            executor.add_node(node)
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        except (_RCLError, InvalidHandle):
+            # The signal shut the context down while the executor was between its ok()
+            # check and building its wait set (or taking from a destroyed entity).
+            if not stop.is_set():
+                raise
     finally:
+        _close(executor, nodes)
+        if stop.is_set():
+            # Stopping already: more signals (the rest of a Ctrl-C burst, launch's own
+            # SIGINT) must not kill the interpreter while it finalizes.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+
+
+def _close(executor: Executor | None, nodes: Sequence[Node]) -> None:
+    """Let running callbacks finish, shut the executor down, destroy the nodes, then rclpy.
+
+    The worker threads of a MultiThreadedExecutor go first: a callback still running
+    when Executor.shutdown() destroys the executor's guard condition fails on it
+    ("cannot use Destroyable because destruction was requested"), and Executor.shutdown
+    does not wait for running callbacks itself.
+    """
+    if executor is not None:
+        pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's worker threads
+        if pool is not None:
+            pool.shutdown(wait=True)
+        executor.shutdown()
+    for node in reversed(nodes):
         node.destroy_node()
-        rclpy.try_shutdown()
+    rclpy.try_shutdown()
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
+    """Console-script body of a one-node process: :func:`run_nodes` with ``[factory()]``."""
+    run_nodes(lambda: [factory()], args, threads)
