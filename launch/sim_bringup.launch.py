@@ -1,15 +1,18 @@
-"""Simulated bringup: PyBullet sim + encoder + policy + controller (+ RViz, robot_state_publisher).
+"""Simulated bringup: the sim robot (PyBullet world, camera and 1 kHz controller in one
+process), the encoder and the policy, each its own process (+ RViz, robot_state_publisher
+where installed).
 
-    ros2 launch launch/sim_bringup.launch.py                      # headless, sim time
+    ros2 launch launch/sim_bringup.launch.py
     ros2 launch launch/sim_bringup.launch.py rviz:=true profile:=heldout
-    ros2 launch launch/sim_bringup.launch.py execution_provider:=cuda namespace:=arm
+    ros2 launch launch/sim_bringup.launch.py step_mode:=realtime namespace:=arm
+    ros2 launch launch/sim_bringup.launch.py --show-args
 
-The node list, parameter files and topic names come from visuomotor_ros.graph,
-the same description the in-process runner (make demo) uses.
+What it starts comes from visuomotor_bringup.plan (the multi-process bringup,
+`visuomotor-bringup sim`, starts the same processes).
 """
 
-from _bringup_common import bringup_description
+from visuomotor_bringup.launch_description import generate
 
 
 def generate_launch_description():
-    return bringup_description(sim=True)
+    return generate(sim=True)

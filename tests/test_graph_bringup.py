@@ -1,17 +1,17 @@
-"""The bringup is consistent: every node the launch files start exists as installed,
-its parameter file exists and is keyed by the node's name, and every parameter
-in it is declared by the node's schema (so a typo is caught here, not on a robot).
-The launch files themselves need ``launch``/``launch_ros`` (not on PyPI); they
-are checked for syntax and for reading the graph description only.
+"""The bringup is consistent: every process the launch files start exists as installed,
+its parameter files exist and are keyed by the node's name, and every parameter in them
+is declared by the node's schema (so a typo is caught here, not on a robot). The launch
+files are loaded exactly as ``ros2 launch`` loads them (from their path, nothing added
+to ``sys.path``); what they build comes from visuomotor_bringup, whose plan is tested
+in test_bringup_plan.py.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
-import runpy
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import yaml
 from visuomotor_ros import graph
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+LAUNCH_NAMES = ("sim_bringup.launch.py", "robot_bringup.launch.py")
 
 
 def _prefix(package: str) -> Path:
@@ -29,11 +29,18 @@ def _prefix(package: str) -> Path:
     return Path(get_package_prefix(package))
 
 
-@pytest.mark.parametrize("spec", graph.GRAPH, ids=lambda s: s.role)
-def test_node_executable_is_installed(spec):
+@pytest.mark.parametrize("spec", sorted(set(graph.processes(True) + graph.processes(False)),
+                                         key=lambda s: s.role), ids=lambda s: s.role)
+def test_process_executable_is_installed(spec):
     executable = _prefix(spec.package) / "lib" / spec.package / spec.executable
-    assert executable.is_file(), f"{executable} missing: ros2 launch could not start {spec.name}"
+    assert executable.is_file(), f"{executable} missing: ros2 launch could not start {spec.role}"
     assert os.access(executable, os.X_OK)
+
+
+def test_bringup_console_script_is_installed():
+    executable = _prefix(graph.BRINGUP_PACKAGE) / "lib" / graph.BRINGUP_PACKAGE / \
+        "visuomotor-bringup"
+    assert executable.is_file() and os.access(executable, os.X_OK)
 
 
 @pytest.mark.parametrize("spec", graph.GRAPH, ids=lambda s: s.role)
@@ -93,50 +100,66 @@ def test_rviz_config_is_installed():
         assert "/" + topic in text, f"RViz config does not show {topic}"
 
 
-class _Recorder:
-    """Stands in for a launch action class; keeps its constructor arguments."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-def _fake_launch_modules() -> dict[str, types.ModuleType]:
-    """Minimal `launch` / `launch_ros` modules recording what the launch files build."""
-    modules = {}
-    for name in ("launch", "launch.actions", "launch.conditions", "launch.substitutions",
-                 "launch_ros", "launch_ros.actions"):
-        modules[name] = types.ModuleType(name)
-    modules["launch"].LaunchDescription = lambda actions: list(actions)
-    for attr in ("DeclareLaunchArgument", "OpaqueFunction"):
-        setattr(modules["launch.actions"], attr, type(attr, (_Recorder,), {}))
-    modules["launch.conditions"].IfCondition = type("IfCondition", (_Recorder,), {})
-    modules["launch.substitutions"].LaunchConfiguration = lambda name: f"$({name})"
-    modules["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
-    return modules
+def _launch_files() -> list[Path]:
+    """The installed launch files (``ros2 launch visuomotor_bringup <file>``) and the
+    top-level entry points (``ros2 launch launch/<file>``)."""
+    installed = graph.package_share(graph.BRINGUP_PACKAGE) / "launch"
+    return [folder / name for folder in (installed, ROOT / "launch") for name in LAUNCH_NAMES]
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_file_starts_the_graph_with_existing_params(path, monkeypatch):
-    for name, module in _fake_launch_modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.syspath_prepend(str(path.parent))
-    monkeypatch.delitem(sys.modules, "_bringup_common", raising=False)
-    actions = runpy.run_path(str(path))["generate_launch_description"]()
-    nodes = [a.kwargs for a in actions if type(a).__name__ == "Node"]
-    sim = path.name.startswith("sim")
-    started = {(n["package"], n["executable"]) for n in nodes if n.get("name")}
-    expected = {(s.package, s.executable) for s in graph.nodes(sim=sim)}
-    assert started == expected
-    declared = {a.args[0] for a in actions if type(a).__name__ == "DeclareLaunchArgument"}
-    for node in nodes:
-        for entry in node.get("parameters", []):
-            if isinstance(entry, str):
-                assert Path(entry).is_file(), entry
-            else:
-                for value in entry.values():
-                    if isinstance(value, str) and value.startswith("$("):
-                        assert value[2:-1] in declared, value
-        remappings = node.get("remappings", [])
-        assert all(isinstance(pair, tuple) and len(pair) == 2 for pair in remappings)
-    rviz = [n for n in nodes if n["package"] == "rviz2"]
-    assert rviz and Path(rviz[0]["arguments"][1]).name == "visuomotor.rviz"
+def _load_as_ros2_launch_does(path: Path):
+    """What launch's ``get_launch_description_from_python_launch_file`` does: import the
+    file from its path under a made-up module name; sys.path is left as it is."""
+    spec = importlib.util.spec_from_file_location(f"launch_file_{path.stem.replace('.', '_')}",
+                                                  str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_files_are_installed_with_the_bringup_package():
+    installed = graph.package_share(graph.BRINGUP_PACKAGE) / "launch"
+    assert sorted(p.name for p in installed.glob("*.launch.py")) == sorted(LAUNCH_NAMES)
+    assert not (ROOT / "launch" / "_bringup_common.py").exists()
+
+
+@pytest.mark.parametrize("path", _launch_files(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_launch_file_loads_from_its_path_alone(path, monkeypatch):
+    from visuomotor_bringup import launch_description
+
+    before = list(sys.path)
+    module = _load_as_ros2_launch_does(path)
+    assert sys.path == before
+    assert module.generate is launch_description.generate
+    calls = []
+    monkeypatch.setattr(module, "generate", lambda sim: calls.append(sim) or "description")
+    assert module.generate_launch_description() == "description"
+    assert calls == [path.name.startswith("sim")]
+
+
+@pytest.mark.parametrize("sim", [True, False], ids=["sim", "robot"])
+def test_launch_description_where_launch_is_installed(sim):
+    """Runs only beside a ROS 2 install with launch_ros: the description's actions, the
+    processes its OpaqueFunction returns, and a refused argument raising before any."""
+    pytest.importorskip("launch_ros")
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch_ros.actions import Node
+
+    from launch import LaunchContext
+    from visuomotor_bringup import launch_description, plan
+
+    description = launch_description.generate(sim)
+    declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
+    assert [d.name for d in declared] == list(plan.arguments(sim))
+    opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
+
+    context = LaunchContext()
+    for argument in declared:
+        context.launch_configurations[argument.name] = argument.default_value[0].text
+    nodes = [a for a in opaque.execute(context) if isinstance(a, Node)]
+    expected = [(s.package, s.executable) for s in graph.processes(sim)]
+    assert [(n.node_package, n.node_executable) for n in nodes][:len(expected)] == expected
+
+    context.launch_configurations["command_interface"] = "torque"
+    with pytest.raises(ValueError, match="command_interface:=torque"):
+        opaque.execute(context)

@@ -20,7 +20,12 @@ setup(
     zip_safe=True,
     maintainer="visuomotor maintainers",
     maintainer_email="maintainers@visuomotor.dev",
-    description="Parameter files, RViz configuration and robot description of the visuomotor loop.",
+    description="Launch files, multi-process bringup, parameter files, RViz configuration and "
+    "robot description of the visuomotor loop.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "visuomotor-bringup = visuomotor_bringup.multiprocess:main",
+        ]
+    },
 )

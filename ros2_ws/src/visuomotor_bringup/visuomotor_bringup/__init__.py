@@ -1,1 +1,2 @@
-"""Parameter files, RViz configuration and robot description of the visuomotor loop."""
+"""Launch files, multi-process bringup, parameter files, RViz configuration and robot description
+of the visuomotor loop."""
