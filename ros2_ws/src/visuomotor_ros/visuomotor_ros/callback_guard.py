@@ -38,10 +38,15 @@ class CallbackGuard:
     Args:
         logger: an rclpy logger (``node.get_logger()``); ``error`` is called on it.
         period: minimum wall-clock interval between two log lines of one callback, s.
+        alive: returns False once the node's context is shut down (e.g.
+            ``lambda: node.context.ok()``); exceptions after that are the shutdown's, and
+            are neither logged nor counted.
     """
 
-    def __init__(self, logger: Any, period: float = 2.0) -> None:
+    def __init__(self, logger: Any, period: float = 2.0,
+                 alive: Callable[[], bool] | None = None) -> None:
         self._logger = logger
+        self._alive = alive
         self._period = period
         self._lock = threading.Lock()
         self._errors: dict[str, int] = {}
@@ -58,6 +63,8 @@ class CallbackGuard:
             try:
                 return callback(*args)
             except Exception as error:  # noqa: BLE001 - the guard exists so nothing escapes
+                if self._alive is not None and not self._alive():
+                    return None  # the context is shutting down: nothing to report
                 self._record(name, error)
                 return fallback(*args) if fallback is not None else None
 

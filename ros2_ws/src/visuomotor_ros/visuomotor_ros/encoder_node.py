@@ -120,7 +120,8 @@ class EncoderNode(Node):
         bound_heap_growth()
         self.runtime: EncoderRuntime | None = None
         self.configure_error = ""
-        self._guard = CallbackGuard(self.get_logger(), self.params["error_log_period"])
+        self._guard = CallbackGuard(self.get_logger(), self.params["error_log_period"],
+                                    alive=self.context.ok)
         self._warnings = ThrottledWarnings(self.get_logger(), self.params["error_log_period"])
         self._lock = threading.Lock()
         self._slot: Image | None = None

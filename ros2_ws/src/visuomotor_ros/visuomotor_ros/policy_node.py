@@ -152,7 +152,7 @@ class PolicyNode(LifecycleNode):
         self._reset_srv = None
         self._targets_pub = self._goal_pub = None
         self.configure_error = ""
-        self._guard = CallbackGuard(self.get_logger(), _WARN_PERIOD)
+        self._guard = CallbackGuard(self.get_logger(), _WARN_PERIOD, alive=self.context.ok)
         self._warnings = ThrottledWarnings(self.get_logger(), _WARN_PERIOD)
         self._diagnostics = DiagnosticsReporter(self, "policy")
         self._status_timer = self.create_timer(_STATUS_PERIOD,
