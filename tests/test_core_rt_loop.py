@@ -305,3 +305,28 @@ def test_cpu_lists_are_sorted_unique_and_non_negative():
     assert parse_cpu_list([3, 1, 3]) == (1, 3)
     with pytest.raises(ValueError, match=">= 0"):
         parse_cpu_list([0, -2])
+
+
+def test_starting_a_loop_does_not_stop_for_a_full_collection():
+    """A full collection at start would leave a loop restarted live (a rate change)
+    without ticks for tens of ms; garbage existing at start waits for the loop's end."""
+    import weakref
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.self = garbage
+    alive = weakref.ref(garbage)
+    del garbage
+    loop = ControlLoop(lambda: None, LoopConfig(rate_hz=200.0))
+    loop.start()
+    try:
+        assert wait_for(lambda: loop.counters.ticks >= 3)
+        gc.collect()  # while the loop runs, what existed at its start is frozen
+        assert alive() is not None
+    finally:
+        loop.stop()
+    assert wait_for(gc.isenabled)
+    gc.collect()
+    assert alive() is None

@@ -56,10 +56,13 @@ class _GcHold:
     """Automatic garbage collection off, and a short GIL switch interval, while any loop
     thread runs (process-wide).
 
-    The first loop to start collects, freezes what exists (never scanned again) and
+    The first loop to start freezes what exists (not scanned while loops run) and
     disables automatic collection; the last loop thread to end unfreezes and gives
     automatic collection back if it was on. Held by the loop threads themselves, so a
-    loop that ended on an error releases it without waiting for ``stop()``.
+    loop that ended on an error releases it without waiting for ``stop()``. Starting
+    does not collect: a full collection takes tens of ms in a process holding rclpy and
+    PyBullet, and a loop restarted live (a rate change) would send no command for that
+    long; garbage frozen with the rest is collected once the last loop has ended.
     """
 
     def __init__(self) -> None:
@@ -73,7 +76,6 @@ class _GcHold:
                 self._switch_interval = sys.getswitchinterval()
                 sys.setswitchinterval(switch_interval)
                 self._was_enabled = gc.isenabled()
-                gc.collect()
                 gc.freeze()
                 gc.disable()
             self._holders += 1
