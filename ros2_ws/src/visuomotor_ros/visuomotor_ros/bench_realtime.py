@@ -66,27 +66,20 @@ IMAGE_TOPIC = "bench/image"
 
 
 # ---------------------------------------------------------------------- processes
-def _lib(package: str, executable: str) -> list[str]:
-    """The installed console script of a package (as ``ros2 run`` finds it)."""
-    from ament_index_python.packages import get_package_prefix
-
-    return [str(Path(get_package_prefix(package)) / "lib" / package / executable)]
-
-
 def _self(role: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "visuomotor_ros.bench_realtime", "--role", role, *args]
 
 
 class Processes:
-    """Child processes of one scenario; SIGINT on exit, then SIGKILL after a grace period."""
+    """The benchmark's own helper processes (feeder, camera, timer) of one scenario;
+    SIGINT on exit, then SIGKILL after a grace period. The graph's processes come from
+    the multi-process bringup (:func:`_graph`)."""
 
     def __init__(self, log_dir: Path) -> None:
         self._log_dir = log_dir
         self._children: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: Sequence[str], rt_priority: int = 0) -> subprocess.Popen:
-        if rt_priority > 0:
-            argv = ["chrt", "-f", str(rt_priority), *argv]
+    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen:
         log = open(self._log_dir / f"{name}.log", "w")
         child = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
@@ -113,14 +106,27 @@ class Processes:
                 child.wait()
 
 
-def _ros_args(files: Sequence[str], params: dict[str, Any]) -> list[str]:
-    args = ["--ros-args"]
-    for name in files:
-        args += ["--params-file", str(graph.params_path(name))]
-    for key, value in params.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{key}:={text}"]
-    return args
+def _graph(sim: bool, arguments: dict[str, str], log_dir: Path, roles: Sequence[str] = (),
+           rt_priority: int = 0, controller: dict[str, Any] | None = None):
+    """The deployed graph from the multi-process bringup (the plan ``ros2 launch`` runs),
+    restricted to ``roles``; the controller's loop at SCHED_FIFO ``rt_priority``."""
+    from dataclasses import replace
+
+    from visuomotor_bringup import plan
+    from visuomotor_bringup.multiprocess import Bringup
+
+    processes = []
+    extra = {"rt_priority": rt_priority, **(controller or {})}
+    for process in plan.plan(sim, arguments):
+        if roles and process.role not in roles:
+            continue
+        if "controller_node" in process.node_names:
+            overrides = {**process.overrides}
+            overrides["controller_node"] = {**overrides.get("controller_node", {}), **extra}
+            process = replace(process, overrides=overrides)
+        processes.append(process)
+    output = open(log_dir / f"{'sim' if sim else 'robot'}_graph.log", "a")
+    return Bringup(processes, output=output, sigint_timeout=10.0)
 
 
 # ---------------------------------------------------------------------- probe
@@ -257,14 +263,12 @@ def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[st
         probe.watch_arrivals(command_topic, Float64MultiArray)
         probe.watch_graph()
         procs.start("feeder", _self("feeder", "--rate", "1000"))
-        procs.start("controller", _lib("visuomotor_ros", "controller_node") + _ros_args(
-            ["controller.yaml"], {"hardware": "topics", "trigger": "deadline",
-                                  "rt_priority": rt_priority}))
-        _wait(lambda: len(probe.arrivals[command_topic]) > 500, 30.0)
-        probe.arrivals[command_topic].clear()
-        time.sleep(duration)
-        arrivals = list(probe.arrivals[command_topic])
-        diag = probe.values("controller_node")
+        with _graph(False, {}, log_dir, ("controller",), rt_priority) as _robot:
+            _wait(lambda: len(probe.arrivals[command_topic]) > 500, 30.0)
+            probe.arrivals[command_topic].clear()
+            time.sleep(duration)
+            arrivals = list(probe.arrivals[command_topic])
+            diag = probe.values("controller_node")
     results.update({f"controller_{k}": v for k, v in _gaps(arrivals).items()})
     ticks = _f(diag, "period_count")
     results["controller_loop_rate_hz"] = _f(diag, "rate_hz")
@@ -299,14 +303,6 @@ def scenario_image(duration: float, log_dir: Path, rt_priority: int) -> dict[str
             "image_rate_hz": latencies.size / duration}
 
 
-def _start_sim_graph(procs: Processes, trigger: str, rt_priority: int) -> None:
-    procs.start("robot", _lib("visuomotor_ros", "sim_robot") + _ros_args(
-        ["sim.yaml", "controller.yaml"],
-        {"use_sim_time": True, "hardware": "sim", "trigger": trigger,
-         "rt_priority": rt_priority}), rt_priority=min(rt_priority, 10))
-    for role, files in (("encoder", "encoder.yaml"), ("policy", "policy.yaml")):
-        procs.start(role, _lib("visuomotor_ros", f"{role}_node") + _ros_args(
-            [files], {"use_sim_time": True}))
 
 
 def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
@@ -327,9 +323,9 @@ def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
 
 def scenario_sim_realtime(duration: float, log_dir: Path, rt_priority: int,
                           episodes: int) -> dict[str, float]:
-    with ProbeRunner() as probe, Processes(log_dir) as procs:
+    with ProbeRunner() as probe, _graph(True, {"step_mode": "realtime"}, log_dir,
+                                        rt_priority=rt_priority) as _sim:
         probe.watch_graph()
-        _start_sim_graph(procs, "deadline", rt_priority)
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
         time.sleep(3.0)
         sim0, wall0 = _sim_time(probe), time.monotonic()
@@ -357,9 +353,8 @@ def _sim_time(probe: Probe) -> float:
 
 
 def scenario_sim_lockstep(episodes: int, log_dir: Path, rt_priority: int) -> dict[str, float]:
-    with ProbeRunner() as probe, Processes(log_dir) as procs:
+    with ProbeRunner() as probe, _graph(True, {"step_mode": "lockstep"}, log_dir) as _sim:
         probe.watch_graph()
-        _start_sim_graph(procs, "lockstep", 0)
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
         wall0 = time.monotonic()
         successes, sim_seconds = _run_episodes(probe, 0, episodes)
@@ -375,20 +370,16 @@ def scenario_robot_camera(duration: float, log_dir: Path, rt_priority: int) -> d
         probe.watch_graph()
         procs.start("feeder", _self("feeder", "--rate", "1000", "--no-targets"))
         procs.start("camera", _self("camera", "--topic", graph.CAMERA_IMAGE))
-        procs.start("controller", _lib("visuomotor_ros", "controller_node") + _ros_args(
-            ["controller.yaml"], {"hardware": "topics", "trigger": "deadline",
-                                  "rt_priority": rt_priority}))
-        for role, files in (("encoder", "encoder.yaml"), ("policy", "policy.yaml")):
-            procs.start(role, _lib("visuomotor_ros", f"{role}_node") + _ros_args([files], {}))
-        _wait(lambda: len(probe.arrivals[targets_topic]) > 10, 60.0)
-        time.sleep(2.0)
-        probe.arrivals[targets_topic].clear()
-        with probe.lock:
-            probe.modes[:] = probe.modes[-1:]
-        time.sleep(duration)
-        targets = len(probe.arrivals[targets_topic])
-        with probe.lock:
-            switches = max(0, len(probe.modes) - 1)
+        with _graph(False, {}, log_dir, rt_priority=rt_priority) as _robot:
+            _wait(lambda: len(probe.arrivals[targets_topic]) > 10, 60.0)
+            time.sleep(2.0)
+            probe.arrivals[targets_topic].clear()
+            with probe.lock:
+                probe.modes[:] = probe.modes[-1:]
+            time.sleep(duration)
+            targets = len(probe.arrivals[targets_topic])
+            with probe.lock:
+                switches = max(0, len(probe.modes) - 1)
     return {"targets_hz": targets / duration, "camera_hz": 30.0, "mode_switches": switches}
 
 
@@ -532,8 +523,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hog", action="store_true",
                         help="repeat with a process spinning on one core")
     parser.add_argument("--rt-priority", type=int, default=0,
-                        help="SCHED_FIFO priority of the control loops (0: normal; the "
-                             "robot process then runs under chrt -f 10)")
+                        help="SCHED_FIFO priority of the controller's loop thread (0: normal)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the benchmark (default: 150 + pid %% 50)")
     parser.add_argument("--log-dir", default="/tmp/visuomotor-bench",

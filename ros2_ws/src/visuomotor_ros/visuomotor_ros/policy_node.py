@@ -65,6 +65,7 @@ from visuomotor_ros.callback_guard import CallbackGuard, one_line
 from visuomotor_ros.node_common import (
     DEFAULT_QOS,
     LATEST_QOS,
+    SENSOR_QOS,
     DiagnosticsReporter,
     JointOrder,
     ThrottledWarnings,
@@ -239,8 +240,9 @@ class PolicyNode(LifecycleNode):
         self._subs = [
             self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES,
                                      self._guard(self._on_features), LATEST_QOS),
+            # Best effort, newest only: matches reliable and best-effort drivers alike.
             self.create_subscription(JointState, graph.JOINT_STATES,
-                                     self._guard(self._on_joint_state), LATEST_QOS),
+                                     self._guard(self._on_joint_state), SENSOR_QOS),
         ]
         self._reset_srv = self.create_service(
             Trigger, graph.POLICY_RESET, self._guard(self._on_reset, self._reset_failed))
