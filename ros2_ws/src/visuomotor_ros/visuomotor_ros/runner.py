@@ -44,6 +44,9 @@ class Spinner:
     each node ran in its own process.
     """
 
+    #: Longest a spin thread waits for work before it looks at the stop flag, s.
+    POLL = 0.1
+
     def __init__(self, context: Context, executor: str = "single") -> None:
         if executor not in ("single", "multi"):
             raise ValueError(f"executor must be 'single' or 'multi', got {executor!r}")
@@ -51,6 +54,7 @@ class Spinner:
         self._kind = executor
         self._executors: list[Executor] = []
         self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
 
     def add(self, node: Node) -> Node:
         executor: Executor = (
@@ -58,27 +62,38 @@ class Spinner:
             else MultiThreadedExecutor(num_threads=2, context=self._context)
         )
         executor.add_node(node)
-        thread = threading.Thread(target=self._spin, args=(executor,), daemon=True,
+        thread = threading.Thread(target=self._spin, args=(executor, self._stop), daemon=True,
                                   name=f"spin-{node.get_name()}")
         self._executors.append(executor)
         self._threads.append(thread)
         thread.start()
         return node
 
-    @staticmethod
-    def _spin(executor: Executor) -> None:
+    @classmethod
+    def _spin(cls, executor: Executor, stop: threading.Event) -> None:
         try:
-            executor.spin()
+            while not stop.is_set() and executor.context.ok():
+                executor.spin_once(timeout_sec=cls.POLL)
         except ExternalShutdownException:
             pass
 
     def shutdown(self) -> None:
+        """Stop the spin threads, then the executors.
+
+        The threads end first: ``Executor.shutdown`` destroys the executor's guard
+        condition when its timeout runs out, and a thread still waiting on the
+        executor then fails on it ('NoneType' object has no attribute 'handle').
+        """
+        self._stop.set()
         for executor in self._executors:
-            executor.shutdown(timeout_sec=2.0)
+            executor.wake()
         for thread in self._threads:
             thread.join(timeout=5.0)
+        for executor in self._executors:
+            executor.shutdown(timeout_sec=2.0)
         self._executors.clear()
         self._threads.clear()
+        self._stop = threading.Event()
 
 
 def _factory(path: str) -> type[Node]:
