@@ -18,7 +18,7 @@ MIN_SUCCESSES = 18  # 90%
 
 @pytest.mark.slow
 def test_full_graph_reaches_nominal_targets(tmp_path):
-    record = tmp_path / "closed_loop.mcap"
+    record = tmp_path / "closed_loop"  # a rosbag2 bag directory
     results, stats, sim_seconds, wall = run_episodes(
         EPISODES, FIRST_SEED, "nominal", record=record, wall_timeout=120.0
     )
@@ -30,5 +30,7 @@ def test_full_graph_reaches_nominal_targets(tmp_path):
     assert stats.frames / sim_seconds > 15.0
     assert stats.control_rate() > 900.0
     assert stats.encoder_inference and stats.policy_inference and stats.camera_to_command_sim
-    # The recording holds the loop's topics.
-    assert record.stat().st_size > 10_000
+    # The recording is a bag directory: metadata.yaml and the MCAP file holding the
+    # loop's topics.
+    assert (record / "metadata.yaml").is_file()
+    assert (record / f"{record.name}_0.mcap").stat().st_size > 10_000
