@@ -372,6 +372,58 @@ def _spin(executor) -> None:
         pass
 
 
+def test_topic_hardware_maps_joint_states_by_name_and_drops_malformed_ones(ros_context):
+    from visuomotor_core.hardware import JointSample
+    from visuomotor_ros.topic_hardware import TopicHardware
+
+    spinner = Spinner(ros_context)
+    robot = Node("robot_driver", context=ros_context, namespace="arm")
+    owner = Node("hardware_owner", context=ros_context, namespace="arm")
+    samples: list[int] = []
+    hardware = TopicHardware(owner, PANDA_ARM_JOINTS, graph.DEFAULT_COMMAND_TOPIC,
+                             on_sample=lambda: samples.append(1))
+    commands: list[tuple[float, ...]] = []
+    robot.create_subscription(Float64MultiArray, graph.DEFAULT_COMMAND_TOPIC,
+                              lambda m: commands.append(tuple(m.data)), LATEST_QOS)
+    states = robot.create_publisher(JointState, graph.JOINT_STATES, LATEST_QOS)
+    try:
+        spinner.add(robot)
+        spinner.add(owner)
+        assert wait_for(lambda: states.get_subscription_count() > 0)
+        # The driver's order, fingers included: mapped onto the arm's order by name.
+        names = ["panda_finger_joint1", *reversed(PANDA_ARM_JOINTS), "panda_finger_joint2"]
+        values = {name: float(i) for i, name in enumerate(names)}
+        msg = JointState(name=names, position=[values[n] for n in names],
+                         velocity=[-values[n] for n in names], effort=[])
+        msg.header.stamp = seconds_to_time(12.5)
+        states.publish(msg)
+        assert wait_for(lambda: hardware.samples == 1)
+        sample = JointSample.zeros(len(PANDA_ARM_JOINTS))
+        hardware.read(sample)
+        assert sample.position.tolist() == [values[n] for n in PANDA_ARM_JOINTS]
+        assert sample.velocity.tolist() == [-values[n] for n in PANDA_ARM_JOINTS]
+        assert sample.effort.tolist() == [0.0] * len(PANDA_ARM_JOINTS)  # none sent
+        assert (sample.stamp, sample.sequence, len(samples)) == (12.5, 1, 1)
+        # Malformed samples are dropped and counted; the last good one stays.
+        missing = JointState(name=list(PANDA_ARM_JOINTS[:-1]), position=[0.0] * 6,
+                             velocity=[0.0] * 6)
+        short = JointState(name=list(PANDA_ARM_JOINTS), position=[0.0] * 7, velocity=[0.0])
+        for bad in (missing, short):
+            dropped = hardware.dropped
+            states.publish(bad)
+            assert wait_for(lambda d=dropped: hardware.dropped == d + 1)
+        hardware.read(sample)
+        assert sample.sequence == 1 and hardware.samples == 1 and len(samples) == 1
+        # Commands go out on the relative topic, in the arm's order.
+        hardware.write(np.arange(7.0), "effort")
+        assert wait_for(lambda: commands == [tuple(np.arange(7.0))])
+    finally:
+        spinner.shutdown()
+        hardware.close()
+        owner.destroy_node()
+        robot.destroy_node()
+
+
 # --------------------------------------------------------------------------- overruns
 def test_consecutive_deadline_misses_hold_and_report_error(make_rig, console):
     rig = make_rig()
