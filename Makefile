@@ -6,7 +6,7 @@ PROFILE ?= nominal
 SEED ?= 0
 ARGS ?=
 
-.PHONY: setup demo test lint bench train-encoder train-policy evaluate constraints clean
+.PHONY: setup demo test lint bench train-encoder train-policy evaluate experiment constraints clean
 
 setup:  ## create .venv, install pinned packages, colcon build ros2_ws (idempotent)
 	bash scripts/setup.sh
@@ -36,6 +36,10 @@ train-policy: setup
 
 evaluate: setup
 	$(RUN) python -m visuomotor_models.evaluate_policy
+
+CONFIG ?= models/config/experiments/policy_eval.yaml
+experiment: setup  ## run an experiment YAML on Ray (every core; ARGS=--address HOST:PORT joins a cluster) and write its report
+	$(RUN) python -m visuomotor_models.experiment $(CONFIG) $(ARGS)
 
 constraints:  ## re-pin every installed package after changing a requirements file
 	.venv/bin/pip freeze --exclude-editable | grep -v '@ file' | sed 's/+cpu//' > requirements/constraints.txt

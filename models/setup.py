@@ -25,6 +25,8 @@ setup(
             "bench-encoder = visuomotor_models.bench_encoder:main",
             "train-policy = visuomotor_models.train_policy:main",
             "evaluate-policy = visuomotor_models.evaluate_policy:main",
+            "experiment = visuomotor_models.experiment.cli:main",
+            "experiment-bench = visuomotor_models.experiment.bench:main",
         ]
     },
 )

@@ -38,7 +38,8 @@ PY
 
 requirement_files() {
   if [ "${VISUOMOTOR_SKIP_ROS_PIP:-0}" = 1 ]; then
-    echo requirements/runtime.txt requirements/sim.txt requirements/train.txt requirements/dev.txt
+    echo requirements/runtime.txt requirements/sim.txt requirements/train.txt \
+      requirements/experiment.txt requirements/dev.txt
   else
     echo requirements.txt
   fi
