@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from visuomotor_core.controller import (
+    RECOVERED_REASON,
     ControllerConfig,
     JointController,
     Mode,
@@ -134,7 +135,7 @@ def test_accepted_target_switches_hold_to_tracking(model):
         (np.r_[HOME[:6], np.inf], "not finite at joint index \\[6\\]"),
         (HOME[:6], "shape"),
         ("abc", "not numeric"),
-        (np.r_[HOME[:3], 5.0, HOME[4:]], "outside position limits .* \\[3\\]"),
+        (np.r_[HOME[:3], 5.0, HOME[4:]], "outside the robot's position range .* \\[3\\]"),
     ],
 )
 def test_invalid_targets_are_refused_with_a_reason(model, positions, reason):
@@ -280,7 +281,8 @@ def test_velocity_interface_output_stays_within_velocity_limits(model):
     controller = make(model, command_interface="velocity")
     tick(controller, 0.0)
     controller.set_target(HOME + 0.1, 0.0, 0.0)
-    command = tick(controller, DT, q=HOME - 1.0)
+    command = tick(controller, DT, q=HOME - 0.6)
+    assert command.mode is Mode.TRACKING
     assert (np.abs(command.values) <= model.limits.velocity + 1e-12).all()
     assert np.abs(command.values).max() == pytest.approx(model.limits.velocity.max())
 
@@ -302,23 +304,31 @@ def test_target_timeout_switches_to_hold_within_two_periods(model):
     assert "target_timeout" in controller.reason
 
 
+def _hold_torque(controller: JointController, model: RobotModel, q, qd) -> np.ndarray:
+    config = controller.config
+    reference, _ = controller.reference
+    expected = (
+        np.array(config.effective_hold_kp) * (reference - q)
+        - np.array(config.effective_hold_kd) * qd
+        + model.gravity_torques(q)
+    )
+    return np.clip(expected, -model.limits.effort, model.limits.effort)
+
+
 def test_hold_is_a_damped_hold_at_the_position_where_it_started(model):
-    controller = make(model)
+    controller = make(model, target_timeout=0.1, state_timeout=10.0)
     tick(controller, 0.0)
     controller.set_target(HOME, 0.0, 0.0)
     q_at_timeout = HOME + 0.02
     tick(controller, 0.2, q=q_at_timeout)  # times out here
     assert controller.mode is Mode.HOLD
+    np.testing.assert_allclose(controller.hold_target, q_at_timeout)
     q, qd = HOME + 0.03, np.full(7, 0.1)
-    command = tick(controller, 0.201, q=q, qd=qd)
-    config = controller.config
-    expected = (
-        np.array(config.effective_hold_kp) * (q_at_timeout - q)
-        - np.array(config.effective_hold_kd) * qd
-        + model.gravity_torques(q)
-    )
-    expected = np.clip(expected, -model.limits.effort, model.limits.effort)
-    np.testing.assert_allclose(command.values, expected, atol=1e-9)
+    for k in range(1, 30):  # the reference reaches the hold target at the velocity limit
+        command = tick(controller, 0.2 + k * DT, q=q, qd=qd)
+        np.testing.assert_allclose(command.values, _hold_torque(controller, model, q, qd),
+                                   atol=1e-9)
+    np.testing.assert_allclose(controller.reference[0], q_at_timeout, atol=1e-12)
 
 
 def test_stale_joint_state_switches_to_hold_within_two_periods(model):
@@ -411,21 +421,17 @@ def test_estop_is_a_damped_hold_where_it_was_triggered(model):
     controller = make(model)
     tick(controller, 0.0)
     controller.set_target(HOME + 0.2, 0.0, 0.0)
-    tick(controller, DT)
-    controller.estop()
     q_stop = HOME + 0.001
-    tick(controller, 2 * DT, q=q_stop)
+    tick(controller, DT, q=q_stop)
+    controller.estop()
+    np.testing.assert_allclose(controller.hold_target, q_stop)
     q, qd = HOME + 0.002, np.full(7, -0.05)
-    command = tick(controller, 3 * DT, q=q, qd=qd)
-    config = controller.config
-    expected = np.clip(
-        np.array(config.effective_hold_kp) * (q_stop - q)
-        - np.array(config.effective_hold_kd) * qd
-        + model.gravity_torques(q),
-        -model.limits.effort,
-        model.limits.effort,
-    )
-    np.testing.assert_allclose(command.values, expected, atol=1e-9)
+    for k in range(2, 6):
+        command = tick(controller, k * DT, q=q, qd=qd)
+        assert command.mode is Mode.ESTOP
+        np.testing.assert_allclose(command.values, _hold_torque(controller, model, q, qd),
+                                   atol=1e-9)
+    np.testing.assert_allclose(controller.reference[0], q_stop, atol=1e-12)
 
 
 def test_estop_survives_deactivate_and_activate(model):
@@ -438,17 +444,17 @@ def test_estop_survives_deactivate_and_activate(model):
 
 
 # ----------------------------------------------------------------- live tuning
-def test_set_gains_takes_effect_and_invalid_gains_are_refused(model):
+def test_gain_change_takes_effect_and_invalid_gains_are_refused(model):
     controller = make(model, interpolation="none")
     tick(controller, 0.0)
     controller.set_target(HOME, 0.0, 0.0)
     before = tick(controller, DT, q=HOME - 0.001).values
-    assert controller.set_gains([100.0] * 7, [1.0] * 7).accepted
+    assert controller.update_config(kp=(100.0,) * 7, kd=(1.0,) * 7).accepted
     after = tick(controller, 2 * DT, q=HOME - 0.001).values
     assert not np.allclose(before, after)
-    refused = controller.set_gains([-1.0] * 7, [1.0] * 7)
+    refused = controller.update_config(kp=(-1.0,) * 7)
     assert not refused.accepted and "kp" in refused.reason
-    refused = controller.set_gains([1.0] * 6, [1.0] * 7)
+    refused = controller.update_config(kp=(1.0,) * 6)
     assert not refused.accepted and "7 entries" in refused.reason
     assert controller.config.kp == (100.0,) * 7
 
@@ -513,3 +519,181 @@ def test_update_cost_is_tens_of_microseconds(model):
     assert controller.mode is Mode.TRACKING
     # Generous bound for shared CI machines; about 30-50 µs on a 2-core VM.
     assert np.median(durations) < 250e-6
+
+
+# ----------------------------------------------------------------- safety: samples and setpoints
+class WallClock:
+    """A monotonic clock the test sets (s), handed to the controller as its wall clock."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracking(model: RobotModel, wall: WallClock | None = None, **config) -> JointController:
+    """An active controller tracking HOME at t = 0, with ``wall`` as its wall clock."""
+    controller = JointController(ControllerConfig(**config), model, wall_clock=wall)
+    controller.activate()
+    tick(controller, 0.0)
+    assert controller.set_target(HOME, 0.0, 0.0).accepted
+    assert tick(controller, DT).mode is Mode.TRACKING
+    return controller
+
+
+def test_stale_sample_never_becomes_the_hold_setpoint(model):
+    controller = tracking(model)
+    controller.estop("operator")
+    stale = HOME.copy()
+    stale[0] += 0.5  # joint 1 off by 0.5 rad, stamped 1 s in the past
+    command = tick(controller, 2 * DT, q=stale, stamp=2 * DT - 1.0)
+    assert command.mode is Mode.ESTOP
+    np.testing.assert_allclose(controller.hold_target, HOME)
+    # ... nor when the stale sample arrives as the watchdog fires.
+    controller = tracking(model)
+    command = tick(controller, 0.5, q=stale, stamp=-0.5)
+    assert command.mode is Mode.HOLD and "stale" in command.reason
+    np.testing.assert_allclose(controller.hold_target, HOME)
+
+
+@pytest.mark.parametrize("interface", ["effort", "position"])
+def test_out_of_range_sample_never_becomes_a_setpoint_or_moves_the_command(model, interface):
+    controller = tracking(model, command_interface=interface)
+    previous = tick(controller, 2 * DT).values
+    beyond = HOME.copy()
+    beyond[0] = 3.5  # joint 1 limit 2.8973 rad
+    for k in range(3, 50):
+        command = tick(controller, k * DT, q=beyond)
+        assert command.mode is Mode.HOLD and "outside the robot's position range" in command.reason
+        np.testing.assert_allclose(controller.hold_target, HOME)
+        if interface == "position":
+            step = np.abs(command.values - previous)
+            assert (step <= model.limits.velocity * DT + 1e-12).all()
+        else:  # no measurement trusted: gravity compensation at the reference, no error
+            np.testing.assert_allclose(command.values,
+                                       model.gravity_torques(controller.reference[0]))
+        previous = command.values
+
+
+def test_sample_slightly_beyond_the_range_is_valid_and_its_hold_target_is_clamped(model):
+    controller = tracking(model)
+    config = controller.config
+    q = HOME.copy()
+    q[3] = controller.limits.upper[3] + 0.5 * config.state_tolerance
+    command = tick(controller, 2 * DT, q=q)
+    assert command.mode is Mode.TRACKING  # a valid sample
+    controller.estop()
+    np.testing.assert_allclose(controller.hold_source, q)
+    assert controller.hold_target[3] == controller.limits.upper[3]
+    held = controller.hold_target
+    q[3] = controller.limits.upper[3] + 2.0 * config.state_tolerance  # beyond the tolerance
+    controller.reset_estop()
+    assert "outside" in tick(controller, 3 * DT, q=q).reason
+    np.testing.assert_allclose(controller.hold_target, held)
+
+
+def test_entering_estop_moves_the_position_command_at_most_vmax_dt(model):
+    controller = tracking(model, command_interface="position", interpolation="none",
+                          target_timeout=10.0)
+    goal = HOME.copy()
+    goal[0] += 1.0
+    controller.set_target(goal, DT, DT)
+    previous = tick(controller, 2 * DT).values
+    for k in range(3, 40):  # the reference runs at the velocity limit; the arm lags
+        previous = tick(controller, k * DT).values
+    assert previous[0] > HOME[0] + 0.05
+    controller.estop()
+    np.testing.assert_allclose(controller.hold_target, HOME)
+    for k in range(40, 200):
+        command = tick(controller, k * DT)
+        step = np.abs(command.values - previous)
+        assert (step <= model.limits.velocity * DT + 1e-12).all()
+        previous = command.values
+    np.testing.assert_allclose(previous, HOME)
+
+
+def test_clock_jump_forward_holds_without_moving_the_reference_beyond_the_tick_bound(model):
+    controller = tracking(model, command_interface="position", interpolation="none")
+    goal = HOME + 0.5
+    controller.set_target(goal, DT, DT)
+    before = tick(controller, 2 * DT).values
+    command = tick(controller, 10.0)  # 10 s later
+    assert command.mode is Mode.HOLD and "target_timeout" in command.reason
+    bound = model.limits.velocity * controller.config.period * 5  # MAX_TICK_PERIODS
+    assert (np.abs(command.values - before) <= bound + 1e-12).all()
+
+
+def test_clock_jump_backwards_holds_and_time_then_runs_from_the_new_value(model):
+    controller = tracking(model)
+    command = tick(controller, -5.0)
+    assert command.mode is Mode.HOLD and "backwards" in command.reason
+    assert tick(controller, -5.0 + DT).reason == RECOVERED_REASON
+    assert controller.set_target(HOME, -5.0 + DT, -5.0 + DT).accepted
+    assert tick(controller, -5.0 + 2 * DT).mode is Mode.TRACKING
+
+
+def test_frozen_controller_clock_holds_on_the_wall_clock(model):
+    wall = WallClock()
+    controller = tracking(model, wall=wall)
+    timeout = controller.config.target_timeout
+    for k in range(1, 200):  # /clock frozen at 1 ms; joint states keep coming (new stamps)
+        wall.now += DT
+        command = tick(controller, DT, stamp=DT - 1e-6 * k)
+        if command.mode is Mode.HOLD:
+            break
+    assert command.mode is Mode.HOLD and "wall-clock" in command.reason
+    assert timeout < wall.now - 100.0 <= timeout + 2 * DT
+
+
+def test_joint_state_stamp_unchanged_on_the_wall_clock_is_stale(model):
+    wall = WallClock()
+    controller = tracking(model, wall=wall, target_timeout=10.0)
+    state_timeout = controller.config.state_timeout
+    for _ in range(1, 200):  # the clock and the sample both frozen
+        wall.now += DT
+        command = tick(controller, DT)
+        if command.mode is Mode.HOLD:
+            break
+    assert "unchanged" in command.reason and "wall-clock" in command.reason
+    assert state_timeout < wall.now - 100.0 <= state_timeout + 2 * DT
+
+
+def test_fault_declared_by_the_caller_holds_and_its_sample_is_not_stored(model):
+    controller = tracking(model)
+    command = controller.update(2 * DT, HOME + 0.1, ZERO, 2 * DT, fault="loop stalled")
+    assert command.mode is Mode.HOLD and command.reason == "loop stalled"
+    np.testing.assert_allclose(controller.hold_target, HOME)
+
+
+def test_reason_names_a_fault_while_it_lasts_and_is_empty_once_tracking(model):
+    controller = tracking(model, target_timeout=10.0)
+    q = HOME.copy()
+    q[2] = np.nan
+    assert "not finite" in tick(controller, 2 * DT, q=q).reason
+    assert tick(controller, 3 * DT).reason == RECOVERED_REASON
+    assert controller.set_target(HOME, 3 * DT, 3 * DT).accepted
+    command = tick(controller, 4 * DT)
+    assert command.mode is Mode.TRACKING and command.reason == "" and controller.reason == ""
+
+
+def test_reset_estop_says_whether_anything_was_released(model):
+    controller = tracking(model)
+    assert controller.reset_estop() is False
+    controller.estop("bumper")
+    assert controller.reset_estop() is True
+    assert controller.reset_estop() is False
+    assert controller.mode is Mode.HOLD
+
+
+def test_live_margin_that_would_clamp_the_reference_is_refused(model):
+    controller = tracking(model)
+    q = HOME.copy()
+    q[3] = controller.limits.upper[3] - 0.02
+    controller.reset()
+    tick(controller, 2 * DT, q=q)
+    result = controller.update_config(position_margin=0.1)
+    assert not result.accepted and "reference" in result.reason and "[3]" in result.reason
+    assert controller.update_config(position_margin=0.02).accepted
+    controller.deactivate()
+    assert controller.update_config(position_margin=0.1).accepted

@@ -1,23 +1,15 @@
-"""Joint limits: validation, clamping, rate limiting, configured overrides."""
+"""Joint limits: validation and the robot's limits after the configured overrides.
+
+Whether the controller keeps its commands within these limits is tested on the
+controller itself (tests/test_core_controller.py, tests/test_core_controller_properties.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from visuomotor_core.limits import (
-    JointLimits,
-    LimitOverrides,
-    check_vector,
-    clamp_effort,
-    clamp_position,
-    clamp_velocity,
-    effective_limits,
-    rate_limit_sequence,
-    rate_limit_step,
-)
+from visuomotor_core.limits import JointLimits, LimitOverrides, check_vector, effective_limits
 
 LIMITS = JointLimits(
     lower=[-2.0, -1.0, 0.0], upper=[2.0, 1.0, 3.0], velocity=[1.0, 2.0, 0.5], effort=[10, 20, 5]
@@ -52,19 +44,9 @@ def test_joint_limit_arrays_are_read_only():
         LIMITS.lower[0] = 5.0
 
 
-def test_clamp_position_respects_the_margin():
-    clamped = clamp_position(np.array([5.0, -5.0, 1.0]), LIMITS, margin=0.1)
-    np.testing.assert_allclose(clamped, [1.9, -0.9, 1.0])
-
-
 def test_margin_that_empties_a_range_is_refused():
-    with pytest.raises(ValueError, match="no range"):
-        LIMITS.position_bounds(1.5)
-
-
-def test_clamp_effort_and_velocity_are_symmetric():
-    np.testing.assert_allclose(clamp_effort(np.array([100.0, -100.0, 1.0]), LIMITS), [10, -20, 1])
-    np.testing.assert_allclose(clamp_velocity(np.array([-9.0, 9.0, 0.1]), LIMITS), [-1, 2, 0.1])
+    with pytest.raises(ValueError, match="lower >= upper"):
+        effective_limits(LIMITS, LimitOverrides(position_margin=1.5))
 
 
 def test_check_vector_rejects_non_finite_and_wrong_length():
@@ -73,30 +55,6 @@ def test_check_vector_rejects_non_finite_and_wrong_length():
     assert not ok and "index [1]" in reason
     ok, reason = check_vector([0.0, 1.0], 3, "q")
     assert not ok and "shape" in reason
-
-
-def test_rate_limit_step_ignores_negative_time():
-    np.testing.assert_allclose(
-        rate_limit_step(np.zeros(3), np.ones(3), LIMITS.velocity, -1.0), np.zeros(3)
-    )
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    targets=st.lists(
-        st.lists(st.floats(-10.0, 10.0), min_size=3, max_size=3), min_size=1, max_size=30
-    ),
-    dt=st.floats(1e-4, 0.1),
-)
-def test_rate_limited_sequence_never_moves_faster_than_the_limit(targets, dt):
-    targets = np.array(targets)
-    start = np.zeros(3)
-    result = rate_limit_sequence(start, targets, LIMITS.velocity, dt)
-    steps = np.abs(np.diff(np.vstack([start, result]), axis=0))
-    assert (steps <= LIMITS.velocity * dt * (1 + 1e-9) + 1e-12).all()
-    # A target within reach is reached exactly.
-    reachable = np.abs(targets[0]) <= LIMITS.velocity * dt
-    np.testing.assert_allclose(result[0][reachable], targets[0][reachable])
 
 
 def test_effective_limits_scale_and_never_widen():

@@ -4,7 +4,8 @@ The controller turns sparse, stamped joint-position targets (a policy at
 ~20 Hz) into a joint command at the control rate (1 kHz by default). Times
 are seconds on one clock (ROS time, sim time or any monotonic clock), joint
 positions rad, velocities rad/s, efforts N·m, all ordered as the model's
-joints.
+joints. The safety model these rules implement, and the tests that hold each
+invariant, are written down in ``docs/safety.md``.
 
 Modes (:class:`Mode`):
 
@@ -13,37 +14,59 @@ Modes (:class:`Mode`):
   ``valid=False`` that must not be sent.
 * ``TRACKING`` – the reference moves toward the latest accepted target and
   the command follows the reference.
-* ``HOLD`` – damped hold at the position measured when the hold began:
-  ``tau = hold_kp (q_hold - q) - hold_kd qd + g(q)``. Entered on activation,
-  on reset, when no target was accepted for ``target_timeout``, when the joint
-  state is older than ``state_timeout`` (by its stamp), when the joint state is
-  not finite or has the wrong length, and when the clock jumps backwards. The
-  switch happens on the first ``update()`` after the condition arises. Only an
-  accepted target leaves HOLD.
-* ``ESTOP`` – latched by :meth:`~JointController.estop`: same damped hold,
+* ``HOLD`` – damped hold at the hold target: the last valid measured position
+  when the hold began, clamped into the robot's position range. The reference
+  moves from where it was to the hold target at no more than the velocity
+  limits, and ``tau = hold_kp (q_ref - q) - hold_kd qd + g(q)``. Entered on
+  activation, on reset, when no target was accepted for ``target_timeout`` (on
+  the controller's clock or on the wall clock, whichever runs out first), and
+  on any joint-state fault (below). The switch happens on the first ``update()``
+  after the condition arises. Only an accepted target leaves HOLD.
+* ``ESTOP`` – latched by :meth:`~JointController.estop`: the same damped hold,
   targets refused, until :meth:`~JointController.reset_estop` (which goes to
   HOLD; a fresh target then resumes tracking).
+
+A joint-state sample is valid when it has the model's length, is finite, lies
+within the robot's position range widened by ``state_tolerance`` with speeds
+below ``MEASURED_SPEED_FACTOR`` times the URDF velocity limits, its stamp is
+within ``state_timeout`` of ``now``, its stamp changed within ``state_timeout``
+of wall-clock time, and the clock did not jump backwards. Only a valid sample
+is stored as the last good state: an invalid one is a fault, never a setpoint.
+While a fault lasts the hold trusts no measurement: the effort hold is gravity
+compensation at the reference, without position error or damping.
 
 Targets (:meth:`~JointController.set_target`) are refused, with a reason, when
 they are not finite or have the wrong length, when their stamp is older than
 ``max_target_age`` at arrival (or newer than ``now`` by more than that), when
-any joint lies outside its position range by more than
+any joint lies outside the robot's position range by more than
 ``out_of_range_tolerance`` (a sign of a units or frame error, not of a policy
 overshoot), while the e-stop is latched and while inactive. Accepted targets
-are clamped to ``[lower + position_margin, upper - position_margin]``.
+are clamped into the robot's position range.
 
 Interpolation: each accepted target starts a segment from the current
 reference (position and velocity) to the target over ``interpolation_time``:
 ``linear``, ``min_jerk`` (quintic with continuous velocity and zero boundary
 accelerations) or ``none`` (step). The reference is then rate-limited by the
-effective velocity limits and clamped to the position range.
+effective velocity limits and clamped to the position range, in every mode.
 
-Outputs, whatever the inputs: finite; effort within ±effort limits (scaled),
-position within the margin-shrunk position range, velocity within ±velocity
-limits (scaled).
+Limits: the robot's limits are the URDF limits intersected with the
+configuration (velocity and effort scales, position margin). Outputs,
+whatever the inputs: finite; effort within ±effort limits, position within
+the robot's position range, velocity within ±velocity limits; the reference
+(the position command) moves at most ``velocity limit · dt`` per update, with
+``dt`` the controller-clock time since the previous update, at most
+``MAX_TICK_PERIODS`` periods.
+
+Gains and rates are bounded by discrete-time stability at ``rate_hz`` (effort
+interface): with ``I`` the smallest joint-space inertia the model allows
+(:meth:`RobotModel.inertia_floor`) and ``dt`` the period, ``kd·dt/I`` and
+``kp·dt²/I`` stay at or below ``MAX_DAMPING_STEP`` and ``MAX_STIFFNESS_STEP``,
+for the tracking and the hold gains (see :func:`gain_bounds`).
 
 The target watchdog runs on arrival time (the ``now`` passed to
-``set_target``); staleness of targets and joint states is judged by their
+``set_target``) and, when the controller is given a ``wall_clock``, on the wall
+clock too, so a frozen controller clock (a stalled ``/clock``) cannot keep a
+target alive. Staleness of targets and joint states is judged by their
 stamps. The class is not thread-safe: call it from one thread (or under a lock).
 """
 
@@ -51,7 +74,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -67,17 +90,38 @@ COMMAND_INTERFACES: tuple[str, ...] = ("effort", "position", "velocity")
 INTERPOLATIONS: tuple[str, ...] = ("linear", "min_jerk", "none")
 #: Franka Panda position gains, N·m/rad (joints 5-7 have 12 N·m effort limits).
 PANDA_KP: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
-#: Franka Panda damping gains, N·m·s/rad. Near-critical damping for the joint-space
-#: inertias of pybullet_data's Panda (about 0.1-2.6 kg·m² on joints 1-4, 0.045 on
-#: joints 5-6, 0.004 on joint 7), keeping kd·dt/I well below 1 at 1 kHz: a larger
-#: joint-7 damping (e.g. 10) makes the discrete loop chatter at the effort limit.
+#: Franka Panda damping gains, N·m·s/rad: near-critical for the arm's joint-space
+#: inertias and well inside the discrete-time bounds at 100 Hz and above
+#: (:func:`gain_bounds`: kd·dt/I <= 0.5 allows about 300-600 N·m·s/rad at 1 kHz).
 PANDA_KD: tuple[float, ...] = (50.0, 50.0, 40.0, 30.0, 8.0, 6.0, 1.5)
 
-#: |q| (rad) or |qd| (rad/s) above this is a sensor fault, not a joint state.
-_PLAUSIBLE_STATE = 1.0e3
+#: Lowest control rate of the effort interface, Hz: below it the torque loop is
+#: closed too slowly to hold an arm against gravity and contact.
+MIN_EFFORT_RATE_HZ = 100.0
+#: Timeouts (target_timeout, state_timeout) span at least this many control
+#: periods, so a watchdog checked once per period is late by at most a fifth of
+#: its timeout.
+MIN_TIMEOUT_PERIODS = 5.0
+#: Bound on kd·dt/I (damping applied over one period relative to the inertia).
+#: The discrete PD loop with explicit torque is stable for kd·dt/I < 2 and
+#: kp·dt²/I < 4 - 2·kd·dt/I (one period of delay: < 1); this keeps a factor of
+#: two to the delayed limit, so the loop neither chatters nor rings.
+MAX_DAMPING_STEP = 0.5
+#: Bound on kp·dt²/I (see MAX_DAMPING_STEP).
+MAX_STIFFNESS_STEP = 0.5
+#: Bound on velocity_feedback_gain·dt: the velocity interface's position loop
+#: ``q += dt·k·(q_ref - q)`` converges without overshoot for k·dt < 1.
+MAX_FEEDBACK_STEP = 0.5
+#: A measured speed above this many URDF velocity limits is a sensor fault: the
+#: drives cannot reach it.
+MEASURED_SPEED_FACTOR = 2.0
 #: The reference advances by at most this many nominal periods per update, so
 #: a late update cannot make it jump.
-_MAX_TICK_PERIODS = 5.0
+MAX_TICK_PERIODS = 5.0
+#: HOLD reason once a joint-state fault clears (the hold itself stays).
+RECOVERED_REASON = "joint state recovered: holding until a fresh target"
+#: HOLD reason after the e-stop is released.
+RELEASED_REASON = "e-stop released: holding until a fresh target"
 
 
 def _clip_into(
@@ -97,7 +141,7 @@ class Mode(enum.Enum):
     ESTOP = "estop"
 
 
-def _gain_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
+def _gain_tuple(name: str, value: Any, n: int, positive: bool = False) -> tuple[float, ...]:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -106,6 +150,12 @@ def _gain_tuple(name: str, value: Any, n: int) -> tuple[float, ...]:
         raise ValueError(f"ControllerConfig.{name} must have {n} entries, got shape {array.shape}")
     if not np.isfinite(array).all() or (array < 0.0).any():
         raise ValueError(f"ControllerConfig.{name} must be finite and >= 0, got {array.tolist()}")
+    if positive and (array <= 0.0).any():
+        raise ValueError(
+            f"ControllerConfig.{name} must be > 0 at every joint (a hold without stiffness "
+            f"or damping does not hold), got 0 at joint index "
+            f"{np.flatnonzero(array <= 0.0).tolist()}"
+        )
     return tuple(float(v) for v in array)
 
 
@@ -120,27 +170,34 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
 class ControllerConfig:
     """Controller settings (validated on construction; ValueError names the bad field).
 
+    Model-free rules are checked here; the gain bounds that need the robot's
+    inertias are checked by :class:`JointController` (:func:`gain_bounds`).
+
     Attributes:
         num_joints: number of controlled joints (must match the model).
-        rate_hz: nominal control rate, Hz (> 0).
+        rate_hz: nominal control rate, Hz (> 0; >= MIN_EFFORT_RATE_HZ for effort).
         command_interface: "effort" (N·m), "position" (rad) or "velocity" (rad/s).
         kp: position gains, N·m/rad, one per joint (>= 0).
         kd: damping gains, N·m·s/rad, one per joint (>= 0).
-        hold_kp: HOLD/ESTOP position gains, N·m/rad; None uses ``kp``.
-        hold_kd: HOLD/ESTOP damping gains, N·m·s/rad; None uses ``kd``.
+        hold_kp: HOLD/ESTOP position gains, N·m/rad (> 0); None uses ``kp``.
+        hold_kd: HOLD/ESTOP damping gains, N·m·s/rad (> 0); None uses ``kd``.
         gravity_compensation: add the model's gravity torques (effort interface).
         interpolation: "linear", "min_jerk" or "none".
         interpolation_time: duration of one target segment, s (> 0 unless "none").
-        target_timeout: HOLD when no target was accepted for this long, s.
-        state_timeout: HOLD when the joint state stamp is older than this, s.
+        target_timeout: HOLD when no target was accepted for this long, s
+            (>= MIN_TIMEOUT_PERIODS periods).
+        state_timeout: HOLD when the joint state stamp is older than this, or did
+            not change for this long on the wall clock, s (>= MIN_TIMEOUT_PERIODS periods).
         max_target_age: targets whose stamp is older than this at arrival are stale, s.
         position_margin: rad kept free at both ends of each position range.
-        out_of_range_tolerance: targets beyond a position limit by more than this
-            (rad) are refused; closer ones are clamped.
+        out_of_range_tolerance: targets beyond the robot's position range by more
+            than this (rad) are refused; closer ones are clamped.
+        state_tolerance: measured positions beyond the robot's position range by
+            more than this (rad) are a sensor fault.
         velocity_scale: factor in (0, 1] on the URDF velocity limits.
         effort_scale: factor in (0, 1] on the URDF effort limits.
         velocity_feedback_gain: velocity interface only, 1/s: the command is
-            ``qd_ref + gain * (q_ref - q)``.
+            ``qd_ref + gain * (q_ref - q)``; gain·period <= MAX_FEEDBACK_STEP.
     """
 
     num_joints: int = 7
@@ -158,6 +215,7 @@ class ControllerConfig:
     max_target_age: float = 0.25
     position_margin: float = 0.01
     out_of_range_tolerance: float = 0.2
+    state_tolerance: float = 0.05
     velocity_scale: float = 1.0
     effort_scale: float = 1.0
     velocity_feedback_gain: float = 10.0
@@ -166,10 +224,15 @@ class ControllerConfig:
         n = self.num_joints
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"ControllerConfig.num_joints must be a positive int, got {n!r}")
-        for name in ("kp", "kd", "hold_kp", "hold_kd"):
+        for name in ("kp", "kd"):
+            object.__setattr__(self, name, _gain_tuple(name, getattr(self, name), n))
+        for name, fallback in (("hold_kp", "kp"), ("hold_kd", "kd")):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, _gain_tuple(name, value, n))
+                object.__setattr__(self, name, _gain_tuple(name, value, n, positive=True))
+            else:
+                _gain_tuple(f"{fallback} (the {name} in force while {name} is unset)",
+                            getattr(self, fallback), n, positive=True)
         if self.command_interface not in COMMAND_INTERFACES:
             raise ValueError(
                 f"ControllerConfig.command_interface must be one of {COMMAND_INTERFACES}, "
@@ -184,7 +247,8 @@ class ControllerConfig:
             raise ValueError("ControllerConfig.gravity_compensation must be a bool")
         for name in ("rate_hz", "target_timeout", "state_timeout", "max_target_age"):
             _positive(name, getattr(self, name))
-        for name in ("position_margin", "out_of_range_tolerance", "velocity_feedback_gain"):
+        for name in ("position_margin", "out_of_range_tolerance", "state_tolerance",
+                     "velocity_feedback_gain"):
             _positive(name, getattr(self, name), allow_zero=True)
         _positive("interpolation_time", self.interpolation_time, allow_zero=True)
         if self.interpolation != "none" and self.interpolation_time <= 0.0:
@@ -197,6 +261,33 @@ class ControllerConfig:
             _positive(name, value)
             if value > 1.0:
                 raise ValueError(f"ControllerConfig.{name} must be in (0, 1], got {value!r}")
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        """The rules that tie the rate to the interface, the timeouts and the feedback."""
+        if self.command_interface == "effort" and self.rate_hz < MIN_EFFORT_RATE_HZ:
+            raise ValueError(
+                f"ControllerConfig.rate_hz {self.rate_hz:g} Hz is below {MIN_EFFORT_RATE_HZ:g} "
+                "Hz, the lowest rate that closes an effort loop on an arm"
+            )
+        shortest = MIN_TIMEOUT_PERIODS * self.period
+        for name in ("target_timeout", "state_timeout"):
+            value = getattr(self, name)
+            if value < shortest - 1e-12:
+                raise ValueError(
+                    f"ControllerConfig.{name} {value:g} s is shorter than "
+                    f"{MIN_TIMEOUT_PERIODS:g} control periods ({shortest:g} s at "
+                    f"{self.rate_hz:g} Hz): the watchdog would be late by more than a "
+                    f"fifth of it; raise {name} or rate_hz"
+                )
+        step = self.velocity_feedback_gain * self.period
+        if step > MAX_FEEDBACK_STEP:
+            raise ValueError(
+                f"ControllerConfig.velocity_feedback_gain {self.velocity_feedback_gain:g} 1/s "
+                f"times the period is {step:.3g} > {MAX_FEEDBACK_STEP}: the velocity loop "
+                f"would overshoot at {self.rate_hz:g} Hz (at most "
+                f"{MAX_FEEDBACK_STEP * self.rate_hz:g} 1/s)"
+            )
 
     @property
     def period(self) -> float:
@@ -222,6 +313,49 @@ class ControllerConfig:
         )
 
 
+def gain_bounds(model: RobotModel, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Largest stable (kp, kd) per joint at ``rate_hz``: N·m/rad, N·m·s/rad.
+
+    ``kp <= MAX_STIFFNESS_STEP · I / dt²`` and ``kd <= MAX_DAMPING_STEP · I / dt``
+    with ``I`` the model's smallest joint-space inertia of each joint
+    (:meth:`RobotModel.inertia_floor`) and ``dt = 1 / rate_hz``.
+    """
+    inertia = model.inertia_floor()
+    dt = 1.0 / rate_hz
+    return MAX_STIFFNESS_STEP * inertia / dt**2, MAX_DAMPING_STEP * inertia / dt
+
+
+def check_gains(config: ControllerConfig, model: RobotModel) -> str:
+    """Why ``config``'s gains are unstable on ``model`` at its rate ('' when they are not).
+
+    Only the effort interface closes a loop through these gains; the position and
+    velocity interfaces leave them unused.
+    """
+    if config.command_interface != "effort":
+        return ""
+    kp_max, kd_max = gain_bounds(model, config.rate_hz)
+    inertia = model.inertia_floor()
+    checks = (
+        ("kp", config.kp, kp_max, "N·m/rad", "kp·dt²/I", MAX_STIFFNESS_STEP),
+        ("kd", config.kd, kd_max, "N·m·s/rad", "kd·dt/I", MAX_DAMPING_STEP),
+        ("hold_kp", config.effective_hold_kp, kp_max, "N·m/rad", "kp·dt²/I",
+         MAX_STIFFNESS_STEP),
+        ("hold_kd", config.effective_hold_kd, kd_max, "N·m·s/rad", "kd·dt/I",
+         MAX_DAMPING_STEP),
+    )
+    for name, gains, bound, unit, ratio, limit in checks:
+        over = np.flatnonzero(np.asarray(gains) > bound * (1.0 + 1e-12))
+        if over.size:
+            j = int(over[0])
+            return (
+                f"{name}[{j}] = {gains[j]:g} {unit} on {model.joint_names[j]} is above "
+                f"{bound[j]:.4g} {unit}, the stable bound at {config.rate_hz:g} Hz "
+                f"({ratio} <= {limit} with I = {inertia[j]:.3g} kg·m², the joint's smallest "
+                f"inertia in the robot model); lower {name} or raise rate_hz"
+            )
+    return ""
+
+
 #: ControllerConfig fields that cannot change while the controller is active.
 _FIXED_WHILE_ACTIVE = frozenset({"num_joints", "command_interface"})
 
@@ -234,7 +368,7 @@ class TargetResult:
     reason: str = ""
 
 
-#: Outcome of :meth:`JointController.update_config` / :meth:`JointController.set_gains`.
+#: Outcome of :meth:`JointController.update_config`.
 ChangeResult = TargetResult
 
 
@@ -259,15 +393,32 @@ class ControlCommand:
 
 
 class JointController:
-    """Interpolating PD + gravity-compensation controller with limits, watchdog and e-stop."""
+    """Interpolating PD + gravity-compensation controller with limits, watchdog and e-stop.
 
-    def __init__(self, config: ControllerConfig, model: RobotModel) -> None:
+    Args:
+        config: the settings (gain bounds checked against ``model``).
+        model: the robot (joint count, limits, gravity, inertias).
+        wall_clock: a monotonic clock, s, for the wall-clock backstop of the
+            watchdogs (``time.monotonic`` in a node); None runs them on the
+            controller clock alone (pure simulation, where sim time is all there is).
+    """
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        model: RobotModel,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
         if config.num_joints != model.n:
             raise ValueError(
                 f"ControllerConfig.num_joints is {config.num_joints}, "
                 f"the model has {model.n} joints"
             )
+        reason = check_gains(config, model)
+        if reason:
+            raise ValueError(reason)
         self._model = model
+        self._wall_clock = wall_clock
         n = model.n
         self._n = n
         # Work buffers (reused every update).
@@ -276,6 +427,7 @@ class JointController:
         self._q_ref = np.zeros(n)
         self._qd_ref = np.zeros(n)
         self._q_hold = np.zeros(n)
+        self._hold_source = np.zeros(n)
         self._q_last_good = np.zeros(n)
         self._gravity = np.zeros(n)
         self._work = np.zeros(n)
@@ -288,12 +440,14 @@ class JointController:
         self._zeros = np.zeros(n)
         self._step = np.zeros(n)
         self._neg_step = np.zeros(n)
+        self._outside = np.zeros(n, dtype=bool)
         self._apply_config(config)
         self._active = False
         self._estop = False
         self._estop_reason = ""
         self._mode = Mode.INACTIVE
         self._reason = "inactive"
+        self._showing_fault = False
         self.targets_accepted = 0
         self.targets_refused = 0
         self.last_refusal = ""
@@ -306,10 +460,13 @@ class JointController:
         limits = effective_limits(self._model.limits, config.limit_overrides())
         self._config = config
         self._limits = limits
-        self._urdf_lower = self._model.limits.lower
-        self._urdf_upper = self._model.limits.upper
         self._low = limits.lower
         self._high = limits.upper
+        self._state_low = limits.lower - config.state_tolerance
+        self._state_high = limits.upper + config.state_tolerance
+        self._target_low = limits.lower - config.out_of_range_tolerance
+        self._target_high = limits.upper + config.out_of_range_tolerance
+        self._speed_bound = MEASURED_SPEED_FACTOR * self._model.limits.velocity
         self._vmax = limits.velocity
         self._neg_vmax = -limits.velocity
         self._effort = limits.effort
@@ -319,14 +476,22 @@ class JointController:
         self._hold_kp = np.array(config.effective_hold_kp)
         self._hold_kd = np.array(config.effective_hold_kd)
         self._period = config.period
-        self._max_tick = _MAX_TICK_PERIODS * config.period
+        self._max_tick = MAX_TICK_PERIODS * config.period
         self._interface = config.command_interface
         self._interpolation = config.interpolation
         self._seg_time = config.interpolation_time
         self._kv = config.velocity_feedback_gain
-        self._timeout_reason = f"no target for more than target_timeout {config.target_timeout} s"
+        timeout = config.target_timeout
+        self._timeout_reason = f"no target for more than target_timeout {timeout} s"
+        self._wall_timeout_reason = (
+            f"no target for more than target_timeout {timeout} s of wall-clock time"
+        )
         self._stale_reason = (
             f"joint state stale (older than state_timeout {config.state_timeout} s)"
+        )
+        self._wall_stale_reason = (
+            f"joint state stale (unchanged for state_timeout {config.state_timeout} s of "
+            "wall-clock time)"
         )
         # A fallback command that is within limits for every interface.
         self._idle_values = np.clip(np.zeros(self._n), self._low, self._high)
@@ -340,7 +505,7 @@ class JointController:
 
     @property
     def limits(self) -> JointLimits:
-        """Effective limits: URDF limits intersected with the configured scales and margin."""
+        """The robot's limits: URDF limits intersected with the configured scales and margin."""
         return self._limits
 
     @property
@@ -363,10 +528,22 @@ class JointController:
         """Copies of the current reference position (rad) and velocity (rad/s)."""
         return self._q_ref.copy(), self._qd_ref.copy()
 
+    @property
+    def hold_target(self) -> np.ndarray | None:
+        """Where HOLD/ESTOP holds (rad, within the position range); None when not yet known."""
+        return self._q_hold.copy() if self._hold_valid else None
+
+    @property
+    def hold_source(self) -> np.ndarray | None:
+        """The valid measured position the hold target was taken from (rad), or None."""
+        return self._hold_source.copy() if self._hold_valid else None
+
     def update_config(self, **changes: Any) -> ChangeResult:
         """Change configuration fields live; invalid changes are refused with a reason.
 
-        ``num_joints`` and ``command_interface`` can only change while inactive.
+        ``num_joints`` and ``command_interface`` can only change while inactive. A
+        position range that would leave the current reference outside it is refused
+        while active (clamping the reference would step the command).
         """
         names = {f.name for f in fields(ControllerConfig)}
         unknown = sorted(set(changes) - names)
@@ -384,24 +561,31 @@ class JointController:
                 )
         try:
             config = replace(self._config, **changes)
+            limits = effective_limits(self._model.limits, config.limit_overrides())
         except (TypeError, ValueError) as error:
             return ChangeResult(False, str(error))
         if config.num_joints != self._n:
             return ChangeResult(False, f"num_joints must stay {self._n} (the model's joint count)")
-        try:
-            self._apply_config(config)
-        except ValueError as error:
-            return ChangeResult(False, str(error))
-        # Keep the reference and the active segment inside the new limits.
-        np.clip(self._q_ref, self._low, self._high, out=self._q_ref)
-        np.clip(self._qd_ref, self._neg_vmax, self._vmax, out=self._qd_ref)
-        np.clip(self._seg_goal, self._low, self._high, out=self._seg_goal)
+        reason = check_gains(config, self._model)
+        if reason:
+            return ChangeResult(False, reason)
+        if self._active and self._ref_valid:
+            outside = np.flatnonzero((self._q_ref < limits.lower) | (self._q_ref > limits.upper))
+            if outside.size:
+                return ChangeResult(
+                    False,
+                    f"the new position range excludes the current reference at joint index "
+                    f"{outside.tolist()}: clamping it would step the command; change it while "
+                    "inactive or once the arm is away from the limit",
+                )
+        self._apply_config(config)
+        # Keep the reference velocity, the segment goal and the hold target inside
+        # the new limits (the reference position already is).
+        _clip_into(self._qd_ref, self._neg_vmax, self._vmax, out=self._qd_ref)
+        _clip_into(self._seg_goal, self._low, self._high, out=self._seg_goal)
         np.subtract(self._seg_goal, self._seg_start, out=self._seg_delta)
+        _clip_into(self._hold_source, self._low, self._high, out=self._q_hold)
         return ChangeResult(True, "")
-
-    def set_gains(self, kp: Sequence[float], kd: Sequence[float]) -> ChangeResult:
-        """Change the tracking gains live (N·m/rad, N·m·s/rad); refused with a reason if invalid."""
-        return self.update_config(kp=kp, kd=kd)
 
     # ----------------------------------------------------------------- lifecycle
     def _clear_state(self) -> None:
@@ -411,8 +595,11 @@ class JointController:
         self._has_segment = False
         self._segment_needs_start = False
         self._seg_t0 = 0.0
-        self._last_update = None
+        self._last_update: float | None = None
         self._last_target_time = -math.inf
+        self._last_target_wall = -math.inf
+        self._stamp_seen = math.nan
+        self._stamp_wall = math.nan
         self._qd_ref[:] = 0.0
 
     def activate(self) -> None:
@@ -428,10 +615,13 @@ class JointController:
         self._active = False
         self._mode = Mode.INACTIVE
         self._reason = "inactive"
+        self._showing_fault = False
         self._clear_state()
 
     def reset(self) -> None:
-        """Forget targets and the reference; hold the next measured position (watchdog cleared).
+        """Forget targets, the reference and the measured state, as a re-activation does:
+        hold the next valid measured position (watchdog cleared). For an arm moved by
+        something else (a simulator's episode reset); the command restarts there.
 
         A latched e-stop stays latched.
         """
@@ -446,46 +636,58 @@ class JointController:
             self._enter_hold(reason)
 
     def estop(self, reason: str = "e-stop") -> None:
-        """Latch the e-stop: damped hold at the position measured next; targets refused."""
+        """Latch the e-stop: damped hold at the last valid measured position; targets refused.
+
+        Latches while inactive too: activation then starts in ESTOP.
+        """
         self._estop = True
         self._estop_reason = reason
         self._has_segment = False
-        self._hold_valid = False
         if self._active:
             self._mode = Mode.ESTOP
             self._reason = reason
+            self._showing_fault = False
             self.hold_entries += 1
+            self._capture_hold()
 
-    def reset_estop(self) -> None:
-        """Release the e-stop: HOLD where the arm is until a fresh target arrives."""
+    def reset_estop(self) -> bool:
+        """Release the e-stop: HOLD where the arm is until a fresh target arrives.
+
+        Returns True when a latched e-stop was released, False when none was latched.
+        """
         if not self._estop:
-            return
+            return False
         self._estop = False
         if self._active:
             self._mode = Mode.HOLD
-            self._reason = "e-stop released: waiting for target"
-            if self._hold_valid:
-                self._q_ref[:] = self._q_hold
-                self._qd_ref[:] = 0.0
+            self._reason = RELEASED_REASON
+            self._showing_fault = False
+        return True
 
     def _enter_hold(self, reason: str) -> None:
         """Switch to HOLD at the last good measured position (captured on next update if none)."""
+        self._has_segment = False
         if self._estop:
             self._mode = Mode.ESTOP
             self._reason = self._estop_reason
+            self._showing_fault = False
             return
         self._mode = Mode.HOLD
         self._reason = reason
-        self._has_segment = False
+        self._showing_fault = False
         self.hold_entries += 1
-        if self._has_state:
-            self._q_hold[:] = self._q_last_good
-            self._hold_valid = True
-            self._q_ref[:] = self._q_hold
-            self._ref_valid = True
-        else:
-            self._hold_valid = False
+        self._capture_hold()
+
+    def _capture_hold(self) -> None:
+        """Hold target := the last valid measured position clamped into the range (or, with
+        none yet, the first valid one to come)."""
         self._qd_ref[:] = 0.0
+        if not self._has_state:
+            self._hold_valid = False
+            return
+        self._hold_source[:] = self._q_last_good
+        _clip_into(self._hold_source, self._low, self._high, out=self._q_hold)
+        self._hold_valid = True
 
     # ----------------------------------------------------------------- targets
     def _refuse(self, reason: str) -> TargetResult:
@@ -531,22 +733,26 @@ class JointController:
             return self._refuse(f"target stamp is {-age:.3f} s in the future")
         target = np.asarray(positions, dtype=np.float64)
         tolerance = self._config.out_of_range_tolerance
-        outside = (target < self._urdf_lower - tolerance) | (target > self._urdf_upper + tolerance)
+        outside = (target < self._target_low) | (target > self._target_high)
         if outside.any():
             return self._refuse(
-                f"target outside position limits by more than {tolerance} rad "
+                f"target outside the robot's position range by more than {tolerance} rad "
                 f"at joint index {np.flatnonzero(outside).tolist()}"
             )
-        np.clip(target, self._low, self._high, out=self._seg_goal)
+        _clip_into(target, self._low, self._high, out=self._seg_goal)
         if velocities is None or self._interpolation != "min_jerk":
             self._seg_v1[:] = 0.0
         else:
-            np.clip(velocities, self._neg_vmax, self._vmax, out=self._seg_v1)
+            _clip_into(np.asarray(velocities, dtype=np.float64), self._neg_vmax, self._vmax,
+                       out=self._seg_v1)
         self._start_segment(now)
         self._last_target_time = now
+        if self._wall_clock is not None:
+            self._last_target_wall = self._wall_clock()
         if self._mode is Mode.HOLD:
             self._mode = Mode.TRACKING
             self._reason = ""
+            self._showing_fault = False
         self.targets_accepted += 1
         return TargetResult(True, "")
 
@@ -563,6 +769,17 @@ class JointController:
         np.subtract(self._seg_goal, self._seg_start, out=self._seg_delta)
 
     # ----------------------------------------------------------------- control law
+    def _rate_limit_reference(self, dt: float) -> None:
+        """q_ref += clip(work - q_ref, ±vmax·dt), then clamp into the position range."""
+        q_ref, work = self._q_ref, self._work
+        work -= q_ref
+        step, neg_step = self._step, self._neg_step
+        np.multiply(self._vmax, dt, out=step)
+        np.negative(step, out=neg_step)
+        _clip_into(work, neg_step, step, out=work)
+        q_ref += work
+        _clip_into(q_ref, self._low, self._high, out=q_ref)
+
     def _advance_reference(self, now: float, dt: float) -> None:
         """Move the reference along the active segment, rate-limited, within limits."""
         q_ref, qd_ref, work = self._q_ref, self._qd_ref, self._work
@@ -583,15 +800,16 @@ class JointController:
         else:
             work[:] = q_ref
             qd_ref[:] = 0.0
-        # Rate limit: the reference moves at most vmax * dt this update.
-        work -= q_ref
-        step, neg_step = self._step, self._neg_step
-        np.multiply(self._vmax, dt, out=step)
-        np.negative(step, out=neg_step)
-        _clip_into(work, neg_step, step, out=work)
-        q_ref += work
-        _clip_into(q_ref, self._low, self._high, out=q_ref)
+        self._rate_limit_reference(dt)
         _clip_into(qd_ref, self._neg_vmax, self._vmax, out=qd_ref)
+
+    def _approach_hold(self, dt: float) -> None:
+        """Move the reference toward the hold target, rate-limited, within limits."""
+        if not self._hold_valid:
+            self._capture_hold()
+        self._work[:] = self._q_hold
+        self._rate_limit_reference(dt)
+        self._qd_ref[:] = 0.0
 
     def _min_jerk(self, s: float, duration: float) -> None:
         """Quintic from (start, v0) to (goal, v1) with zero end accelerations -> work, qd_ref."""
@@ -616,7 +834,7 @@ class JointController:
             qd_ref += self._seg_v1 * dh11
 
     def _read_state(self, q: Any, qd: Any) -> str:
-        """Copy q/qd into the work buffers; '' when both are usable, else the fault."""
+        """Copy q/qd into the work buffers; '' when both are plausible, else the fault."""
         try:
             q = np.asarray(q, dtype=np.float64)
             qd = np.asarray(qd, dtype=np.float64)
@@ -625,24 +843,77 @@ class JointController:
         n = self._n
         if q.shape != (n,) or qd.shape != (n,):
             return f"joint state has shape {q.shape}/{qd.shape}, expected ({n},)"
-        # NaN fails both comparisons, so it is caught here too.
-        if not (np.abs(q).max() < _PLAUSIBLE_STATE):
-            return "joint positions not finite or implausible"
-        if not (np.abs(qd).max() < _PLAUSIBLE_STATE):
+        outside = self._outside
+        # NaN fails every comparison: (q >= low) is False for it.
+        np.greater_equal(q, self._state_low, out=outside)
+        if outside.all():
+            np.less_equal(q, self._state_high, out=outside)
+        if not outside.all():
+            return "joint positions not finite or outside the robot's position range"
+        np.abs(qd, out=self._work)
+        np.less_equal(self._work, self._speed_bound, out=outside)
+        if not outside.all():
             return "joint velocities not finite or implausible"
         self._q[:] = q
         self._qd[:] = qd
         return ""
 
+    def _timing_fault(self, now: float, state_stamp: Any, wall: float) -> str:
+        """'' when the sample's stamp is fresh on both clocks and time runs forwards."""
+        try:
+            stamp = float(state_stamp)
+        except (TypeError, ValueError):
+            return "joint state stamp is not a number"
+        if not math.isfinite(stamp):
+            return "joint state stamp is not finite"
+        if stamp != self._stamp_seen:
+            self._stamp_seen = stamp
+            self._stamp_wall = wall
+        if not math.isfinite(now):
+            return "controller time is not finite"
+        last = self._last_update
+        if last is not None and now < last:
+            return "clock jumped backwards"
+        age = now - stamp
+        if age > self._config.state_timeout:
+            return self._stale_reason
+        if age < -self._config.state_timeout:
+            return "joint state stamp is in the future"
+        if wall - self._stamp_wall > self._config.state_timeout:
+            return self._wall_stale_reason
+        return ""
+
+    def _accept_state(self) -> None:
+        """The sample in the work buffers is valid: it becomes the last good state."""
+        self._q_last_good[:] = self._q
+        self._has_state = True
+        if not self._ref_valid:
+            _clip_into(self._q, self._low, self._high, out=self._q_ref)
+            self._qd_ref[:] = 0.0
+            self._ref_valid = True
+        if not self._hold_valid and self._mode is not Mode.TRACKING:
+            self._capture_hold()
+        if self._segment_needs_start:
+            self._start_segment(self._seg_t0)
+
+    def _watchdog(self, now: float, wall: float) -> str:
+        """'' while a target was accepted within target_timeout on both clocks."""
+        timeout = self._config.target_timeout
+        if now - self._last_target_time > timeout:
+            return self._timeout_reason
+        if wall - self._last_target_wall > timeout:
+            return self._wall_timeout_reason
+        return ""
+
     def _finish(self, values: np.ndarray, valid: bool = True) -> ControlCommand:
         return ControlCommand(values.copy(), self._mode, self._reason, self._interface, valid)
 
-    def _idle_command(self, reason: str | None = None) -> ControlCommand:
-        if reason is not None:
-            self._reason = reason
+    def _idle_command(self) -> ControlCommand:
         return self._finish(self._idle_values, valid=False)
 
-    def update(self, now: float, q: Any, qd: Any, state_stamp: float) -> ControlCommand:
+    def update(
+        self, now: float, q: Any, qd: Any, state_stamp: float, fault: str = ""
+    ) -> ControlCommand:
         """Compute the command for this control period.
 
         Args:
@@ -650,33 +921,27 @@ class JointController:
             q: measured joint positions, rad, shape (n,).
             qd: measured joint velocities, rad/s, shape (n,).
             state_stamp: time the joint state was measured, s.
+            fault: a fault the caller knows of (e.g. its loop stalled): the sample is
+                then treated as invalid, with this as the reason.
         """
         if not self._active:
             return self._idle_command()
-        fault = self._read_state(q, qd)
-        if not fault:
-            self._q_last_good[:] = self._q
-            self._has_state = True
-            if not self._ref_valid:
-                self._q_ref[:] = self._q
-                self._qd_ref[:] = 0.0
-                self._ref_valid = True
-            if not self._hold_valid and self._mode is not Mode.TRACKING:
-                self._q_hold[:] = self._q
-                self._hold_valid = True
-            if self._segment_needs_start:
-                self._start_segment(self._seg_t0)
-        if not self._has_state:
-            # Nothing known about the arm yet: nothing can be commanded safely.
-            return self._idle_command("no valid joint state yet")
-
+        wall = self._wall_clock() if self._wall_clock is not None else math.nan
         try:
             now = float(now)
         except (TypeError, ValueError):
             now = math.nan
-        last = self._last_update
+        measured = self._read_state(q, qd)
+        timing = self._timing_fault(now, state_stamp, wall)
+        fault = fault or measured or timing
         if not fault:
-            fault = self._timing_fault(now, state_stamp, last)
+            self._accept_state()
+        if not self._has_state:
+            # Nothing known about the arm yet: nothing can be commanded safely.
+            self._show_fault("no valid joint state yet")
+            return self._idle_command()
+
+        last = self._last_update
         dt = self._period if last is None else min(max(now - last, 0.0), self._max_tick)
         if not math.isfinite(dt):
             dt = 0.0
@@ -684,38 +949,34 @@ class JointController:
             self._last_update = now
 
         if self._mode is Mode.TRACKING:
-            if fault:
-                self._enter_hold(fault)
-            elif now - self._last_target_time > self._config.target_timeout:
-                self._enter_hold(self._timeout_reason)
+            cause = fault or self._watchdog(now, wall)
+            if cause:
+                self._enter_hold(cause)
+                self._showing_fault = bool(fault)
         if self._mode is Mode.TRACKING:
             self._advance_reference(now, dt)
             values = self._tracking_law()
         else:
-            if fault and self._mode is Mode.HOLD and self._reason != fault:
-                self._reason = fault
+            self._show_fault(fault)
+            self._approach_hold(dt)
             values = self._hold_law(fault)
         if not np.isfinite(values).all():
+            # Unreachable with validated inputs; never send it if it happens.
             self._enter_hold("non-finite command suppressed")
-            values = self._idle_values
+            return self._finish(self._idle_values, valid=False)
         return self._finish(values)
 
-    def _timing_fault(self, now: float, state_stamp: Any, last: float | None) -> str:
-        if not math.isfinite(now):
-            return "controller time is not finite"
-        try:
-            age = now - float(state_stamp)
-        except (TypeError, ValueError):
-            return "joint state stamp is not a number"
-        if not math.isfinite(age):
-            return "joint state stamp is not finite"
-        if age > self._config.state_timeout:
-            return self._stale_reason
-        if age < -self._config.state_timeout:
-            return "joint state stamp is in the future"
-        if last is not None and now < last:
-            return "clock jumped backwards"
-        return ""
+    def _show_fault(self, fault: str) -> None:
+        """HOLD's reason names a joint-state fault while it lasts, and no longer."""
+        if self._mode is not Mode.HOLD:
+            return
+        if fault:
+            if self._reason != fault:
+                self._reason = fault
+            self._showing_fault = True
+        elif self._showing_fault:
+            self._reason = RECOVERED_REASON
+            self._showing_fault = False
 
     def _tracking_law(self) -> np.ndarray:
         out, q = self._out, self._q
@@ -736,27 +997,24 @@ class JointController:
         return _clip_into(out, self._neg_vmax, self._vmax, out=out)
 
     def _hold_law(self, fault: str) -> np.ndarray:
-        """Damped hold at q_hold; with a bad state, measured values are replaced safely."""
+        """Damped hold at the reference; with a joint-state fault no measurement is trusted."""
         out, work = self._out, self._work
-        if not self._hold_valid:
-            self._q_hold[:] = self._q_last_good
-            self._hold_valid = True
         if fault:
-            # Without a trustworthy measurement: no position error, no damping.
-            q, qd = self._q_hold, self._zeros
+            # No position error, no damping: gravity compensation at the reference.
+            q, qd = self._q_ref, self._zeros
         else:
             q, qd = self._q, self._qd
         if self._interface == "effort":
             self._gravity_into(q)
-            np.subtract(self._q_hold, q, out=out)
+            np.subtract(self._q_ref, q, out=out)
             out *= self._hold_kp
             np.multiply(qd, self._hold_kd, out=work)
             out -= work
             out += self._gravity
             return _clip_into(out, self._neg_effort, self._effort, out=out)
         if self._interface == "position":
-            return _clip_into(self._q_hold, self._low, self._high, out=out)
-        np.subtract(self._q_hold, q, out=out)
+            return _clip_into(self._q_ref, self._low, self._high, out=out)
+        np.subtract(self._q_ref, q, out=out)
         out *= self._kv
         return _clip_into(out, self._neg_vmax, self._vmax, out=out)
 
@@ -784,8 +1042,11 @@ class JointController:
 def parameter_schema(defaults: ControllerConfig | None = None) -> list[ParamSpec]:
     """The controller node's parameters, one spec per ControllerConfig field.
 
-    Ranges are the ones ControllerConfig enforces (plus practical upper
-    bounds); ``num_joints`` and ``command_interface`` are read-only.
+    Ranges are practical outer bounds; the rules that tie parameters together
+    (gains stable at the rate, timeouts of at least a few periods, the effort
+    interface's minimum rate, positive hold gains) are ControllerConfig's and
+    :func:`check_gains`', and refuse a value with a reason at configure and live.
+    ``num_joints`` and ``command_interface`` are read-only.
     """
     d = defaults or ControllerConfig()
     n = d.num_joints
@@ -793,19 +1054,23 @@ def parameter_schema(defaults: ControllerConfig | None = None) -> list[ParamSpec
     hold_kd = list(d.effective_hold_kd)
     return [
         ParamSpec("num_joints", int, n, "number of controlled joints", "", 1, 64, read_only=True),
-        ParamSpec("rate_hz", float, d.rate_hz, "control loop rate", "Hz", 1.0, 10000.0),
+        ParamSpec("rate_hz", float, d.rate_hz,
+                  f"control loop rate (effort interface: >= {MIN_EFFORT_RATE_HZ:g} Hz)",
+                  "Hz", 1.0, 10000.0),
         ParamSpec(
             "command_interface", str, d.command_interface, "command interface of the robot",
             read_only=True, choices=COMMAND_INTERFACES,
         ),
-        ParamSpec("kp", float, list(d.kp), "tracking position gains", "N·m/rad", 0.0, 1e4,
-                  length=n),
-        ParamSpec("kd", float, list(d.kd), "tracking damping gains", "N·m·s/rad", 0.0, 1e3,
-                  length=n),
-        ParamSpec("hold_kp", float, hold_kp, "hold/e-stop position gains", "N·m/rad", 0.0, 1e4,
-                  length=n),
-        ParamSpec("hold_kd", float, hold_kd, "hold/e-stop damping gains", "N·m·s/rad", 0.0, 1e3,
-                  length=n),
+        ParamSpec("kp", float, list(d.kp),
+                  f"tracking position gains (kp·dt²/I <= {MAX_STIFFNESS_STEP})", "N·m/rad",
+                  0.0, 1e4, length=n),
+        ParamSpec("kd", float, list(d.kd),
+                  f"tracking damping gains (kd·dt/I <= {MAX_DAMPING_STEP})", "N·m·s/rad",
+                  0.0, 1e3, length=n),
+        ParamSpec("hold_kp", float, hold_kp, "hold/e-stop position gains (> 0, bounded as kp)",
+                  "N·m/rad", 0.0, 1e4, length=n),
+        ParamSpec("hold_kd", float, hold_kd, "hold/e-stop damping gains (> 0, bounded as kd)",
+                  "N·m·s/rad", 0.0, 1e3, length=n),
         ParamSpec("gravity_compensation", bool, d.gravity_compensation,
                   "add model gravity torques (effort interface)"),
         ParamSpec("interpolation", str, d.interpolation, "reference interpolation between targets",
@@ -813,21 +1078,29 @@ def parameter_schema(defaults: ControllerConfig | None = None) -> list[ParamSpec
         ParamSpec("interpolation_time", float, d.interpolation_time,
                   "duration of one interpolation segment", "s", 0.0, 1.0),
         ParamSpec("target_timeout", float, d.target_timeout,
-                  "hold when no target was accepted for this long", "s", 1e-3, 10.0),
+                  f"hold when no target was accepted for this long, on the controller clock or "
+                  f"the wall clock (>= {MIN_TIMEOUT_PERIODS:g} periods)", "s", 1e-3, 10.0),
         ParamSpec("state_timeout", float, d.state_timeout,
-                  "hold when the joint state stamp is older than this", "s", 1e-3, 10.0),
+                  f"hold when the joint state stamp is older than this or did not change for "
+                  f"this long on the wall clock (>= {MIN_TIMEOUT_PERIODS:g} periods)", "s",
+                  1e-3, 10.0),
         ParamSpec("max_target_age", float, d.max_target_age,
                   "refuse targets whose stamp is older than this at arrival", "s", 1e-3, 10.0),
         ParamSpec("position_margin", float, d.position_margin,
                   "free range kept at both ends of each joint range", "rad", 0.0, 0.5),
         ParamSpec("out_of_range_tolerance", float, d.out_of_range_tolerance,
-                  "refuse targets beyond a position limit by more than this", "rad", 0.0, 3.2),
+                  "refuse targets beyond the robot's position range by more than this", "rad",
+                  0.0, 3.2),
+        ParamSpec("state_tolerance", float, d.state_tolerance,
+                  "a measured position beyond the robot's position range by more than this is "
+                  "a sensor fault", "rad", 0.0, 0.2),
         ParamSpec("velocity_scale", float, d.velocity_scale,
                   "factor on the URDF velocity limits", "", 1e-3, 1.0),
         ParamSpec("effort_scale", float, d.effort_scale,
                   "factor on the URDF effort limits", "", 1e-3, 1.0),
         ParamSpec("velocity_feedback_gain", float, d.velocity_feedback_gain,
-                  "position feedback of the velocity interface", "1/s", 0.0, 1e3),
+                  f"position feedback of the velocity interface (gain·dt <= {MAX_FEEDBACK_STEP})",
+                  "1/s", 0.0, 1e3),
     ]
 
 

@@ -1,13 +1,13 @@
-"""Joint limits and the pure functions that enforce them.
+"""Joint limits: the robot description's, and the robot's after the configuration.
 
 Units: positions in rad, velocities in rad/s, efforts in N·m (revolute joints).
-Every function here is pure (no state) and accepts an optional ``out`` array so
-the 1 kHz control loop can apply limits without allocating.
 
-Effective limits are the robot description's limits intersected with what the
-configuration allows: :func:`effective_limits` scales velocity and effort by
-factors in (0, 1], shrinks the position range by a margin, and applies optional
-per-joint overrides that may only tighten a limit, never widen it.
+Effective limits (the robot's limits) are the robot description's limits
+intersected with what the configuration allows: :func:`effective_limits` scales
+velocity and effort by factors in (0, 1], shrinks the position range by a
+margin, and applies optional per-joint overrides that may only tighten a limit,
+never widen it. The controller (:mod:`visuomotor_core.controller`) enforces
+them on every command itself, without allocating in its loop.
 """
 
 from __future__ import annotations
@@ -77,18 +77,6 @@ class JointLimits:
         """Number of joints."""
         return int(self.lower.size)
 
-    def position_bounds(self, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """(lower + margin, upper - margin) in rad; ValueError if the margin empties a range."""
-        if not np.isfinite(margin) or margin < 0.0:
-            raise ValueError(f"position margin must be finite and >= 0 rad, got {margin}")
-        low, high = self.lower + margin, self.upper - margin
-        bad = np.flatnonzero(low >= high)
-        if bad.size:
-            raise ValueError(
-                f"position margin {margin} rad leaves no range at joint index {bad.tolist()}"
-            )
-        return low, high
-
 
 @dataclass(frozen=True)
 class LimitOverrides:
@@ -157,11 +145,6 @@ def effective_limits(base: JointLimits, overrides: LimitOverrides) -> JointLimit
     return JointLimits(lower=lower, upper=upper, velocity=velocity, effort=effort)
 
 
-def is_finite(values: np.ndarray) -> bool:
-    """True when every entry of ``values`` is finite (no NaN, no ±inf)."""
-    return bool(np.isfinite(values).all())
-
-
 def check_vector(values: object, n: int, name: str) -> tuple[bool, str]:
     """Check that ``values`` is a finite numeric vector of length ``n``.
 
@@ -177,71 +160,3 @@ def check_vector(values: object, n: int, name: str) -> tuple[bool, str]:
         bad = np.flatnonzero(~np.isfinite(array)).tolist()
         return False, f"{name} is not finite at joint index {bad}"
     return True, ""
-
-
-def clamp_position(
-    target: np.ndarray,
-    limits: JointLimits,
-    margin: float = 0.0,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Clamp a position target (rad) to [lower + margin, upper - margin]."""
-    low, high = limits.position_bounds(margin) if margin else (limits.lower, limits.upper)
-    return np.clip(target, low, high, out=out)
-
-
-def clamp_velocity(
-    velocity: np.ndarray, limits: JointLimits, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Clamp joint velocities (rad/s) to ±limits.velocity."""
-    return np.clip(velocity, -limits.velocity, limits.velocity, out=out)
-
-
-def clamp_effort(
-    effort: np.ndarray, limits: JointLimits, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Clamp joint torques (N·m) to ±limits.effort."""
-    return np.clip(effort, -limits.effort, limits.effort, out=out)
-
-
-def rate_limit_step(
-    previous: np.ndarray,
-    target: np.ndarray,
-    max_velocity: np.ndarray,
-    dt: float,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Move from ``previous`` toward ``target`` by at most ``max_velocity * dt`` per joint.
-
-    ``previous``/``target`` in rad, ``max_velocity`` in rad/s, ``dt`` in s (a
-    negative ``dt`` is treated as 0: the position does not move).
-    """
-    step = max_velocity * max(dt, 0.0)
-    delta = np.subtract(target, previous, out=out)
-    np.clip(delta, -step, step, out=delta)
-    return np.add(previous, delta, out=delta)
-
-
-def rate_limit_sequence(
-    start: np.ndarray, targets: np.ndarray, max_velocity: np.ndarray, dt: float
-) -> np.ndarray:
-    """Rate-limit a sequence of position targets sampled every ``dt`` seconds.
-
-    Args:
-        start: position (rad) before the first target, shape (n,).
-        targets: shape (T, n), rad.
-        max_velocity: rad/s, shape (n,).
-        dt: sample period, s (> 0).
-
-    Returns:
-        (T, n) positions where consecutive rows (and ``start`` to row 0) differ by
-        at most ``max_velocity * dt``.
-    """
-    if not dt > 0.0:
-        raise ValueError(f"dt must be > 0 s, got {dt}")
-    targets = np.asarray(targets, dtype=np.float64)
-    result = np.empty_like(targets)
-    current = np.asarray(start, dtype=np.float64)
-    for i, target in enumerate(targets):
-        current = rate_limit_step(current, target, max_velocity, dt, out=result[i])
-    return result

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,24 +138,3 @@ def check_schema(schema: Iterable[ParamSpec]) -> list[ParamSpec]:
 def defaults(schema: Iterable[ParamSpec]) -> dict[str, Any]:
     """{name: default} for every spec of ``schema``."""
     return {spec.name: spec.default for spec in schema}
-
-
-def validate_all(
-    schema: Iterable[ParamSpec], values: Mapping[str, Any], allow_read_only: bool = True
-) -> tuple[bool, str]:
-    """Validate a set of values against a schema.
-
-    Unknown names are refused; read-only parameters are refused unless
-    ``allow_read_only`` (start-up) is True. Returns (ok, reason).
-    """
-    specs = {spec.name: spec for spec in schema}
-    for name, value in values.items():
-        spec = specs.get(name)
-        if spec is None:
-            return False, f"unknown parameter '{name}'"
-        if spec.read_only and not allow_read_only:
-            return False, f"'{name}' is read-only"
-        ok, reason = validate(spec, value)
-        if not ok:
-            return False, f"'{name}': {reason}"
-    return True, ""

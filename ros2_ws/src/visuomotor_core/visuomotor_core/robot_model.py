@@ -488,6 +488,45 @@ class RobotModel:
         child = self._transforms @ self._unalign4
         return child[:, :3, :3], child[:, :3, 3], axes
 
+    # ----------------------------------------------------------------- inertia
+    def inertia_diagonal(self, q: np.ndarray) -> np.ndarray:
+        """Diagonal of the joint-space inertia matrix M(q), kg·m², shape (n,).
+
+        ``M_jj = sum_b (m_b |z_j × (c_b - p_j)|² + z_j · I_b z_j)`` over the bodies b
+        from joint j outwards (``c_b``, ``I_b``: centre of mass and inertia about it in
+        the base frame; ``z_j``, ``p_j``: joint j's axis and origin): the inertia that
+        a torque on joint j alone accelerates. Not for the control loop (allocates).
+        """
+        rotations, origins, axes = self.joint_frames(q)
+        coms = np.einsum("kij,kj->ki", rotations, self._coms) + origins
+        inertias = rotations @ self._inertias @ np.transpose(rotations, (0, 2, 1))
+        diagonal = np.empty(self._n)
+        for j in range(self._n):
+            lever = np.cross(axes[j], coms[j:] - origins[j])
+            translational = self._masses[j:] @ np.einsum("ki,ki->k", lever, lever)
+            rotational = np.einsum("i,kij,j->", axes[j], inertias[j:], axes[j])
+            diagonal[j] = translational + rotational
+        return diagonal
+
+    def inertia_floor(self) -> np.ndarray:
+        """A lower bound on :meth:`inertia_diagonal` over every configuration, kg·m², (n,).
+
+        Joint j's own body turns rigidly with it, so its term of ``M_jj`` is the same at
+        every q; each body further out adds at least the smallest principal moment of
+        its inertia (its ``m·d²`` term is >= 0). The bound is what discrete-time gain
+        limits are derived from (:mod:`visuomotor_core.controller`).
+        """
+        own = np.empty(self._n)
+        rotations, origins, axes = self.joint_frames(np.zeros(self._n))
+        for j in range(self._n):
+            com = rotations[j] @ self._coms[j] + origins[j]
+            lever = np.cross(axes[j], com - origins[j])
+            inertia = rotations[j] @ self._inertias[j] @ rotations[j].T
+            own[j] = self._masses[j] * (lever @ lever) + axes[j] @ inertia @ axes[j]
+        smallest = np.array([np.linalg.eigvalsh(inertia)[0] for inertia in self._inertias])
+        beyond = np.concatenate([np.cumsum(smallest[::-1])[::-1][1:], [0.0]])
+        return own + np.maximum(beyond, 0.0)
+
     # ----------------------------------------------------------------- gravity
     def gravity_torques(
         self,
