@@ -25,6 +25,7 @@ setup(
             "demo = visuomotor_ros.demo:main",
             "bench-controller = visuomotor_ros.bench_controller:main",
             "bench-realtime = visuomotor_ros.bench_realtime:main",
+            "fault-injection = visuomotor_ros.fault_injection:main",
         ]
     },
 )
