@@ -123,7 +123,9 @@ def run_state_only(task: Task) -> dict:
         controller.reset()
     trace: dict[str, list] | None = None
     if task.traced and not expert:
-        trace = {"t": [], "error_m": [], "sag_theta": [], "latent": []}
+        trace = {"t": [], "error_m": [], "sag_theta": [], "sag_offset_rad": [],
+                 "true_sag_offset_rad": [], "latent": []}
+        true_theta = np.asarray(true_sag_parameters(sim.dynamics))
     target = sim.target
     period = 1.0 / task.settings["policy_hz"]
     step = 0
@@ -139,6 +141,11 @@ def run_state_only(task: Task) -> dict:
                     float(f"{np.linalg.norm(controller.hand(q) - target):.5g}"))
                 if controller.sag is not None:
                     trace["sag_theta"].append(_round(controller.sag.theta))
+                    # the joint offset the estimate adds vs the one the true dynamics need
+                    trace["sag_offset_rad"].append(
+                        float(f"{np.linalg.norm(controller.sag_offset):.5g}"))
+                    trace["true_sag_offset_rad"].append(float(
+                        f"{np.linalg.norm(controller.sag.bases(q) @ true_theta):.5g}"))
                 trace["latent"].append(_round(output.latent))
         q, qd = sim.step(action)
         step += 1

@@ -23,6 +23,10 @@ from visuomotor_models.experiment.config import (
     ExperimentConfig,
 )
 
+#: Version of the per-step trace a traced episode records (part of its id: a new trace
+#: format runs traced episodes again).
+TRACE_FORMAT = 2
+
 #: Order of modes in a plan: cheap episodes first, so early results cover every condition.
 _MODE_ORDER = ("state_only", "closed_loop_oracle", "closed_loop")
 
@@ -84,7 +88,7 @@ def policy_hashes(config: ExperimentConfig) -> dict[str, str | None]:
 def _task_id(policy: str, sha: str | None, mode: str, terms: dict, seed: int,
              settings: dict, trace: bool) -> str:
     key = {"policy": policy, "sha256": sha, "mode": mode, "terms": terms, "seed": seed,
-           "settings": settings, "trace": trace}
+           "settings": settings, "trace": TRACE_FORMAT if trace else False}
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
