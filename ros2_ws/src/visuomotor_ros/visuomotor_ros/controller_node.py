@@ -22,25 +22,54 @@ arrive on the executor; ``controller/state``, the RViz text and
 ``/diagnostics`` are built on the executor when the loop announces them (a
 guard condition), so no DDS work runs inside a tick except the command itself
 (topics backend). Commands go out only while the node is active.
+
+Safety (``docs/safety.md``):
+
+* The e-stop latch outlives the controller object: it is kept per rclpy context
+  and fully qualified node name (:class:`EstopLatches`), so deactivate → cleanup
+  → configure → activate, or a node restarted under the same name in the same
+  process, comes back in ESTOP until ``controller/reset_estop``. The e-stop
+  services exist for the node's whole life, in every lifecycle state; a reset
+  with nothing latched answers ``success: false``.
+* Cleanup destroys every entity configure created (publishers, the topics
+  backend's command publisher and joint-state subscription, subscriptions,
+  services, timers, guard conditions), so a reconfigure never doubles one.
+* The watchdogs run on the node's clock and on the wall clock (the
+  controller's ``wall_clock``), so a frozen ``/clock`` cannot keep a target or a
+  joint state alive. With the topics backend a steady-clock backstop timer also
+  runs a tick when none ran for ``state_timeout`` (joint states stopped under
+  the ``joint_states`` trigger, or a stalled loop): that tick trusts no
+  measurement, so the controller holds with a law that needs no feedback.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.client import Client
+from rclpy.clock import Clock, ClockType
+from rclpy.context import Context
+from rclpy.guard_condition import GuardCondition
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
 from visuomotor_core.controller import (
     JointController,
     Mode,
+    check_gains,
     config_from_parameters,
     parameter_schema,
 )
@@ -111,6 +140,40 @@ NODE_SCHEMA = (
 CONTROLLER_SCHEMA = tuple(parameter_schema())
 SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
 _CONTROLLER_NAMES = frozenset(spec.name for spec in CONTROLLER_SCHEMA)
+#: Reason given to a tick run by the backstop timer (no tick for state_timeout).
+BACKSTOP_FAULT = "no control tick for more than state_timeout (wall clock): backstop hold"
+
+
+class EstopLatches:
+    """Latched e-stops, per rclpy context and fully qualified node name.
+
+    A controller node keeps its latch here, not in the :class:`JointController`
+    that cleanup destroys: the latch lasts as long as the context (the process's
+    ROS session), across lifecycle transitions and node restarts under the same
+    name. A new context (a new process, or a test's fresh context) starts with none.
+    """
+
+    _by_context: ClassVar[weakref.WeakKeyDictionary[Context, dict[str, str]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def get(cls, context: Context, name: str) -> str | None:
+        """The latch's reason, or None when not latched."""
+        with cls._lock:
+            return cls._by_context.get(context, {}).get(name)
+
+    @classmethod
+    def latch(cls, context: Context, name: str, reason: str) -> None:
+        with cls._lock:
+            cls._by_context.setdefault(context, {})[name] = reason
+
+    @classmethod
+    def release(cls, context: Context, name: str) -> bool:
+        """Release the latch; True when one was latched."""
+        with cls._lock:
+            return cls._by_context.get(context, {}).pop(name, None) is not None
 
 
 class ControllerNode(LifecycleNode):
@@ -119,17 +182,33 @@ class ControllerNode(LifecycleNode):
     Args:
         hardware: the in-process hardware for ``hardware: sim`` (the sim node's
             :class:`~visuomotor_sim.hardware.SimHardware`); None for ``topics``.
+        wall_clock: the monotonic clock of the watchdogs' wall-clock backstop, s.
     """
 
-    def __init__(self, hardware: Hardware | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        hardware: Hardware | None = None,
+        wall_clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
         super().__init__("controller_node", **kwargs)
         self.params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
         self.controller: JointController | None = None
         self._sim_hardware = hardware
+        self._wall = wall_clock
         self.hardware: Hardware | None = None
         self.loop: ControlLoop | None = None
         self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._last_tick_wall = -math.inf
+        self._owned: list[Any] = []
+        self._backstop_timer = None
+        self._robot_model: RobotModel | None = None  # kept across cleanup: checks live changes
+        #: Valid commands written to the hardware since start-up.
+        self.commands_written = 0
+        #: Ticks run by the backstop timer.
+        self.backstop_ticks = 0
         self._joint_names = list(PANDA_ARM_JOINTS)
         self._sample = JointSample.zeros(len(self._joint_names))
         self._target_order = JointOrder(self._joint_names)
@@ -148,11 +227,36 @@ class ControllerNode(LifecycleNode):
         self._overrun = False
         self._loop_error: BaseException | None = None
         self._warnings = ThrottledWarnings(self.get_logger())
+        self._latch_name = self.get_fully_qualified_name()
+        # The e-stop is the node's, not a configuration's: served in every state.
+        self._safety_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, graph.CONTROLLER_ESTOP, self._on_estop,
+                            callback_group=self._safety_group)
+        self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
+                            callback_group=self._safety_group)
+        latched = EstopLatches.get(self.context, self._latch_name)
+        if latched is not None:
+            self.get_logger().warning(
+                f"E-STOP still latched ({latched}): holding until controller/reset_estop")
         if self.params["autostart"]:
             self.trigger_configure()
             self.trigger_activate()
 
+    @property
+    def estop_latched(self) -> bool:
+        """True while this node's e-stop is latched (in any lifecycle state)."""
+        return EstopLatches.get(self.context, self._latch_name) is not None
+
+    @property
+    def last_command(self) -> np.ndarray:
+        """A copy of the last command written to the hardware."""
+        return self._last_command.copy()
+
     # ------------------------------------------------------------------ lifecycle
+    def _entities(self) -> list[Any]:
+        return [*self.publishers, *self.subscriptions, *self.services, *self.clients,
+                *self.timers, *self.guards]
+
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         p = self.params
         try:
@@ -161,11 +265,17 @@ class ControllerNode(LifecycleNode):
             config = config_from_parameters(
                 {k: v for k, v in p.items() if k in _CONTROLLER_NAMES}
             )
-            controller = JointController(config, model)
+            controller = JointController(config, model, wall_clock=self._wall)
             self._check_topology(p)
         except ValueError as error:
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        latched = EstopLatches.get(self.context, self._latch_name)
+        if latched is not None:
+            controller.estop(latched)
+        before = set(map(id, self._entities()))
+        self._robot_model = model
+        self._sample = JointSample.zeros(len(self._joint_names))
         self.controller = controller
         self.latency = LatencyStats(
             ("camera_to_command", "policy_to_command", "tick_compute"), capacity=2000
@@ -185,14 +295,6 @@ class ControllerNode(LifecycleNode):
                 callback_group=self._io_group,
             ),
         ]
-        # Not ``self._services``: rclpy's Node keeps its own services (parameters,
-        # lifecycle) under that name, and overwriting it unserves them.
-        self._trigger_services = [
-            self.create_service(Trigger, graph.CONTROLLER_ESTOP, self._on_estop,
-                                callback_group=self._io_group),
-            self.create_service(Trigger, graph.CONTROLLER_RESET_ESTOP, self._on_reset_estop,
-                                callback_group=self._io_group),
-        ]
         if p["hardware"] == "sim":
             self.hardware = self._sim_hardware
             self.hardware.set_control_rate(config.rate_hz)
@@ -201,6 +303,9 @@ class ControllerNode(LifecycleNode):
             on_sample = self._tick if p["trigger"] == "joint_states" else None
             self.hardware = TopicHardware(self, self._joint_names, p["command_topic"],
                                           on_sample=on_sample, callback_group=self._io_group)
+        # Everything created above is this configuration's: cleanup destroys it.
+        self._owned = [e for e in self._entities() if id(e) not in before]
+        self._start_backstop()
         if p["trigger"] != "joint_states":
             self._start_loop()
         self.get_logger().info(
@@ -252,6 +357,21 @@ class ControllerNode(LifecycleNode):
             self.loop.stop()
             self.loop = None
 
+    def _start_backstop(self) -> None:
+        """(Re)start the steady-clock timer that ticks when the loop does not (topics only)."""
+        self._stop_backstop()
+        if self.params["hardware"] != "topics":
+            return  # the simulator holds by itself without commands (its command_timeout)
+        self._backstop_timer = self.create_timer(
+            0.5 * self.params["state_timeout"], self._on_backstop,
+            callback_group=self._safety_group, clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
+
+    def _stop_backstop(self) -> None:
+        if self._backstop_timer is not None:
+            self.destroy_timer(self._backstop_timer)
+            self._backstop_timer = None
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         with self._lock:
             self.controller.activate()
@@ -273,20 +393,31 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
+        """Stop the loop and the backstop; destroy every entity configure created."""
         self._stop_loop()
-        if isinstance(self.hardware, TopicHardware):
-            self.hardware.close()
-        self.hardware = None
-        for sub in getattr(self, "_input_subs", []):
-            self.destroy_subscription(sub)
-        for srv in getattr(self, "_trigger_services", []):
-            self.destroy_service(srv)
-        for pub in ("_pub_state", "_pub_text"):
-            if getattr(self, pub, None) is not None:
-                self.destroy_publisher(getattr(self, pub))
-                setattr(self, pub, None)
-        self._input_subs, self._trigger_services = [], []
-        self.controller = None
+        self._stop_backstop()
+        with self._tick_lock:
+            if isinstance(self.hardware, TopicHardware):
+                self.hardware.close()
+            self.hardware = None
+            with self._lock:
+                self.controller = None
+        destroy = (
+            (Publisher, self.destroy_publisher),
+            (Subscription, self.destroy_subscription),
+            (Service, self.destroy_service),
+            (Client, self.destroy_client),
+            (Timer, self.destroy_timer),
+            (GuardCondition, self.destroy_guard_condition),
+        )
+        for entity in self._owned:
+            for kind, destroy_one in destroy:
+                if isinstance(entity, kind):
+                    destroy_one(entity)
+                    break
+        self._owned = []
+        self._pub_state = self._pub_text = None
+        self._input_subs = []
 
     def destroy_node(self) -> None:
         self._stop_loop()
@@ -294,22 +425,25 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
     def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
-        controller_changes = {k: v for k, v in changes.items() if k in _CONTROLLER_NAMES}
-        if "rate_hz" in changes and self.params["hardware"] == "sim" and self.hardware:
+        controller_changes = {
+            k: tuple(v) if isinstance(v, list | tuple) else v
+            for k, v in changes.items() if k in _CONTROLLER_NAMES
+        }
+        sim_rate = self.params["hardware"] == "sim" and self.hardware and "rate_hz" in changes
+        if sim_rate:
             try:
                 self.hardware.set_control_rate(changes["rate_hz"])
             except ValueError as error:
                 return False, str(error)
-        if controller_changes and self.controller is not None:
-            converted = {
-                k: tuple(v) if isinstance(v, list | tuple) else v
-                for k, v in controller_changes.items()
-            }
-            with self._lock:
-                result = self.controller.update_config(**converted)
-            if not result.accepted:
-                return False, result.reason
+        if controller_changes:
+            reason = self._change_controller(controller_changes)
+            if reason:
+                if sim_rate:
+                    self.hardware.set_control_rate(self.params["rate_hz"])
+                return False, reason
         self.params.update(changes)
+        if "state_timeout" in changes and self._backstop_timer is not None:
+            self._start_backstop()
         loop_fields = {"rate_hz", "deadline_tolerance", "max_consecutive_misses"}
         if self.loop is not None and loop_fields & set(changes):
             # The loop restarts with the new period/limits between two ticks.
@@ -319,6 +453,22 @@ class ControllerNode(LifecycleNode):
                                              self.params["deadline_tolerance"])
             self._start_loop()
         return True, ""
+
+    def _change_controller(self, changes: Mapping[str, Any]) -> str:
+        """Apply controller settings live; '' when accepted, else why not. Unconfigured,
+        the merged settings are checked as a configuration (and against the robot model
+        of the last configuration, if any; configure checks them again)."""
+        with self._lock:
+            controller = self.controller
+            if controller is not None:
+                return controller.update_config(**changes).reason
+        merged = {k: v for k, v in self.params.items() if k in _CONTROLLER_NAMES}
+        merged.update(changes)
+        try:
+            config = config_from_parameters(merged)
+        except ValueError as error:
+            return str(error)
+        return check_gains(config, self._robot_model) if self._robot_model else ""
 
     # ------------------------------------------------------------------ inputs
     def _on_targets(self, msg: JointTargets) -> None:
@@ -351,25 +501,56 @@ class ControllerNode(LifecycleNode):
         self._latency_pending = True
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response):
+        reason = "e-stop service"
+        EstopLatches.latch(self.context, self._latch_name, reason)
         with self._lock:
-            self.controller.estop("e-stop service")
+            if self.controller is not None:
+                self.controller.estop(reason)
         self.get_logger().warning("E-STOP latched: holding until controller/reset_estop")
         response.success, response.message = True, "e-stop latched"
         return response
 
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response):
+        released = EstopLatches.release(self.context, self._latch_name)
         with self._lock:
-            self.controller.reset_estop()
-        self.get_logger().info("e-stop released: holding until a fresh target")
-        response.success, response.message = True, "e-stop released"
+            if self.controller is not None:
+                released = self.controller.reset_estop() or released
+        if released:
+            self.get_logger().info("e-stop released: holding until a fresh target")
+            response.success, response.message = True, "e-stop released"
+        else:
+            response.success = False
+            response.message = "nothing to release: the e-stop is not latched"
         return response
 
     # ------------------------------------------------------------------ loop
     def _tick(self) -> None:
         """One control period: read → control law → write (→ the sim steps)."""
+        with self._tick_lock:
+            self._tick_locked("")
+
+    def _on_backstop(self) -> None:
+        """Steady-clock timer (topics backend): tick when no tick ran for state_timeout.
+
+        The tick trusts no measurement (``BACKSTOP_FAULT``): the controller holds with
+        a law that needs no feedback, whatever rate the backstop runs at.
+        """
+        if self._wall() - self._last_tick_wall <= self.params["state_timeout"]:
+            return
+        if not self._tick_lock.acquire(blocking=False):
+            return  # a tick is running (stuck in the hardware): nothing else can write
+        try:
+            if self.controller is not None:
+                self.backstop_ticks += 1
+                self._tick_locked(BACKSTOP_FAULT)
+        finally:
+            self._tick_lock.release()
+
+    def _tick_locked(self, fault: str) -> None:
         controller, hardware = self.controller, self.hardware
         if controller is None or hardware is None:
             return
+        self._last_tick_wall = self._wall()
         start = time.perf_counter()
         sample = self._sample
         hardware.read(sample)
@@ -377,14 +558,16 @@ class ControllerNode(LifecycleNode):
         command = None
         if sample.sequence > 0 and now > 0.0:
             with self._lock:
-                command = controller.update(now, sample.position, sample.velocity, sample.stamp)
+                command = controller.update(now, sample.position, sample.velocity, sample.stamp,
+                                            fault)
             if command.valid:
                 hardware.write(command.values, command.interface)
                 self._last_command[:] = command.values
+                self.commands_written += 1
         hardware.cycle()
         if command is None:
             return
-        if self.params["trigger"] == "joint_states":
+        if self.params["trigger"] == "joint_states" and not fault:
             self.stamp_periods.record_time(sample.stamp)
         if command.mode is not self._last_mode or command.reason != self._last_reason:
             self._mode_changed = command.mode is not self._last_mode
@@ -418,6 +601,9 @@ class ControllerNode(LifecycleNode):
         self._guard.trigger()
 
     def _on_loop_error(self, error: BaseException) -> None:
+        with self._lock:
+            if self.controller is not None:
+                self.controller.hold(f"control loop stopped: {error!r}")
         self._loop_error = error
         self._guard.trigger()
 
