@@ -266,8 +266,9 @@ def test_deadline_loop_on_a_frozen_clock_holds_by_the_wall_clock(context):
         assert wait_for(lambda: node.controller.mode is Mode.HOLD, timeout=2.0)
         held_after = time.monotonic() - frozen_at
         assert "wall-clock" in node.controller.reason
-        # state_timeout (0.05 s) by the wall clock, plus the test's polling and the loop.
-        assert held_after < 0.5
+        # state_timeout (0.05 s) by the wall clock; a loose bound for a shared machine (the
+        # exact bound is held with the test's own clocks above).
+        assert held_after < 1.0
     finally:
         node.destroy_node()
 
