@@ -26,6 +26,7 @@ bench: setup  ## benchmarks: real-time topology (one process per node, with a CP
 	$(RUN) python -m visuomotor_ros.bench_realtime $(BENCH_ARGS)
 	$(RUN) python -m visuomotor_sim.bench
 	$(RUN) python -m visuomotor_models.bench_encoder
+	$(RUN) python -m visuomotor_ros.bench_image_conversion
 	$(RUN) python -m visuomotor_ros.bench_controller
 
 train-encoder: setup

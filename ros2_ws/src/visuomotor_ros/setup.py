@@ -25,6 +25,7 @@ setup(
             "demo = visuomotor_ros.demo:main",
             "bench-controller = visuomotor_ros.bench_controller:main",
             "bench-realtime = visuomotor_ros.bench_realtime:main",
+            "bench-image-conversion = visuomotor_ros.bench_image_conversion:main",
             "fault-injection = visuomotor_ros.fault_injection:main",
         ]
     },

@@ -8,7 +8,8 @@ asked for (at the diagnostics rate, not the control rate). Times in seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,3 +217,16 @@ class LatencyStats:
         """Forget every sample."""
         for ring in self._rings.values():
             ring.clear()
+
+
+def median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` timed calls after ``warmup`` untimed
+    ones, in seconds (the benchmarks' one timing helper)."""
+    for _ in range(warmup):
+        fn()
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - start
+    return float(np.median(samples))

@@ -8,7 +8,7 @@
   ``msg.data = frame.tobytes()``) it builds a second copy with ``array.array('B', value)``
   after ``tobytes`` made the first, and when field checks are on
   (``ROS_PYTHON_CHECK_FIELDS=1``) it also checks every byte in Python, which costs
-  orders of magnitude more. ``python -m visuomotor_models.bench_encoder`` measures both.
+  orders of magnitude more. ``python -m visuomotor_ros.bench_image_conversion`` measures both.
 
 Malformed messages raise :class:`ImageConversionError` with the reason.
 """
