@@ -12,13 +12,13 @@ from visuomotor_core.controller import (
     MAX_DAMPING_STEP,
     MIN_EFFORT_RATE_HZ,
     MIN_TIMEOUT_PERIODS,
-    PANDA_KD,
     ControllerConfig,
     JointController,
     check_gains,
     gain_bounds,
 )
 from visuomotor_core.params import ParamSpec, check_schema, defaults, validate
+from visuomotor_core.robot_description import load_robot
 from visuomotor_core.robot_model import RobotModel
 
 RATE = ParamSpec("rate_hz", float, 1000.0, "control rate", "Hz", 1.0, 5000.0)
@@ -177,7 +177,7 @@ def test_zero_hold_gains_are_refused_also_during_estop(model, name):
 def test_zero_tracking_gains_without_hold_gains_are_refused():
     with pytest.raises(ValueError, match="hold_kd in force"):
         ControllerConfig(kd=(0.0,) * 7)
-    assert ControllerConfig(kd=(0.0,) * 7, hold_kd=PANDA_KD).kd == (0.0,) * 7
+    assert ControllerConfig(kd=(0.0,) * 7, hold_kd=load_robot().kd).kd == (0.0,) * 7
 
 
 def test_effort_interface_below_100_hz_is_refused():

@@ -13,7 +13,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
         ("share/" + PACKAGE + "/rviz", glob("rviz/*.rviz")),
-        ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf")),
+        ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf") + glob("urdf/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
     ],
     install_requires=["setuptools"],

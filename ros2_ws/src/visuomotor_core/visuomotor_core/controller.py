@@ -75,25 +75,20 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from visuomotor_core.limits import JointLimits, LimitOverrides, check_vector, effective_limits
 from visuomotor_core.params import ParamSpec
+from visuomotor_core.robot_description import RobotDescription, load_robot
 from visuomotor_core.robot_model import RobotModel
 
 #: Command interfaces, as in ros2_control's forward command controllers.
 COMMAND_INTERFACES: tuple[str, ...] = ("effort", "position", "velocity")
 #: Reference interpolation between consecutive targets.
 INTERPOLATIONS: tuple[str, ...] = ("linear", "min_jerk", "none")
-#: Franka Panda position gains, N·m/rad (joints 5-7 have 12 N·m effort limits).
-PANDA_KP: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
-#: Franka Panda damping gains, N·m·s/rad: near-critical for the arm's joint-space
-#: inertias and well inside the discrete-time bounds at 100 Hz and above
-#: (:func:`gain_bounds`: kd·dt/I <= 0.5 allows about 300-600 N·m·s/rad at 1 kHz).
-PANDA_KD: tuple[float, ...] = (50.0, 50.0, 40.0, 30.0, 8.0, 6.0, 1.5)
 
 #: Lowest control rate of the effort interface, Hz: below it the torque loop is
 #: closed too slowly to hold an arm against gravity and contact.
@@ -172,6 +167,9 @@ class ControllerConfig:
 
     Model-free rules are checked here; the gain bounds that need the robot's
     inertias are checked by :class:`JointController` (:func:`gain_bounds`).
+    The robot's fields (joint count, gains, limit margin and scales) default to the
+    default robot's description (:mod:`visuomotor_core.robot_description`);
+    :meth:`for_robot` takes them from another robot's.
 
     Attributes:
         num_joints: number of controlled joints (must match the model).
@@ -200,24 +198,24 @@ class ControllerConfig:
             ``qd_ref + gain * (q_ref - q)``; gain·period <= MAX_FEEDBACK_STEP.
     """
 
-    num_joints: int = 7
+    num_joints: int = field(default_factory=lambda: load_robot().n)
     rate_hz: float = 1000.0
     command_interface: str = "effort"
-    kp: tuple[float, ...] = PANDA_KP
-    kd: tuple[float, ...] = PANDA_KD
-    hold_kp: tuple[float, ...] | None = None
-    hold_kd: tuple[float, ...] | None = None
+    kp: tuple[float, ...] = field(default_factory=lambda: load_robot().kp)
+    kd: tuple[float, ...] = field(default_factory=lambda: load_robot().kd)
+    hold_kp: tuple[float, ...] | None = field(default_factory=lambda: load_robot().hold_kp)
+    hold_kd: tuple[float, ...] | None = field(default_factory=lambda: load_robot().hold_kd)
     gravity_compensation: bool = True
     interpolation: str = "min_jerk"
     interpolation_time: float = 0.05
     target_timeout: float = 0.1
     state_timeout: float = 0.05
     max_target_age: float = 0.25
-    position_margin: float = 0.01
+    position_margin: float = field(default_factory=lambda: load_robot().position_margin)
     out_of_range_tolerance: float = 0.2
     state_tolerance: float = 0.05
-    velocity_scale: float = 1.0
-    effort_scale: float = 1.0
+    velocity_scale: float = field(default_factory=lambda: load_robot().velocity_scale)
+    effort_scale: float = field(default_factory=lambda: load_robot().effort_scale)
     velocity_feedback_gain: float = 10.0
 
     def __post_init__(self) -> None:
@@ -288,6 +286,18 @@ class ControllerConfig:
                 f"would overshoot at {self.rate_hz:g} Hz (at most "
                 f"{MAX_FEEDBACK_STEP * self.rate_hz:g} 1/s)"
             )
+
+    @classmethod
+    def for_robot(cls, robot: RobotDescription, **overrides: Any) -> ControllerConfig:
+        """The configuration with ``robot``'s joint count, default gains and limit margin
+        and scales, and ``overrides`` (field name: value) on top."""
+        values: dict[str, Any] = {
+            "num_joints": robot.n, "kp": robot.kp, "kd": robot.kd, "hold_kp": robot.hold_kp,
+            "hold_kd": robot.hold_kd, "position_margin": robot.position_margin,
+            "velocity_scale": robot.velocity_scale, "effort_scale": robot.effort_scale,
+        }
+        values.update(overrides)
+        return cls(**values)
 
     @property
     def period(self) -> float:

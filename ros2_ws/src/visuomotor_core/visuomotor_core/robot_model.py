@@ -1,7 +1,7 @@
 """Rigid-body model of a serial arm read from a URDF: kinematics, gravity torques, limits.
 
-Frames: every pose is expressed in the base link's frame (``panda_link0`` for
-the Panda), REP-103 (x forward, y left, z up), metres and radians. Gravity is
+Frames: every pose is expressed in the base link's frame (the description's
+``base_frame``), REP-103 (x forward, y left, z up), metres and radians. Gravity is
 a vector in that frame (default (0, 0, -9.81) m/s²).
 
 The model is the serial chain from the base link through the named revolute
@@ -30,9 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from visuomotor_core.limits import JointLimits
+from visuomotor_core.robot_description import RobotDescription, load_robot
 
-#: The Panda arm joints in chain order (pybullet_data franka_panda/panda.urdf).
-PANDA_ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+#: The default robot's arm joints in chain order (its description's ``arm_joints``);
+#: kept under this name for existing callers.
+PANDA_ARM_JOINTS: tuple[str, ...] = load_robot().arm_joints
 #: Standard gravity in the base frame, m/s².
 DEFAULT_GRAVITY: tuple[float, float, float] = (0.0, 0.0, -9.81)
 
@@ -365,11 +367,13 @@ class RobotModel:
     def from_urdf_string(
         cls,
         text: str,
-        joint_names: Sequence[str] = PANDA_ARM_JOINTS,
+        joint_names: Sequence[str] | None = None,
         base_link: str | None = None,
         gravity: Sequence[float] = DEFAULT_GRAVITY,
     ) -> RobotModel:
-        """Parse URDF XML text. ValueError names what is malformed or missing."""
+        """Parse URDF XML text. ValueError names what is malformed or missing.
+
+        ``joint_names`` default to the default robot's arm joints."""
         try:
             root = ET.fromstring(text)
         except ET.ParseError as error:
@@ -385,13 +389,15 @@ class RobotModel:
         if not links:
             raise ValueError("URDF has no <link> elements")
         joints = [_parse_joint(element) for element in root.findall("joint")]
+        if joint_names is None:
+            joint_names = load_robot().arm_joints
         return cls(joints, links, joint_names, base_link=base_link, gravity=gravity)
 
     @classmethod
     def from_urdf_file(
         cls,
         path: str | Path,
-        joint_names: Sequence[str] = PANDA_ARM_JOINTS,
+        joint_names: Sequence[str] | None = None,
         base_link: str | None = None,
         gravity: Sequence[float] = DEFAULT_GRAVITY,
     ) -> RobotModel:
@@ -402,6 +408,14 @@ class RobotModel:
         return cls.from_urdf_string(
             path.read_text(encoding="utf-8"), joint_names, base_link=base_link, gravity=gravity
         )
+
+    @classmethod
+    def from_description(
+        cls, robot: RobotDescription, gravity: Sequence[float] = DEFAULT_GRAVITY
+    ) -> RobotModel:
+        """The model of ``robot``'s arm joints from its URDF, in its base frame."""
+        return cls.from_urdf_file(robot.urdf, robot.arm_joints, base_link=robot.base_frame,
+                                  gravity=gravity)
 
     # ----------------------------------------------------------------- properties
     @property
