@@ -11,7 +11,6 @@ Run: ``bench-sim`` or ``python -m visuomotor_sim.bench [--frames N] [--steps N]`
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,7 +20,7 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from visuomotor_sim.camera import CameraConfig, PinholeCamera
-from visuomotor_sim.world import PandaWorld, WorldConfig
+from visuomotor_sim.world import PandaWorld, WorldConfig, sim_urdf
 
 SIZES: tuple[int, ...] = (64, 128, 224)
 
@@ -80,7 +79,7 @@ def default_frame_rate(size: int, frames: int) -> float:
     try:
         client.setAdditionalSearchPath(pybullet_data.getDataPath())
         client.loadURDF("plane.urdf")
-        client.loadURDF(os.path.join("franka_panda", "panda.urdf"), useFixedBase=True)
+        client.loadURDF(sim_urdf(WorldConfig().description), useFixedBase=True)
         cam = PinholeCamera(CameraConfig(width=size, height=size))
         view, proj = cam.pose.view_matrix(), cam.projection_matrix()
         return rate(lambda: client.getCameraImage(size, size, view, proj), frames)

@@ -47,7 +47,7 @@ from visuomotor_sim.randomization import (
     load_profile,
 )
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import ARM_JOINT_NAMES, PandaWorld, WorldConfig, robot_urdf_path
+from visuomotor_sim.world import ARM_JOINT_NAMES, PandaWorld, WorldConfig
 
 N_JOINTS = len(ARM_JOINT_NAMES)
 PROPRIO_SIZE = 3 * N_JOINTS
@@ -130,13 +130,15 @@ class EnvConfig:
         return (not self.render_images) if self.include_target is None else self.include_target
 
 
-def _make_controller(physics_hz: float):
-    """The project's joint controller for the Panda URDF, running at the physics rate."""
+def _make_controller(world: WorldConfig):
+    """The project's joint controller for the world's robot (its description's model and
+    default gains), running at the physics rate."""
     from visuomotor_core.controller import ControllerConfig, JointController
     from visuomotor_core.robot_model import RobotModel
 
-    model = RobotModel.from_urdf_file(str(robot_urdf_path()), joint_names=list(ARM_JOINT_NAMES))
-    return JointController(ControllerConfig(rate_hz=physics_hz), model)
+    robot = world.description
+    model = RobotModel.from_description(robot)
+    return JointController(ControllerConfig.for_robot(robot, rate_hz=world.physics_hz), model)
 
 
 class VisualReachEnv(gym.Env):
@@ -162,7 +164,7 @@ class VisualReachEnv(gym.Env):
         self.world = PandaWorld(self.config.world)
         self.task = ReachTask(self.config.task, self.world.grasp_point,
                               lambda: self.world.effort_integral)
-        self.controller = _make_controller(self.config.world.physics_hz)
+        self.controller = _make_controller(self.config.world)
         path = Path(self.config.randomization_path) if self.config.randomization_path else None
         self._profile = load_profile(self.config.profile, path)
         self.action_space = spaces.Box(-1.0, 1.0, (N_JOINTS,), np.float32)

@@ -37,7 +37,7 @@ from visuomotor_core.hardware import JointSample
 from visuomotor_sim.randomization import DomainRandomizer, RandomizationProfile, load_profiles
 from visuomotor_sim.render_worker import Frame, RenderWorker
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import ARM_JOINT_NAMES, COMMAND_MODES, PandaWorld, WorldConfig
+from visuomotor_sim.world import COMMAND_MODES, PandaWorld, WorldConfig
 
 #: Frames in a row without the policy's answer after which lockstep stops waiting.
 MAX_UNANSWERED = 3
@@ -157,8 +157,6 @@ class SimHardware:
         renderer: start the render worker (False: no camera, for controller-only use).
     """
 
-    joint_names: tuple[str, ...] = tuple(ARM_JOINT_NAMES)
-
     def __init__(
         self,
         config: SimHardwareConfig,
@@ -172,6 +170,8 @@ class SimHardware:
         if abs(world_config.physics_hz - config.physics_hz) > 1e-9:
             raise ValueError("world and hardware disagree on the physics rate")
         self.config = config
+        #: The arm joints, in the robot description's order.
+        self.joint_names: tuple[str, ...] = world_config.description.arm_joints
         self.lockstep = config.lockstep
         self.counters = SimCounters()
         self.profiles = dict(profiles) if profiles is not None else load_profiles_default()

@@ -1,9 +1,13 @@
-"""PyBullet world: a Franka Panda on a table, a visual-only target and a fixed RGB camera.
+"""PyBullet world: an arm on a table, a visual-only target and a fixed RGB camera.
+
+The arm is the one its robot description names (``WorldConfig.robot``, default the Franka
+Panda; :mod:`visuomotor_core.robot_description`): its URDF, arm and gripper joints, tool
+and grasp links and home posture all come from there.
 
 :class:`PandaWorld` owns one PyBullet client (DIRECT, or GUI on request) and is the only
-place that talks to PyBullet. Frames: the world frame *is* the robot base frame
-``panda_link0`` (base fixed at the origin, identity orientation); the table top is the
-plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
+place that talks to PyBullet. Frames: the world frame *is* the robot base frame (the
+description's ``base_frame``; base fixed at the origin, identity orientation); the table
+top is the plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
 
 Commands go through a delay line of whole physics steps (``DynamicsParams.actuation_delay``)
 and are always clamped to the URDF effort limit of each joint before they reach PyBullet.
@@ -25,21 +29,19 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
+from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
 from visuomotor_sim.camera import CameraConfig, CameraPose, PinholeCamera
 from visuomotor_sim.randomization import DynamicsParams, VisualParams
 
 _LOG = logging.getLogger(__name__)
 
-ARM_JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINT_NAMES: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
-HAND_LINK_NAME = "panda_hand"
-GRASP_LINK_NAME = "panda_grasptarget"
+#: The default robot's arm joints (its description's ``arm_joints``).
+ARM_JOINT_NAMES: tuple[str, ...] = load_robot().arm_joints
 COMMAND_MODES: tuple[str, ...] = ("effort", "position", "velocity")
 _MODE_CODES = {name: code for code, name in enumerate(COMMAND_MODES)}
 _EFFORT, _POSITION, _VELOCITY = 0, 1, 2
-_FINGER_FORCE = 20.0  # N, URDF effort limit of the finger joints
+_FINGER_FORCE = 20.0  # N, force of each gripper joint's position motor
 _WRIST_CAMERA_OFFSET = 0.02  # m along the hand z axis
-_PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ class WorldConfig:
 
     Attributes:
         physics_hz: physics rate, Hz (``dt = 1 / physics_hz``).
-        home_q: arm home configuration, rad (7,).
+        robot: the robot's description name (``visuomotor_core.robot_description``).
+        home_q: arm home configuration, rad (one per arm joint); None: the description's.
         home_noise_std: std of the seeded Gaussian noise added to ``home_q`` at reset, rad.
         finger_opening: position held by each finger joint, m (position control).
         robot_visual: ``"collision"`` renders the arm with its low-poly collision meshes
@@ -111,7 +114,8 @@ class WorldConfig:
     """
 
     physics_hz: float = 1000.0
-    home_q: tuple[float, ...] = (0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785)
+    robot: str = DEFAULT_ROBOT
+    home_q: tuple[float, ...] | None = None
     home_noise_std: float = 0.02
     finger_opening: float = 0.02
     robot_visual: str = "collision"
@@ -128,8 +132,11 @@ class WorldConfig:
         if not 50.0 <= self.physics_hz <= 10000.0:
             raise ValueError(f"WorldConfig.physics_hz must be in [50, 10000] Hz, got "
                              f"{self.physics_hz}")
-        if len(self.home_q) != len(ARM_JOINT_NAMES):
-            raise ValueError(f"WorldConfig.home_q needs {len(ARM_JOINT_NAMES)} values, got "
+        robot = self.description
+        if self.home_q is None:
+            object.__setattr__(self, "home_q", robot.home)
+        if len(self.home_q) != robot.n:
+            raise ValueError(f"WorldConfig.home_q needs {robot.n} values ({robot.name}), got "
                              f"{len(self.home_q)}")
         if self.home_noise_std < 0.0:
             raise ValueError("WorldConfig.home_noise_std must be >= 0")
@@ -146,6 +153,11 @@ class WorldConfig:
     def dt(self) -> float:
         return 1.0 / self.physics_hz
 
+    @property
+    def description(self) -> RobotDescription:
+        """The robot's description (ValueError for an unknown robot)."""
+        return load_robot(self.robot)
+
 
 @dataclass(frozen=True)
 class JointLimits:
@@ -157,15 +169,23 @@ class JointLimits:
     effort: np.ndarray
 
 
-@lru_cache(maxsize=1)
-def _low_poly_urdf() -> str:
-    """Path of a copy of pybullet_data's panda.urdf whose visuals are its collision meshes."""
-    mesh_dir = os.path.join(os.path.dirname(_PANDA_URDF), "meshes")
-    text = Path(_PANDA_URDF).read_text(encoding="utf-8")
+def sim_urdf(robot: RobotDescription) -> str:
+    """The URDF the sim loads: the robot inside pybullet_data (with its meshes), else its
+    description's URDF."""
+    if robot.sim_urdf is None:
+        return str(robot.urdf)
+    return os.path.join(pybullet_data.getDataPath(), robot.sim_urdf)
+
+
+@lru_cache(maxsize=4)
+def _low_poly_urdf(urdf: str) -> str:
+    """Path of a copy of ``urdf`` whose visuals are its collision meshes."""
+    mesh_dir = os.path.join(os.path.dirname(urdf), "meshes")
+    text = Path(urdf).read_text(encoding="utf-8")
     text = text.replace("package://meshes/visual/", "package://meshes/collision/")
     text = text.replace("package://meshes/", mesh_dir + "/")
     out_dir = tempfile.mkdtemp(prefix="visuomotor_sim_")
-    path = os.path.join(out_dir, "panda_low_poly.urdf")
+    path = os.path.join(out_dir, "low_poly_" + os.path.basename(urdf))
     Path(path).write_text(text, encoding="utf-8")
     return path
 
@@ -207,16 +227,13 @@ def _connect(gui: bool) -> BulletClient:
     return client
 
 
-def robot_urdf_path() -> Path:
-    """The robot description shared with the controller model (bringup's panda.urdf,
-    identical to pybullet_data's), from the source tree or pybullet_data."""
-    source = (Path(__file__).resolve().parents[2] / "ros2_ws" / "src" / "visuomotor_bringup"
-              / "urdf" / "panda.urdf")
-    return source if source.is_file() else Path(_PANDA_URDF)
+def robot_urdf_path(robot: str = DEFAULT_ROBOT) -> Path:
+    """The robot's URDF shared with the controller model (its description's)."""
+    return load_robot(robot).urdf
 
 
 class PandaWorld:
-    """One PyBullet client holding the Panda, a table, a target and a camera.
+    """One PyBullet client holding the arm, a table, a target and a camera.
 
     Call :meth:`reset` before stepping. Typical loop at the physics rate::
 
@@ -260,7 +277,9 @@ class PandaWorld:
         cfg, c = self.config, self._client
         c.setPhysicsEngineParameter(fixedTimeStep=cfg.dt, deterministicOverlappingPairs=1)
         c.setGravity(0.0, 0.0, -cfg.gravity)
-        urdf = _low_poly_urdf() if cfg.robot_visual == "collision" else _PANDA_URDF
+        urdf = sim_urdf(cfg.description)
+        if cfg.robot_visual == "collision":
+            urdf = _low_poly_urdf(urdf)
         self.robot = c.loadURDF(urdf, [0.0, 0.0, 0.0], useFixedBase=True,
                                 flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
         self._index_joints()
@@ -278,11 +297,16 @@ class PandaWorld:
             info = c.getJointInfo(self.robot, j)
             joints[info[1].decode()] = j
             links[info[12].decode()] = j
-        self.arm_joints = [joints[n] for n in ARM_JOINT_NAMES]
-        self.finger_joints = [joints[n] for n in FINGER_JOINT_NAMES]
+        robot = self.config.description
+        missing = [n for n in (*robot.arm_joints, *robot.gripper_joints) if n not in joints]
+        missing += [n for n in (robot.tool_frame, robot.grasp_link) if n not in links]
+        if missing:
+            raise ValueError(f"robot {robot.name!r}: the sim's URDF has no {missing}")
+        self.arm_joints = [joints[n] for n in robot.arm_joints]
+        self.finger_joints = [joints[n] for n in robot.gripper_joints]
         self.link_index = links
-        self.hand_link = links[HAND_LINK_NAME]
-        self.grasp_link = links[GRASP_LINK_NAME]
+        self.hand_link = links[robot.tool_frame]
+        self.grasp_link = links[robot.grasp_link]
         infos = [c.getJointInfo(self.robot, j) for j in self.arm_joints]
         self.limits = JointLimits(
             lower=np.array([i[8] for i in infos]), upper=np.array([i[9] for i in infos]),
@@ -375,15 +399,18 @@ class PandaWorld:
         self._apply_dynamics(self._dynamics)
         self._apply_visual(self._visual)
         q0 = np.asarray(self.config.home_q) + self._rng.normal(
-            0.0, self.config.home_noise_std, len(ARM_JOINT_NAMES))
+            0.0, self.config.home_noise_std, len(self.arm_joints))
         q0 = np.clip(q0, self.limits.lower, self.limits.upper)
         for joint, angle in zip(self.arm_joints, q0, strict=True):
             c.resetJointState(self.robot, joint, float(angle), 0.0)
         for joint in self.finger_joints:
             c.resetJointState(self.robot, joint, self.config.finger_opening, 0.0)
-        c.setJointMotorControlArray(self.robot, self.finger_joints, pybullet.POSITION_CONTROL,
-                                    targetPositions=[self.config.finger_opening] * 2,
-                                    forces=[_FINGER_FORCE] * 2)
+        if self.finger_joints:
+            n_fingers = len(self.finger_joints)
+            c.setJointMotorControlArray(
+                self.robot, self.finger_joints, pybullet.POSITION_CONTROL,
+                targetPositions=[self.config.finger_opening] * n_fingers,
+                forces=[_FINGER_FORCE] * n_fingers)
         self._release_arm_motors()
         target = (self.config.target.sample(self._rng) if target_position is None
                   else np.asarray(target_position, float))
@@ -432,7 +459,7 @@ class PandaWorld:
         self._motor_mode = _EFFORT
 
     def _init_command_state(self, delay_steps: int) -> None:
-        n = len(ARM_JOINT_NAMES)
+        n = len(self.arm_joints)
         self._ring = np.zeros((delay_steps + 1, n))
         self._ring_modes = np.zeros(delay_steps + 1, dtype=np.int64)
         self._ring_head = 0
@@ -457,7 +484,7 @@ class PandaWorld:
 
         Args:
             values: (7,) torques (N·m, ``"effort"``), positions (rad, ``"position"``) or
-                velocities (rad/s, ``"velocity"``) for panda_joint1..7.
+                velocities (rad/s, ``"velocity"``) for the arm joints.
             mode: one of :data:`COMMAND_MODES` (an enum with such a ``.value`` works too).
 
         Raises:
@@ -554,7 +581,7 @@ class PandaWorld:
             c.resetJointState(self.robot, joint, float(angle), 0.0)
 
     def grasp_point(self) -> np.ndarray:
-        """Position of ``panda_grasptarget`` (between the fingertips), m, base frame (3,)."""
+        """Position of the grasp link (between the fingertips), m, base frame (3,)."""
         state = self._client.getLinkState(self.robot, self.grasp_link,
                                           computeForwardKinematics=1)
         return np.array(state[4])
