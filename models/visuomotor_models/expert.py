@@ -15,36 +15,30 @@ episode's dynamics parameters. Each policy step it
    model mismatch),
 
 and returns the action ``(q_des - q + delta + integral) / action_scale`` clipped to [-1, 1].
-Frames: robot base frame ``panda_link0`` (= PyBullet world frame); SI units.
+The robot (URDF, joints, grasp and tool links, home, default gains) is the robot
+description's (:mod:`visuomotor_core.robot_description`).
+Frames: the robot's base frame (= PyBullet world frame); SI units.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pybullet
-import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from visuomotor_core.policy_runtime import (
     DEFAULT_ACTION_SCALE,
     N_JOINTS,
     PAYLOAD_COM,
-    PAYLOAD_LINK,
 )
+from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
 from visuomotor_core.robot_model import Payload, RobotModel
-from visuomotor_sim.world import robot_urdf_path
+from visuomotor_sim.world import sim_urdf
 
-_PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
-ARM_JOINTS = tuple(range(7))
-HAND_LINK_NAME = PAYLOAD_LINK  # the payload sits here, as in visuomotor_sim.world
-HAND_COM = PAYLOAD_COM  # m, panda_hand's inertial origin in the URDF
-GRASP_LINK = 11  # panda_grasptarget
-HOME_Q = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
+HAND_COM = PAYLOAD_COM  # m, the tool link's inertial origin in the URDF
 GRAVITY = 9.81  # m/s^2, as in visuomotor_sim.world.WorldConfig
-DEFAULT_KP = np.array([600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0])
 
 
 @dataclass(frozen=True)
@@ -56,11 +50,13 @@ class ExpertConfig:
         max_step: largest hand displacement commanded per policy step, m.
         step_gain: fraction of the remaining hand error commanded per step.
         damping: damped-least-squares damping, m.
-        null_gain: null-space pull toward ``HOME_Q`` per step (fraction).
+        null_gain: null-space pull toward the robot's home posture per step (fraction).
         integral_gain: task-space integral gain per step (fraction of the error).
         integral_radius: the integral runs only within this distance of the target, m.
         integral_limit: bound on the integral's joint offset, rad.
-        kp: joint controller stiffness, N·m/rad (7,), as in the controller config.
+        kp: joint controller stiffness, N·m/rad (one per arm joint), as in the controller
+            config; default: the robot description's.
+        robot: the robot's description name.
     """
 
     action_scale: float = DEFAULT_ACTION_SCALE
@@ -71,7 +67,8 @@ class ExpertConfig:
     integral_gain: float = 0.05
     integral_radius: float = 0.05
     integral_limit: float = 0.08
-    kp: tuple[float, ...] = tuple(DEFAULT_KP)
+    kp: tuple[float, ...] = field(default_factory=lambda: load_robot().kp)
+    robot: str = DEFAULT_ROBOT
 
     def __post_init__(self) -> None:
         if self.action_scale <= 0.0 or self.max_step <= 0.0 or self.damping <= 0.0:
@@ -83,27 +80,33 @@ class ExpertConfig:
 
 
 class ArmModel:
-    """Kinematics (PyBullet DIRECT) and gravity (core :class:`RobotModel`) of the Panda.
+    """Kinematics (PyBullet DIRECT) and gravity (core :class:`RobotModel`) of the arm.
 
     Gravity is linear in the masses, and the sim scales every link mass by
-    ``link_mass_scale`` and adds the payload to ``panda_hand``, so the episode's gravity
+    ``link_mass_scale`` and adds the payload to the tool link, so the episode's gravity
     torques are ``scale * g_nom(q) + g_payload(q)``. (PyBullet's inverse dynamics is not
     used for this: it caches masses at its first call.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, robot: RobotDescription | None = None) -> None:
+        robot = robot or load_robot()
+        self.robot = robot
         self._client = BulletClient(connection_mode=pybullet.DIRECT)
         self._client.setGravity(0.0, 0.0, -GRAVITY)
-        self._body = self._client.loadURDF(_PANDA_URDF, useFixedBase=True,
+        self._body = self._client.loadURDF(sim_urdf(robot), useFixedBase=True,
                                            flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
-        n = self._client.getNumJoints(self._body)
-        self._n_dof = sum(1 for i in range(n)
-                          if self._client.getJointInfo(self._body, i)[2] != pybullet.JOINT_FIXED)
-        self._model = RobotModel.from_urdf_file(
-            str(robot_urdf_path()), joint_names=[f"panda_joint{i}" for i in range(1, 8)])
-        self._hand_link = next(
-            i for i in range(n)
-            if self._client.getJointInfo(self._body, i)[12].decode() == HAND_LINK_NAME)
+        infos = [self._client.getJointInfo(self._body, i)
+                 for i in range(self._client.getNumJoints(self._body))]
+        joints = {info[1].decode(): i for i, info in enumerate(infos)}
+        links = {info[12].decode(): i for i, info in enumerate(infos)}
+        movable = [i for i, info in enumerate(infos) if info[2] != pybullet.JOINT_FIXED]
+        self._n_dof = len(movable)
+        # calculateJacobian takes and returns the movable joints in index order
+        self._arm_joints = tuple(joints[name] for name in robot.arm_joints)
+        self._arm_dofs = [movable.index(j) for j in self._arm_joints]
+        self._model = RobotModel.from_description(robot)
+        self._hand_link = links[robot.tool_frame]
+        self._grasp_link = links[robot.grasp_link]
         self._mass_scale = 1.0
         self._payload: Payload | None = None
         self._strength = 1.0
@@ -115,14 +118,15 @@ class ArmModel:
         """Use an episode's masses, actuator strength and external hand force (N, base
         frame), as the sim world applies them."""
         self._mass_scale = link_mass_scale
-        self._payload = Payload(payload_mass, HAND_COM, HAND_LINK_NAME) \
+        self._payload = Payload(payload_mass, HAND_COM, self.robot.tool_frame) \
             if payload_mass > 0.0 else None
         self._strength = actuator_strength_scale
         self._force = np.asarray(external_force, float)
 
     def _full(self, q: np.ndarray) -> list[float]:
         full = [0.0] * self._n_dof
-        full[:N_JOINTS] = q.tolist()
+        for dof, angle in zip(self._arm_dofs, q.tolist(), strict=True):
+            full[dof] = angle
         return full
 
     def gravity(self, q: np.ndarray, actual: bool) -> np.ndarray:
@@ -149,7 +153,7 @@ class ArmModel:
         return (loaded / self._strength - self.gravity(q, False)) / kp
 
     def _set_joints(self, q: np.ndarray) -> None:
-        for joint, angle in zip(ARM_JOINTS, q, strict=True):
+        for joint, angle in zip(self._arm_joints, q, strict=True):
             self._client.resetJointState(self._body, joint, float(angle))
 
     def _jacobian(self, link: int, q: np.ndarray) -> np.ndarray:
@@ -157,13 +161,14 @@ class ArmModel:
         zeros = [0.0] * self._n_dof
         jac_t, _ = self._client.calculateJacobian(self._body, link, [0.0, 0.0, 0.0],
                                                   self._full(q), zeros, zeros)
-        return np.asarray(jac_t)[:, :N_JOINTS]
+        return np.asarray(jac_t)[:, self._arm_dofs]
 
     def grasp_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grasp-point position (3,) m and its translational Jacobian (3, 7)."""
         self._set_joints(q)
-        state = self._client.getLinkState(self._body, GRASP_LINK, computeForwardKinematics=True)
-        return np.asarray(state[4]), self._jacobian(GRASP_LINK, q)
+        state = self._client.getLinkState(self._body, self._grasp_link,
+                                          computeForwardKinematics=True)
+        return np.asarray(state[4]), self._jacobian(self._grasp_link, q)
 
     def close(self) -> None:
         self._client.disconnect()
@@ -177,8 +182,9 @@ class ReachExpert:
 
     def __init__(self, config: ExpertConfig | None = None, model: ArmModel | None = None):
         self.config = config or ExpertConfig()
-        self.model = model or ArmModel()
+        self.model = model or ArmModel(load_robot(self.config.robot))
         self._kp = np.asarray(self.config.kp, float)
+        self._home = np.asarray(self.model.robot.home, float)
         self._integral = np.zeros(N_JOINTS)
         self.last_sag = np.zeros(N_JOINTS)  # sag offset (rad) in the latest act()
 
@@ -198,7 +204,7 @@ class ReachExpert:
         jjt = jac @ jac.T + cfg.damping ** 2 * np.eye(3)
         pinv = jac.T @ np.linalg.inv(jjt)
         dq = pinv @ step
-        dq += (np.eye(N_JOINTS) - pinv @ jac) @ (cfg.null_gain * (HOME_Q - q))
+        dq += (np.eye(N_JOINTS) - pinv @ jac) @ (cfg.null_gain * (self._home - q))
         if distance < cfg.integral_radius:
             self._integral += cfg.integral_gain * (pinv @ error)
             np.clip(self._integral, -cfg.integral_limit, cfg.integral_limit, out=self._integral)

@@ -22,7 +22,6 @@ from visuomotor_core.robot_model import RobotModel
 from visuomotor_sim.env import EnvConfig, VisualReachEnv
 from visuomotor_sim.randomization import DynamicsParams
 from visuomotor_sim.task import TaskConfig
-from visuomotor_sim.world import ARM_JOINT_NAMES, robot_urdf_path
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,7 @@ class ReachSim:
     def model(self) -> RobotModel:
         """The nominal robot model (same URDF as the controller's), for forward kinematics."""
         if self._model is None:
-            self._model = RobotModel.from_urdf_file(str(robot_urdf_path()),
-                                                    joint_names=list(ARM_JOINT_NAMES))
+            self._model = RobotModel.from_description(self.env.config.world.description)
         return self._model
 
     @property
