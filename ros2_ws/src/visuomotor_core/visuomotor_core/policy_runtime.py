@@ -5,7 +5,7 @@ The policy maps what the encoder saw (the target position estimate; the encoder'
 states and actions to a joint-target residual. Training (``visuomotor_models``) and every
 runtime build their inputs with the functions of this module, so features are identical.
 
-Feature layout (all float32, SI units, robot base frame ``panda_link0``):
+Feature layout (all float32, SI units, the robot description's base frame):
 
 ``observation`` [D_obs = 23]
     ``q`` (7, rad) | ``qd`` (7, rad/s) | ``target`` (3, m) | ``hand`` (3, m, grasp point by
@@ -44,6 +44,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from visuomotor_core.robot_description import load_robot
+
 N_JOINTS = 7
 OBSERVATION_FIELDS: tuple[tuple[str, int], ...] = (
     ("q", N_JOINTS), ("qd", N_JOINTS), ("target", 3), ("hand", 3), ("target_minus_hand", 3),
@@ -55,29 +57,30 @@ OBSERVATION_DIM = sum(size for _, size in OBSERVATION_FIELDS)
 HISTORY_DIM = sum(size for _, size in HISTORY_FIELDS)
 DEFAULT_HISTORY_LENGTH = 10
 DEFAULT_ACTION_SCALE = 0.15  # rad per unit action
-GRASP_LINK = "panda_grasptarget"
-PAYLOAD_LINK = "panda_hand"  # link that carries a payload (as in visuomotor_sim.world)
-PAYLOAD_COM = (0.0, 0.0, 0.04)  # m, the payload's centre of mass in PAYLOAD_LINK's frame
+PAYLOAD_COM = (0.0, 0.0, 0.04)  # m, the payload's centre of mass in the tool link's frame
 
 HandFunction = Callable[[np.ndarray], np.ndarray]
 """Maps joint positions q (7,) rad to the grasp-point position (3,) m, base frame."""
 
 
 def layout_description() -> dict:
-    """The feature layout as plain data (stored in the model manifest)."""
+    """The feature layout as plain data (stored in the model manifest); the frame is the
+    default robot's base frame."""
     return {
         "observation": [{"name": n, "size": s} for n, s in OBSERVATION_FIELDS],
         "history": [{"name": n, "size": s} for n, s in HISTORY_FIELDS],
         "history_order": "oldest_to_newest",
         "action": "q_target = q + clip(action + sag_offset / action_scale, -1, 1) * "
                   "action_scale (rad); sag_offset from the sag estimator (zero without one)",
-        "frame": "panda_link0",
+        "frame": load_robot().base_frame,
         "embedding_used": False,
     }
 
 
-def model_hand_function(model, link: str = GRASP_LINK) -> HandFunction:
-    """Grasp-point position from a :class:`visuomotor_core.robot_model.RobotModel` (FK)."""
+def model_hand_function(model, link: str | None = None) -> HandFunction:
+    """Grasp-point position from a :class:`visuomotor_core.robot_model.RobotModel` (FK);
+    ``link`` defaults to the default robot description's grasp link."""
+    link = link or load_robot().grasp_link
 
     def hand(q: np.ndarray) -> np.ndarray:
         return np.asarray(model.forward_kinematics(q, link))[:3, 3]
@@ -243,7 +246,8 @@ class SagEstimatorConfig:
 
     Attributes:
         kp: joint controller stiffness the sag is measured against, N·m/rad (7,); the
-            training controller's gains (recorded in the policy manifest).
+            training controller's gains (recorded in the policy manifest); default: the
+            robot description's.
         motion_scale, speed_scale: a sample's weight is ``exp(-min(|q_t - q_{t-1}|^2 /
             motion_scale^2, |qd_t|^2 / speed_scale^2))``, so the estimate comes from (nearly)
             still moments, where the tracking error is the sag and not the lag of a moving
@@ -265,7 +269,7 @@ class SagEstimatorConfig:
             heavy links: the same sag where the arm stands, a wrong one elsewhere.
     """
 
-    kp: tuple[float, ...] = (600.0, 600.0, 600.0, 600.0, 250.0, 150.0, 50.0)
+    kp: tuple[float, ...] = field(default_factory=lambda: load_robot().kp)
     motion_scale: float = 0.0075
     speed_scale: float = 0.15
     ridge: float = 1e-4
@@ -318,16 +322,19 @@ class SagEstimator:
     Args:
         model: a :class:`visuomotor_core.robot_model.RobotModel` of the arm (nominal masses).
         config: settings.
+        payload_link: the link carrying the payload; default: the default robot
+            description's tool frame.
     """
 
     N_PARAMETERS = 2
 
-    def __init__(self, model, config: SagEstimatorConfig | None = None) -> None:
+    def __init__(self, model, config: SagEstimatorConfig | None = None,
+                 payload_link: str | None = None) -> None:
         from visuomotor_core.robot_model import Payload
 
         self.config = config or SagEstimatorConfig()
         self._model = model
-        self._unit_payload = Payload(1.0, PAYLOAD_COM, PAYLOAD_LINK)
+        self._unit_payload = Payload(1.0, PAYLOAD_COM, payload_link or load_robot().tool_frame)
         self._inv_kp = 1.0 / np.asarray(self.config.kp, np.float64)
         self._low = np.asarray(self.config.theta_low, np.float64)
         self._high = np.asarray(self.config.theta_high, np.float64)
