@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
 from visuomotor_core.controller import ControllerConfig, JointController
-from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+from visuomotor_core.robot_model import RobotModel
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, seconds_to_time
@@ -42,8 +42,9 @@ from visuomotor_ros.runner import Spinner
 
 #: Default DDS domains of the benchmark: this base plus the process id modulo 100.
 PRIVATE_DOMAIN_BASE = 110
-#: A comfortable Panda configuration (rad), inside every joint range.
-HOME: tuple[float, ...] = (0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785)
+#: The robot described, and its home posture (rad), inside every joint range.
+ROBOT = graph.robot()
+HOME: tuple[float, ...] = ROBOT.home
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class FeederConfig:
     target_bias: float = 0.0
 
     def __post_init__(self) -> None:
-        if len(self.home) != len(PANDA_ARM_JOINTS):
-            raise ValueError(f"FeederConfig.home must have {len(PANDA_ARM_JOINTS)} entries")
+        if len(self.home) != ROBOT.n:
+            raise ValueError(f"FeederConfig.home must have {ROBOT.n} entries")
         for name in ("state_rate_hz", "target_rate_hz", "swing_period"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
@@ -97,10 +98,10 @@ class SyntheticFeeder(Node):
         self.last_target_stamp = 0.0
         self._t0 = time.monotonic()
         self._state = JointState()
-        self._state.name = list(PANDA_ARM_JOINTS)
+        self._state.name = list(ROBOT.arm_joints)
         self._state.position = list(self.config.home)
-        self._state.velocity = [0.0] * len(PANDA_ARM_JOINTS)
-        self._state.effort = [0.0] * len(PANDA_ARM_JOINTS)
+        self._state.velocity = [0.0] * ROBOT.n
+        self._state.effort = [0.0] * ROBOT.n
         self._pub_state = self.create_publisher(JointState, graph.JOINT_STATES, SENSOR_QOS)
         self._pub_target = self.create_publisher(JointTargets, graph.POLICY_TARGETS, LATEST_QOS)
         self.create_timer(1.0 / self.config.state_rate_hz, self._on_state_timer)
@@ -135,8 +136,8 @@ class SyntheticFeeder(Node):
         msg = JointTargets()
         stamp = max(0.0, now.nanoseconds * 1e-9 + stamp_offset)
         msg.header.stamp = seconds_to_time(stamp)
-        msg.header.frame_id = "panda_link0"
-        msg.name = list(PANDA_ARM_JOINTS if names is None else names)
+        msg.header.frame_id = ROBOT.base_frame
+        msg.name = list(ROBOT.arm_joints if names is None else names)
         msg.position = [float(v) for v in positions]
         msg.policy_stamp = now.to_msg()
         self._pub_target.publish(msg)
@@ -201,7 +202,7 @@ def bench_node_loop(seconds: float, rate_hz: float, state_rate_hz: float,
 def bench_bare_update(iterations: int = 20000) -> dict[str, float]:
     """Cost of one :meth:`JointController.update` (effort interface, tracking), s → µs."""
     config = ControllerConfig()
-    model = RobotModel.from_urdf_file(str(graph.urdf_path()), list(PANDA_ARM_JOINTS))
+    model = RobotModel.from_description(ROBOT)
     controller = JointController(config, model)
     controller.activate()
     q = np.asarray(HOME, dtype=np.float64)
@@ -231,7 +232,7 @@ def bench_policy(iterations: int = 500, artifacts: Path | None = None) -> dict[s
     folder = artifacts or graph.model_path("manifest.json").parent
     if not (folder / "policy.onnx").is_file() or not (folder / "manifest.json").is_file():
         return None
-    model = RobotModel.from_urdf_file(str(graph.urdf_path()), list(PANDA_ARM_JOINTS))
+    model = RobotModel.from_description(ROBOT)
     runtime = load_policy_runtime(folder / "manifest.json", "policy", model)
     q = np.asarray(HOME, dtype=np.float64)
     qd = np.zeros_like(q)

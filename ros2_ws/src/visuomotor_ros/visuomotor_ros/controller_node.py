@@ -75,7 +75,7 @@ from visuomotor_core.controller import (
 )
 from visuomotor_core.hardware import Hardware, JointSample
 from visuomotor_core.params import ParamSpec
-from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+from visuomotor_core.robot_model import RobotModel
 from visuomotor_core.rt_loop import ControlLoop, LoopConfig
 from visuomotor_core.timing import LatencyStats, PeriodStats
 from visuomotor_interfaces.msg import ControllerState, JointTargets
@@ -107,7 +107,7 @@ _MODE_CODES = {
 NODE_SCHEMA = (
     ParamSpec("command_topic", str, graph.DEFAULT_COMMAND_TOPIC,
               "ros2_control forward-command topic the commands go to", read_only=True),
-    ParamSpec("urdf_path", str, "", "robot description file; empty: the bringup's panda.urdf",
+    ParamSpec("urdf_path", str, "", "robot URDF; empty: the robot description's",
               read_only=True),
     ParamSpec("state_rate_hz", float, 50.0, "rate of controller/state messages", "Hz", 1.0,
               1000.0),
@@ -211,7 +211,8 @@ class ControllerNode(LifecycleNode):
         self.commands_written = 0
         #: Ticks run by the backstop timer.
         self.backstop_ticks = 0
-        self._joint_names = list(PANDA_ARM_JOINTS)
+        self._robot = graph.robot()
+        self._joint_names = list(self._robot.arm_joints)
         self._sample = JointSample.zeros(len(self._joint_names))
         self._target_order = JointOrder(self._joint_names)
         self._target_camera_stamp: float | None = None
@@ -699,7 +700,7 @@ class ControllerNode(LifecycleNode):
             rejected_targets=status["targets_refused"],
         )
         msg.header.stamp = seconds_to_time(max(now, 0.0))
-        msg.header.frame_id = "panda_link0"
+        msg.header.frame_id = self._robot.base_frame
         self._pub_state.publish(msg)
         level = "ok" if mode is Mode.TRACKING else "warn"
         overrunning = self.loop is not None and (
@@ -727,7 +728,7 @@ class ControllerNode(LifecycleNode):
         e2e = self.latency.summary("camera_to_command")
         marker = Marker(ns="controller", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
         marker.header.stamp = seconds_to_time(max(now, 0.0))
-        marker.header.frame_id = "panda_link0"
+        marker.header.frame_id = self._robot.base_frame
         marker.pose.position.z = 1.1
         marker.pose.orientation.w = 1.0
         marker.scale.z = 0.05

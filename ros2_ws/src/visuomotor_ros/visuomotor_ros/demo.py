@@ -175,6 +175,7 @@ class OracleEncoder(Node):
 
         super().__init__("oracle_encoder", context=context)
         self._target = None
+        self._base_frame = graph.robot().base_frame
         self._pub = self.create_publisher(EncoderFeatures, graph.ENCODER_FEATURES, 10)
         self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
         self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
@@ -186,7 +187,7 @@ class OracleEncoder(Node):
         if self._target is None:
             return
         features = EncoderFeatures(
-            header=msg.header, target_position=self._target, target_frame_id="panda_link0",
+            header=msg.header, target_position=self._target, target_frame_id=self._base_frame,
             confidence=1.0, model_sha256="oracle",
         )
         self._pub.publish(features)

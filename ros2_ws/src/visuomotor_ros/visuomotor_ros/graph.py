@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
+
 BRINGUP_PACKAGE = "visuomotor_bringup"
 MODELS_PACKAGE = "visuomotor_models"
 
@@ -166,6 +168,11 @@ def model_path(file_name: str) -> Path:
     return package_share(MODELS_PACKAGE) / "artifacts" / file_name
 
 
-def urdf_path() -> Path:
-    """The robot description shipped with the bringup package."""
-    return package_share(BRINGUP_PACKAGE) / "urdf" / "panda.urdf"
+def robot(name: str = DEFAULT_ROBOT) -> RobotDescription:
+    """The robot's description (joints, frames, home, gains; beside its URDF in bringup)."""
+    return load_robot(name)
+
+
+def urdf_path(name: str = DEFAULT_ROBOT) -> Path:
+    """The robot's URDF (its description names it)."""
+    return load_robot(name).urdf

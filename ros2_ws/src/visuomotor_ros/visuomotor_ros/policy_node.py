@@ -77,7 +77,8 @@ from visuomotor_ros.node_common import (
 )
 
 NODE_NAME = "policy_node"
-JOINT_NAMES = tuple(f"panda_joint{i}" for i in range(1, 8))
+#: The arm joints the targets name (the robot description's).
+JOINT_NAMES = graph.robot().arm_joints
 _LATENCY_WINDOW = 256
 _WARN_PERIOD = 2.0  # s, minimum interval between two warnings of one kind
 _STATUS_PERIOD = 1.0  # s, /diagnostics while not active
@@ -99,8 +100,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "the manifest", read_only=True),
     ParamSpec("manifest_path", str, "", "model manifest; empty = the installed "
               "visuomotor_models artifacts/manifest.json", read_only=True),
-    ParamSpec("urdf_path", str, "", "robot URDF for forward kinematics; empty = bringup's "
-              "panda.urdf", read_only=True),
+    ParamSpec("urdf_path", str, "", "robot URDF for forward kinematics; empty = the robot "
+              "description's", read_only=True),
     ParamSpec("execution_provider", str, "cpu", "ONNX Runtime provider; falls back toward "
               "cpu", read_only=True, choices=("cpu", "cuda", "tensorrt")),
     ParamSpec("intra_op_threads", int, 1, "ONNX Runtime intra-op threads (0 = automatic)",
@@ -127,7 +128,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "with one; the estimate keeps running when off)"),
     ParamSpec("goal_integral", bool, True, "shift the goal by the goal integral (models with "
               "one)"),
-    ParamSpec("base_frame", str, "panda_link0", "frame of the goal and targets",
+    ParamSpec("base_frame", str, graph.robot().base_frame, "frame of the goal and targets "
+              "(default: the robot description's base frame)",
               read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start", read_only=True),
 )

@@ -53,7 +53,6 @@ from visuomotor_sim.hardware import OUTPUTS, SimHardware, SimHardwareConfig
 from visuomotor_sim.task import TaskConfig
 from visuomotor_sim.world import WorldConfig
 
-BASE_FRAME = "panda_link0"
 MARKER_DIAMETER = 0.04  # m
 #: Largest seed a reset accepts (seeds are drawn into numpy's 64-bit generators, and
 #: ResetEpisode.seed is uint32 on the wire).
@@ -130,6 +129,7 @@ class SimNode(Node):
                              f"(known: {sorted(self.hardware.profiles)})")
         on_set_validated(self, SCHEMA, self._apply_params)
         self._observed = JointSample.zeros(len(self.hardware.joint_names))
+        self._base_frame = self.hardware.world.config.description.base_frame
 
         self._pub_clock = self.create_publisher(Clock, graph.CLOCK, SENSOR_QOS)
         self._pub_joints = self.create_publisher(JointState, graph.JOINT_STATES, LATEST_QOS)
@@ -142,7 +142,8 @@ class SimNode(Node):
         self._diagnostics = DiagnosticsReporter(
             self, "simulation", hardware_id="pybullet", period=p["diagnostics_period"]
         )
-        self._pub_description.publish(String(data=graph.urdf_path().read_text()))
+        urdf = self.hardware.world.config.description.urdf
+        self._pub_description.publish(String(data=urdf.read_text()))
         services = MutuallyExclusiveCallbackGroup()
         self.create_service(ResetEpisode, graph.SIM_RESET, self._on_reset,
                             callback_group=services)
@@ -272,7 +273,7 @@ class SimNode(Node):
             done=status.done, effort=status.effort,
         )
         msg.header.stamp = seconds_to_time(now)
-        msg.header.frame_id = BASE_FRAME
+        msg.header.frame_id = self._base_frame
         self._pub_status.publish(msg)
         if status.done and self._done_reported != episode.number:
             self._done_reported = episode.number
@@ -335,7 +336,7 @@ class SimNode(Node):
 
     def _publish_marker(self, target: np.ndarray) -> None:
         marker = Marker(ns="target", id=0, type=Marker.SPHERE, action=Marker.ADD)
-        marker.header.frame_id = BASE_FRAME
+        marker.header.frame_id = self._base_frame
         marker.header.stamp = seconds_to_time(self.hardware.now())
         marker.pose.position = Point(x=target[0], y=target[1], z=target[2])
         marker.pose.orientation.w = 1.0
