@@ -7,12 +7,12 @@ import pybullet
 import pytest
 
 from visuomotor_sim.camera import CameraConfig, CameraPose, PinholeCamera, rotation_from_rotvec
-from visuomotor_sim.world import PandaWorld, WorldConfig
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 
 @pytest.fixture(scope="module")
 def world():
-    w = PandaWorld()
+    w = ArmWorld()
     yield w
     w.close()
 
@@ -86,7 +86,7 @@ def test_config_rejects_degenerate_camera():
 
 
 def test_egl_renderer_matches_its_intrinsics_or_falls_back_to_tiny():
-    with PandaWorld(WorldConfig(use_egl=True)) as egl_world:
+    with ArmWorld(WorldConfig(use_egl=True)) as egl_world:
         if egl_world.camera.pixel_convention == "tiny":
             pytest.skip("EGL plugin unavailable here; the world fell back to TinyRenderer")
         for target in ((0.5, 0.0, 0.2), (0.35, -0.25, 0.1), (0.65, 0.25, 0.35)):

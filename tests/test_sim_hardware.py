@@ -26,7 +26,7 @@ from visuomotor_sim.hardware import (
     load_profiles_default,
 )
 from visuomotor_sim.randomization import RandomizationProfile
-from visuomotor_sim.world import PandaWorld, WorldConfig
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 N = 7
 WAIT = 30.0  # s, upper bound on any wait for a frame or a condition
@@ -312,7 +312,7 @@ def test_the_worker_renders_the_frame_the_world_shows_at_its_stamp(make_hw):
     assert frame.image.shape == world_image.shape and frame.image.dtype == np.uint8
     # A world in the same state (same episode draw, same joint positions) renders the
     # very same image.
-    with PandaWorld(hw.world.config) as copy:
+    with ArmWorld(hw.world.config) as copy:
         copy.reset(episode.seed, dynamics=hw.world.dynamics, visual=hw.world.visual,
                    target_position=episode.target)
         copy.pose_arm(q)

@@ -6,33 +6,33 @@ import numpy as np
 import pytest
 
 from visuomotor_sim.randomization import DynamicsParams, VisualParams
-from visuomotor_sim.world import PandaWorld, WorldConfig
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 STEPS = 200
 
 
 @pytest.fixture(scope="module")
 def world():
-    w = PandaWorld()
+    w = ArmWorld()
     yield w
     w.close()
 
 
-def hold_torques(world: PandaWorld) -> np.ndarray:
+def hold_torques(world: ArmWorld) -> np.ndarray:
     """Torques that hold the arm still now (PyBullet inverse dynamics, zero velocity)."""
     q = world.true_joint_positions().tolist() + [world.config.finger_opening] * 2
     zeros = [0.0] * len(q)
     return np.array(world.client.calculateInverseDynamics(world.robot, q, zeros, zeros))[:7]
 
 
-def run_torques(world: PandaWorld, torques: np.ndarray, steps: int = STEPS) -> np.ndarray:
+def run_torques(world: ArmWorld, torques: np.ndarray, steps: int = STEPS) -> np.ndarray:
     for _ in range(steps):
         world.apply_command(torques, "effort")
         world.step()
     return world.true_joint_positions()
 
 
-def rollout(world: PandaWorld, seed: int, dynamics=None) -> tuple[np.ndarray, np.ndarray]:
+def rollout(world: ArmWorld, seed: int, dynamics=None) -> tuple[np.ndarray, np.ndarray]:
     world.reset(seed, dynamics=dynamics)
     rng = np.random.default_rng(seed)
     trace = []
@@ -47,7 +47,7 @@ def rollout(world: PandaWorld, seed: int, dynamics=None) -> tuple[np.ndarray, np
 def test_same_seed_and_commands_give_identical_trajectories_and_images(world):
     dyn = DynamicsParams(joint_state_noise=0.001, actuation_delay=0.003, payload_mass=0.5)
     a_trace, a_img = rollout(world, 11, dyn)
-    with PandaWorld() as other:
+    with ArmWorld() as other:
         b_trace, b_img = rollout(other, 11, dyn)
     c_trace, _ = rollout(world, 11, dyn)
     np.testing.assert_array_equal(a_trace, b_trace)
@@ -161,7 +161,7 @@ def test_actuator_strength_scales_applied_torque(world):
     np.testing.assert_allclose(world.joint_state()[2], 0.7 * command)
 
 
-def joint1_motion(world: PandaWorld, dynamics: DynamicsParams, torque: float) -> float:
+def joint1_motion(world: ArmWorld, dynamics: DynamicsParams, torque: float) -> float:
     """Displacement of joint 1 (vertical axis: no gravity load) under ``torque`` N·m while
     the other joints get the torques that hold them."""
     world.reset(seed=0, dynamics=dynamics)
@@ -212,7 +212,7 @@ def test_effort_integral_accumulates_squared_torque(world):
 
 
 def test_render_is_rgb8_c_contiguous_with_configured_size():
-    with PandaWorld(WorldConfig()) as w:
+    with ArmWorld(WorldConfig()) as w:
         w.reset(seed=0)
         img = w.render()
     assert img.shape == (128, 128, 3) and img.dtype == np.uint8 and img.flags.c_contiguous
@@ -245,7 +245,7 @@ def test_camera_jitter_moves_render_pose_but_not_published_pose(world):
 def test_wrist_camera_renders_only_when_enabled(world):
     with pytest.raises(RuntimeError, match="wrist camera disabled"):
         world.render_wrist()
-    with PandaWorld(WorldConfig(wrist_camera=True)) as w:
+    with ArmWorld(WorldConfig(wrist_camera=True)) as w:
         w.reset(seed=0)
         assert w.render_wrist().shape == (128, 128, 3)
 

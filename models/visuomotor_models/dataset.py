@@ -1,16 +1,16 @@
 """Encoder dataset rendered through the simulation.
 
-Each sample is one :meth:`visuomotor_sim.world.PandaWorld.reset` with visual
+Each sample is one :meth:`visuomotor_sim.world.ArmWorld.reset` with visual
 parameters drawn from a randomization profile (light, colours, camera pose jitter,
 image noise), a target drawn from the world's target ranges and an arm configuration
 drawn around home (``arm_noise_std``), followed by one render of the scene camera.
 A share of the samples (``near_target_fraction``) then moves the arm so that its grasp
 point is near the target, as in the last part of a reach where the hand comes close to
-(and partly hides) the sphere: inverse kinematics of ``panda_grasptarget`` to the target
+(and partly hides) the sphere: inverse kinematics of the grasp link to the target
 plus an offset of radius up to ``near_target_radius`` (biased toward small radii), in a
 uniform direction or along the way back toward where the hand started, with the drawn
 arm configuration as the null-space rest posture and the joint limits respected.
-Labels: the target centre (m, base frame ``panda_link0``), its visible fraction
+Labels: the target centre (m, the robot's base frame), its visible fraction
 (share of rays from the rendering camera to points on the sphere that nothing blocks,
 0 when it projects outside the image), the pixel coordinates (u right, v down) of
 the sphere centre and of the foot of its post on the table, as rendered (jittered pose),
@@ -96,7 +96,7 @@ class DatasetConfig:
 class Split:
     """Rendered images (N, H, W, 3) uint8 RGB, targets (N, 3) m, visible (N,) in [0, 1],
     pixels (N, 2, 2): (u, v) of the sphere centre and of the post's foot, grasp (N, 3):
-    the grasp point ``panda_grasptarget``, m (all base frame ``panda_link0``)."""
+    the grasp point, m (all in the robot's base frame)."""
 
     images: np.ndarray
     targets: np.ndarray
@@ -119,9 +119,9 @@ _WORLD = None
 def _world(arm_noise_std: float):
     global _WORLD
     if _WORLD is None:
-        from visuomotor_sim.world import PandaWorld, WorldConfig
+        from visuomotor_sim.world import ArmWorld, WorldConfig
 
-        _WORLD = PandaWorld(WorldConfig(home_noise_std=arm_noise_std))
+        _WORLD = ArmWorld(WorldConfig(home_noise_std=arm_noise_std))
     return _WORLD
 
 

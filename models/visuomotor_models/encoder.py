@@ -7,7 +7,7 @@ its post, the robot base, table edges) with sub-pixel precision. Keypoint coordi
 and globally pooled features go through an MLP to:
 
 * ``embedding`` [B, D]: features for the policy (unitless);
-* ``target_position`` [B, 3]: target sphere centre, m, robot base frame ``panda_link0``;
+* ``target_position`` [B, 3]: target sphere centre, m, the robot description's base frame;
 * ``confidence`` [B, 1]: estimated fraction of the target visible to the camera, [0, 1].
 
 Inputs are preprocessed images [B, 3, H, W] float32 (see visuomotor_core.image).

@@ -20,7 +20,7 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from visuomotor_sim.camera import CameraConfig, PinholeCamera
-from visuomotor_sim.world import PandaWorld, WorldConfig, sim_urdf
+from visuomotor_sim.world import ArmWorld, WorldConfig, sim_urdf
 
 SIZES: tuple[int, ...] = (64, 128, 224)
 
@@ -36,7 +36,7 @@ def rate(fn: Callable[[], object], count: int) -> float:
 
 def physics_rate(steps: int) -> float:
     """Physics steps/s of the world under a joint-space hold (read state, command, step)."""
-    with PandaWorld() as world:
+    with ArmWorld() as world:
         world.reset(seed=0)
         hold = world.true_joint_positions()
 
@@ -66,9 +66,9 @@ def env_rate(steps: int, physics_hz: float = 1000.0) -> float:
 
 
 def ours_frame_rate(size: int, frames: int) -> float:
-    """Frames/s of :meth:`PandaWorld.render` at ``size`` x ``size``."""
+    """Frames/s of :meth:`ArmWorld.render` at ``size`` x ``size``."""
     config = WorldConfig(camera=CameraConfig(width=size, height=size))
-    with PandaWorld(config) as world:
+    with ArmWorld(config) as world:
         world.reset(seed=0)
         return rate(world.render, frames)
 

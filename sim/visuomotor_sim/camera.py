@@ -1,8 +1,8 @@
 """Pinhole camera model shared by the renderer and the published CameraInfo.
 
-The camera is described by a pose in the robot base frame (``panda_link0``) and a
-vertical field of view. Everything a renderer or a consumer needs is derived from
-those two things in one place, so the OpenGL matrices PyBullet renders with and the
+The camera is described by a pose in the robot base frame (the robot description's
+``base_frame``) and a vertical field of view. Everything a renderer or a consumer needs
+is derived from those two things in one place, so the OpenGL matrices PyBullet renders with and the
 ``K``/``P`` matrices published in ``sensor_msgs/CameraInfo`` can never disagree:
 
 * optical frame (REP-103): z forward (viewing direction), x right, y down;

@@ -1,7 +1,7 @@
 """Gymnasium env: reach a visually presented target with joint-target residual actions.
 
 ``VisualReachEnv`` (id ``visuomotor/VisualReach-v0``) composes the parts without owning
-their logic: :class:`PandaWorld` (physics, camera), :class:`DomainRandomizer` (episode
+their logic: :class:`ArmWorld` (physics, camera), :class:`DomainRandomizer` (episode
 parameters), :class:`ReachTask` (success, timeout, effort) and the project's
 ``visuomotor_core`` :class:`JointController` (interpolation, PD + gravity compensation,
 limits) running at the physics rate.
@@ -47,7 +47,7 @@ from visuomotor_sim.randomization import (
     load_profile,
 )
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import ARM_JOINT_NAMES, PandaWorld, WorldConfig
+from visuomotor_sim.world import ARM_JOINT_NAMES, ArmWorld, WorldConfig
 
 N_JOINTS = len(ARM_JOINT_NAMES)
 PROPRIO_SIZE = 3 * N_JOINTS
@@ -142,7 +142,7 @@ def _make_controller(world: WorldConfig):
 
 
 class VisualReachEnv(gym.Env):
-    """Reach task on the simulated Panda (see the module docstring for the contract).
+    """Reach task on the simulated arm (see the module docstring for the contract).
 
     Args:
         config: the env configuration (default: images on, nominal dynamics).
@@ -161,7 +161,7 @@ class VisualReachEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.config.policy_hz}
-        self.world = PandaWorld(self.config.world)
+        self.world = ArmWorld(self.config.world)
         self.task = ReachTask(self.config.task, self.world.grasp_point,
                               lambda: self.world.effort_integral)
         self.controller = _make_controller(self.config.world)

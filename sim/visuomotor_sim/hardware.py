@@ -37,7 +37,7 @@ from visuomotor_core.hardware import JointSample
 from visuomotor_sim.randomization import DomainRandomizer, RandomizationProfile, load_profiles
 from visuomotor_sim.render_worker import Frame, RenderWorker
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import COMMAND_MODES, PandaWorld, WorldConfig
+from visuomotor_sim.world import COMMAND_MODES, ArmWorld, WorldConfig
 
 #: Frames in a row without the policy's answer after which lockstep stops waiting.
 MAX_UNANSWERED = 3
@@ -145,7 +145,7 @@ OUTPUTS = ("joint_state", "clock", "status")
 
 
 class SimHardware:
-    """PyBullet Panda + camera + reach task behind the controller's hardware seam.
+    """PyBullet arm + camera + reach task behind the controller's hardware seam.
 
     Args:
         config: rates and pacing.
@@ -175,7 +175,7 @@ class SimHardware:
         self.lockstep = config.lockstep
         self.counters = SimCounters()
         self.profiles = dict(profiles) if profiles is not None else load_profiles_default()
-        self.world = PandaWorld(world_config)
+        self.world = ArmWorld(world_config)
         self.task = ReachTask(task_config or TaskConfig(), grasp_point=self.world.grasp_point,
                               effort=lambda: self.world.effort_integral)
         self.renderer = RenderWorker(world_config) if renderer else None

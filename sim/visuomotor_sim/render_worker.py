@@ -35,9 +35,9 @@ START_TIMEOUT = 60.0
 
 def _serve(conn: Any, config: WorldConfig) -> None:
     """Worker main: answer requests on ``conn`` until 'close' or the pipe breaks."""
-    from visuomotor_sim.world import PandaWorld
+    from visuomotor_sim.world import ArmWorld
 
-    world = PandaWorld(config)
+    world = ArmWorld(config)
     conn.send(("ready", world.camera_info()))
     try:
         while True:

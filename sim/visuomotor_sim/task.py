@@ -6,7 +6,7 @@ robot's forward kinematics.
 
 Success: the grasp point stays within ``tolerance`` of the target for ``dwell`` seconds
 (measured at the rate :meth:`ReachTask.update` is called) before ``timeout``.
-Effort: the increase of the effort meter over the episode; with :class:`PandaWorld` that is
+Effort: the increase of the effort meter over the episode; with :class:`ArmWorld` that is
 the integral of the sum of squared applied joint torques, N²·m²·s.
 """
 

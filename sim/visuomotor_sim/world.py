@@ -4,7 +4,7 @@ The arm is the one its robot description names (``WorldConfig.robot``, default t
 Panda; :mod:`visuomotor_core.robot_description`): its URDF, arm and gripper joints, tool
 and grasp links and home posture all come from there.
 
-:class:`PandaWorld` owns one PyBullet client (DIRECT, or GUI on request) and is the only
+:class:`ArmWorld` owns one PyBullet client (DIRECT, or GUI on request) and is the only
 place that talks to PyBullet. Frames: the world frame *is* the robot base frame (the
 description's ``base_frame``; base fixed at the origin, identity orientation); the table
 top is the plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
@@ -108,7 +108,7 @@ class WorldConfig:
         table_half_extents: half sizes of the box table, m; its top is the plane z = 0.
         table_centre_xy: table centre in the base frame, m.
         camera: the fixed scene camera.
-        wrist_camera: also create a camera on the hand (see :meth:`PandaWorld.render_wrist`).
+        wrist_camera: also create a camera on the hand (see :meth:`ArmWorld.render_wrist`).
         target: target sampling ranges and looks.
         gravity: gravity along -z, m/s^2.
     """
@@ -232,7 +232,7 @@ def robot_urdf_path(robot: str = DEFAULT_ROBOT) -> Path:
     return load_robot(robot).urdf
 
 
-class PandaWorld:
+class ArmWorld:
     """One PyBullet client holding the arm, a table, a target and a camera.
 
     Call :meth:`reset` before stepping. Typical loop at the physics rate::
@@ -647,7 +647,7 @@ class PandaWorld:
                 pass
             self._client = None
 
-    def __enter__(self) -> PandaWorld:
+    def __enter__(self) -> ArmWorld:
         return self
 
     def __exit__(self, *exc) -> None:
