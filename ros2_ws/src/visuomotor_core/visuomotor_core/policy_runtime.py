@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -335,6 +335,9 @@ class SagEstimator:
         self.config = config or SagEstimatorConfig()
         self._model = model
         self._unit_payload = Payload(1.0, PAYLOAD_COM, payload_link or load_robot().tool_frame)
+        #: The stiffness the estimator was built with (a model's: the gains it was trained
+        #: with), N·m/rad; :meth:`set_kp` changes the one in use, not this.
+        self.trained_kp: tuple[float, ...] = self.config.kp
         self._inv_kp = 1.0 / np.asarray(self.config.kp, np.float64)
         self._low = np.asarray(self.config.theta_low, np.float64)
         self._high = np.asarray(self.config.theta_high, np.float64)
@@ -353,6 +356,19 @@ class SagEstimator:
         """``(link_mass_scale / strength - 1, payload_mass / strength)`` estimated (kg for the
         second)."""
         return self._theta.copy()
+
+    @property
+    def kp(self) -> tuple[float, ...]:
+        """The controller stiffness the sag is computed against, N·m/rad."""
+        return self.config.kp
+
+    def set_kp(self, kp) -> None:
+        """Compute the sag against the controller's new stiffness ``kp`` (N·m/rad, one per
+        joint; ValueError otherwise). The estimated parameters are the arm's dynamics, not
+        the gains', so the fit is kept."""
+        config = replace(self.config, kp=tuple(float(k) for k in kp))
+        self._inv_kp = 1.0 / np.asarray(config.kp, np.float64)
+        self.config = config
 
     def reset(self) -> None:
         """Forget all samples (a new episode, a new payload)."""
@@ -693,12 +709,29 @@ class PolicyRuntime(PolicyStep):
         return action, latent
 
 
+def gains_mismatch(trained: tuple[float, ...], controller, source: str,
+                   rel_tol: float = 1e-6) -> str | None:
+    """Why the controller's ``kp`` (from ``source``) differs from the ``kp`` the sag estimator
+    was trained with, or None when they agree (within ``rel_tol``)."""
+    live = np.asarray(controller, np.float64)
+    recorded = np.asarray(trained, np.float64)
+    if live.shape == recorded.shape and np.allclose(live, recorded, rtol=rel_tol, atol=0.0):
+        return None
+    return (f"controller kp {live.tolist()} ({source}) differs from the kp the policy's sag "
+            f"estimator was trained with {recorded.tolist()} (manifest): the sag "
+            f"feed-forward uses the controller's kp, but the policy saw only the trained "
+            f"gains' tracking behaviour")
+
+
 def load_policy_runtime(manifest_path, name: str, model, session_config=None,
                         model_path=None, action_scale: float | None = None,
                         log=None, robot: str | None = None,
                         camera_rate_hz: float | None = None,
                         control_rate_hz: float | None = None,
-                        sources: dict[str, str] | None = None) -> PolicyRuntime:
+                        sources: dict[str, str] | None = None,
+                        controller_kp=None, warn=None,
+                        payload_link: str | None = None,
+                        grasp_link: str | None = None) -> PolicyRuntime:
     """Verify ``name`` in the manifest, open an ONNX Runtime session, check the graph, wrap it.
 
     ``model``: the arm's :class:`visuomotor_core.robot_model.RobotModel` (grasp point by
@@ -708,7 +741,12 @@ def load_policy_runtime(manifest_path, name: str, model, session_config=None,
     ``control_rate_hz`` (the joint controller's rate), when given, must equal what the
     model was trained for (the entry's ``robot``, ``policy.policy_rate_hz`` and
     ``policy.control_rate_hz``); ``sources`` maps those argument names to where the values
-    come from (e.g. ``{"robot": "URDF panda.urdf"}``), for the messages.
+    come from (e.g. ``{"robot": "URDF <name>.urdf"}``), for the messages.
+    ``controller_kp``, when given, is the stiffness the controller runs with (N·m/rad): the
+    sag estimator computes against it, and ``warn`` (default: logging) is told when it
+    differs from the kp recorded in the manifest's ``sag_estimator`` record (source:
+    ``sources["controller_kp"]``). ``payload_link``/``grasp_link``: the robot description's
+    tool frame and grasp link (default: the default robot's).
 
     Raises:
         visuomotor_core.manifest.ManifestError: a missing or mismatching file, an invalid
@@ -729,6 +767,11 @@ def load_policy_runtime(manifest_path, name: str, model, session_config=None,
         raise ManifestError(f"manifest entry '{name}' lacks the 'policy' record or one of "
                             f"its fields {list(required)}")
     sources = sources or {}
+    if controller_kp is not None:
+        kp = np.asarray(controller_kp, np.float64)
+        if kp.shape != (N_JOINTS,) or not np.all(np.isfinite(kp)) or np.any(kp <= 0.0):
+            raise ValueError(f"controller kp must be {N_JOINTS} positive gains (N·m/rad), got "
+                             f"{list(controller_kp)} ({sources.get('controller_kp', 'runtime')})")
     if robot is not None:
         spec.check_robot(robot, sources.get("robot", "runtime"))
     if camera_rate_hz is not None:
@@ -745,7 +788,14 @@ def load_policy_runtime(manifest_path, name: str, model, session_config=None,
             uses_history=bool(record["uses_history"]))
         sag = integrator = None
         if record.get("sag_estimator") is not None:
-            sag = SagEstimator(model, SagEstimatorConfig.from_dict(record["sag_estimator"]))
+            sag = SagEstimator(model, SagEstimatorConfig.from_dict(record["sag_estimator"]),
+                               payload_link)
+            if controller_kp is not None:
+                mismatch = gains_mismatch(sag.trained_kp, controller_kp,
+                                          sources.get("controller_kp", "runtime"))
+                if mismatch is not None:
+                    (warn or logging.getLogger(__name__).warning)(f"{spec.label}: {mismatch}")
+                    sag.set_kp(controller_kp)
         if record.get("goal_integrator") is not None:
             integrator = GoalIntegrator(GoalIntegratorConfig.from_dict(record["goal_integrator"]))
     except (AttributeError, TypeError, ValueError) as err:
@@ -759,7 +809,8 @@ def load_policy_runtime(manifest_path, name: str, model, session_config=None,
     check_policy_graph(spec, record, session)
     for line in provider_line:
         (log or logging.getLogger(__name__).info)(line)
-    return PolicyRuntime(session, model_hand_function(model), config, sag, integrator)
+    return PolicyRuntime(session, model_hand_function(model, grasp_link), config, sag,
+                         integrator)
 
 
 def check_policy_graph(spec, record: dict, session) -> None:

@@ -28,6 +28,8 @@ ENCODER_TARGET = "encoder/target_estimate"
 POLICY_TARGETS = "policy/joint_targets"
 POLICY_GOAL = "policy/goal"
 POLICY_RESET = "policy/reset"
+#: Every node's parameter changes (rcl_interfaces/ParameterEvent; absolute).
+PARAMETER_EVENTS = "/parameter_events"
 CONTROLLER_STATE = "controller/state"
 CONTROLLER_STATUS_TEXT = "controller/status_text"
 DEFAULT_COMMAND_TOPIC = "effort_controller/commands"

@@ -34,7 +34,15 @@ Lifecycle node: the model is loaded in ``on_configure``, nothing is published un
 ONNX graph and against this deployment: the robot (the URDF's robot name), the camera rate
 (``policy_rate_hz``) and the controller rate (``control_rate_hz``, by default the
 ``rate_hz`` of bringup's controller.yaml). A failure there returns FAILURE with one log
-line and an ERROR on ``/diagnostics``; the node stays up, unconfigured. An unexpected
+line and an ERROR on ``/diagnostics``; the node stays up, unconfigured.
+
+The sag estimator computes against the controller's own stiffness ``kp``: at configure the
+``kp`` of controller_node in bringup's controller.yaml when set there, else the robot
+description's default (the controller's default too), checked against the ``kp`` the model
+was trained with (the manifest's ``sag_estimator`` record; a warning on a mismatch). After
+that the node follows the controller's ``kp`` live: it subscribes to ``/parameter_events``
+and applies every accepted ``kp`` of the controller node (``controller_node`` in this
+node's namespace), with the same check. An unexpected
 exception in a callback is caught, logged (throttled) and counted (``callback_errors``).
 """
 
@@ -46,8 +54,10 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import ParameterEvent, ParameterType
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import qos_profile_parameter_events
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -57,6 +67,7 @@ from visuomotor_core.policy_runtime import (
     N_JOINTS,
     GoalFilter,
     PolicyRuntime,
+    gains_mismatch,
     load_policy_runtime,
 )
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
@@ -135,6 +146,18 @@ SCHEMA: tuple[ParamSpec, ...] = (
 )
 
 
+def _controller_file_parameters(path: Path) -> dict[str, Any]:
+    """``controller_node``'s ``ros__parameters`` in a parameter file (OSError, ValueError,
+    KeyError or TypeError when it cannot be read)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {one_line(err)}") from err
+    return dict(data[CONTROLLER_NODE]["ros__parameters"])
+
+
 class PolicyNode(LifecycleNode):
     """Thin rclpy wrapper around :class:`PolicyRuntime` (see module docstring)."""
 
@@ -143,6 +166,7 @@ class PolicyNode(LifecycleNode):
         self._params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
         self._runtime: PolicyRuntime | None = None
+        self._robot = graph.robot()
         self._goal_filter = self._new_goal_filter()
         self._active = False
         self._joint_order = JointOrder(JOINT_NAMES)
@@ -191,15 +215,56 @@ class PolicyNode(LifecycleNode):
         """The controller rate (Hz) this policy will run with, and where it comes from."""
         if self._params["control_rate_hz"] > 0.0:
             return float(self._params["control_rate_hz"]), "parameter control_rate_hz"
-        import yaml
-
         path = graph.params_path("controller.yaml")
         try:
-            section = yaml.safe_load(path.read_text(encoding="utf-8"))[CONTROLLER_NODE]
-            return float(section["ros__parameters"]["rate_hz"]), f"{path.name} rate_hz"
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            return float(_controller_file_parameters(path)["rate_hz"]), f"{path.name} rate_hz"
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"control_rate_hz is 0 and the controller rate cannot be read "
                              f"from {path} ({one_line(err)}); set control_rate_hz") from err
+
+    @staticmethod
+    def _controller_kp() -> tuple[list[float], str]:
+        """The controller's stiffness at start-up (N·m/rad) and where it comes from:
+        controller.yaml's ``kp`` when set there, else the robot description's default."""
+        path = graph.params_path("controller.yaml")
+        try:
+            kp = _controller_file_parameters(path).get("kp")
+        except (OSError, ValueError, KeyError, TypeError):
+            kp = None
+        if kp is not None:
+            return [float(k) for k in kp], f"{path.name} kp"
+        robot = graph.robot()
+        return list(robot.kp), f"robot description {robot.name}.yaml kp"
+
+    @property
+    def _controller_name(self) -> str:
+        namespace = self.get_namespace().rstrip("/")
+        return f"{namespace}/{CONTROLLER_NODE}"
+
+    def _on_parameter_event(self, event: ParameterEvent) -> None:
+        """Follow a live change of the controller's kp (see the module docstring)."""
+        if event.node != self._controller_name or self._runtime is None \
+                or self._runtime.sag is None:
+            return
+        for parameter in (*event.new_parameters, *event.changed_parameters):
+            if parameter.name == "kp" \
+                    and parameter.value.type == ParameterType.PARAMETER_DOUBLE_ARRAY:
+                self._follow_controller_kp(list(parameter.value.double_array_value),
+                                           f"{event.node} parameter kp")
+
+    def _follow_controller_kp(self, kp: list[float], source: str) -> None:
+        sag = self._runtime.sag
+        if len(kp) != N_JOINTS or min(kp) <= 0.0:
+            self._warnings.warn("controller_kp", f"ignoring {source} {kp}: the sag estimator "
+                                f"needs {N_JOINTS} positive gains")
+            return
+        if list(sag.kp) == kp:
+            return
+        sag.set_kp(kp)
+        mismatch = gains_mismatch(sag.trained_kp, kp, source)
+        if mismatch is not None:
+            self.get_logger().warning(mismatch)
+        self.get_logger().info(f"sag estimator follows {source}: {kp}")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -216,6 +281,7 @@ class PolicyNode(LifecycleNode):
                                   limits.upper + STATE_POSITION_MARGIN,
                                   limits.velocity * STATE_VELOCITY_FACTOR)
             control_rate, control_source = self._control_rate()
+            controller_kp, kp_source = self._controller_kp()
             self._runtime = load_policy_runtime(
                 self._resolve("manifest_path", graph.model_path("manifest.json")),
                 p["model_name"], model,
@@ -226,7 +292,10 @@ class PolicyNode(LifecycleNode):
                 camera_rate_hz=p["policy_rate_hz"], control_rate_hz=control_rate,
                 sources={"robot": f"URDF {urdf.name}",
                          "camera_rate_hz": "parameter policy_rate_hz",
-                         "control_rate_hz": control_source})
+                         "control_rate_hz": control_source, "controller_kp": kp_source},
+                controller_kp=controller_kp, warn=self.get_logger().warning,
+                payload_link=self._robot.tool_frame, grasp_link=self._robot.grasp_link)
+
             self._apply_runtime_switches()
         except Exception as err:  # noqa: BLE001 - any load failure refuses the transition
             self._runtime = None
@@ -245,6 +314,10 @@ class PolicyNode(LifecycleNode):
             # Best effort, newest only: matches reliable and best-effort drivers alike.
             self.create_subscription(JointState, graph.JOINT_STATES,
                                      self._guard(self._on_joint_state), SENSOR_QOS),
+            # The controller's live gain changes, for the sag estimator.
+            self.create_subscription(ParameterEvent, graph.PARAMETER_EVENTS,
+                                     self._guard(self._on_parameter_event),
+                                     qos_profile_parameter_events),
         ]
         self._reset_srv = self.create_service(
             Trigger, graph.POLICY_RESET, self._guard(self._on_reset, self._reset_failed))
