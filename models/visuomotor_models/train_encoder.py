@@ -289,7 +289,7 @@ def export_encoder(model: VisionEncoder, prep: PreprocessConfig, out_dir: Path,
                           onnx_path)
     entry = {"preprocessing": prep.to_dict(),
              "description": "camera image -> policy embedding, target position (m, "
-                            "panda_link0), target visibility confidence", **fields}
+                            "robot base frame), target visibility confidence", **fields}
     manifest = out_dir / "manifest.json"
     write_manifest_entry(manifest, MODEL_NAME, model_entry(onnx_path, tensors,
                                                            trained_robot(), **entry))

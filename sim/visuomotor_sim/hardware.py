@@ -41,10 +41,6 @@ from visuomotor_sim.world import COMMAND_MODES, ArmWorld, WorldConfig
 
 #: Frames in a row without the policy's answer after which lockstep stops waiting.
 MAX_UNANSWERED = 3
-#: The Panda's shoulder (joint 2 axis) in the base frame, m, and the farthest a grasp
-#: point gets from it, m (Franka's datasheet: 855 mm).
-SHOULDER = np.array([0.0, 0.0, 0.333])
-REACH = 0.855
 #: Slack (s) when comparing sim times with stamps that went through a message (ns).
 TIME_EPS = 1e-9
 #: Seeds an episode accepts (ResetEpisode.seed is uint32 on the wire).
@@ -331,9 +327,11 @@ class SimHardware:
         centre, half = np.asarray(config.table_centre_xy), np.asarray(config.table_half_extents)
         if np.any(np.abs(position[:2] - centre) > half[:2]):
             return f"target {[round(float(v), 3) for v in position]} m is not over the table"
-        reach = math.dist(position, SHOULDER)  # no overflow for huge coordinates
-        if reach > REACH:
-            return f"target is {reach:.3f} m from the shoulder, beyond the arm's reach ({REACH} m)"
+        robot = config.description
+        reach = math.dist(position, robot.shoulder)  # no overflow for huge coordinates
+        if reach > robot.reach:
+            return (f"target is {reach:.3f} m from the shoulder, beyond the arm's reach "
+                    f"({robot.reach} m)")
         return ""
 
     def set_target(self, position: np.ndarray) -> None:

@@ -29,7 +29,7 @@ DESCRIPTION_PACKAGE = "visuomotor_bringup"
 DESCRIPTION_FOLDER = "urdf"
 
 _REQUIRED = ("name", "urdf", "base_frame", "tool_frame", "grasp_link", "arm_joints", "home",
-             "gains")
+             "gains", "reach")
 
 
 def _names(field_name: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
@@ -81,6 +81,9 @@ class RobotDescription:
         position_margin: rad kept free at both ends of each URDF joint range.
         velocity_scale: factor in (0, 1] on the URDF velocity limits.
         effort_scale: factor in (0, 1] on the URDF effort limits.
+        shoulder: the shoulder (the second joint's axis) in the base frame, m, (3,).
+        reach: the farthest the grasp link gets from the shoulder, m (> 0): targets
+            beyond it are out of reach.
     """
 
     name: str
@@ -99,6 +102,8 @@ class RobotDescription:
     position_margin: float = 0.0
     velocity_scale: float = 1.0
     effort_scale: float = 1.0
+    shoulder: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    reach: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("name", "base_frame", "tool_frame", "grasp_link"):
@@ -139,6 +144,16 @@ class RobotDescription:
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                     0.0 < value <= 1.0):
                 raise ValueError(f"RobotDescription.{name} must be in (0, 1], got {value!r}")
+        shoulder = self.shoulder
+        if not isinstance(shoulder, list | tuple) or len(shoulder) != 3 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in shoulder):
+            raise ValueError(f"RobotDescription.reach shoulder must be 3 finite numbers (m), "
+                             f"got {shoulder!r}")
+        object.__setattr__(self, "shoulder", tuple(float(v) for v in shoulder))
+        if isinstance(self.reach, bool) or not isinstance(self.reach, int | float) or not (
+                0.0 < self.reach < math.inf):
+            raise ValueError(f"RobotDescription.reach radius must be > 0 m, got {self.reach!r}")
 
     @property
     def n(self) -> int:
@@ -172,6 +187,10 @@ class RobotDescription:
         if unknown or "kp" not in gains or "kd" not in gains:
             raise ValueError(f"robot description {path}: gains needs kp and kd (and may have "
                              f"hold_kp, hold_kd); unknown {unknown}")
+        reach = data["reach"] or {}
+        if not isinstance(reach, dict) or set(reach) != {"shoulder", "radius"}:
+            raise ValueError(f"robot description {path}: reach needs exactly shoulder and "
+                             f"radius, got {reach!r}")
         limits = data.get("limits") or {}
         unknown = sorted(set(limits) - {"position_margin", "velocity_scale", "effort_scale"})
         if unknown:
@@ -185,7 +204,8 @@ class RobotDescription:
             tool_frame=data["tool_frame"], grasp_link=data["grasp_link"],
             arm_joints=data["arm_joints"], gripper_joints=data.get("gripper_joints") or (),
             home=data["home"], kp=gains["kp"], kd=gains["kd"],
-            hold_kp=gains.get("hold_kp"), hold_kd=gains.get("hold_kd"), **limits)
+            hold_kp=gains.get("hold_kp"), hold_kd=gains.get("hold_kd"),
+            shoulder=reach["shoulder"], reach=reach["radius"], **limits)
 
 
 def _source_root() -> Path:

@@ -7,8 +7,8 @@ a vector in that frame (default (0, 0, -9.81) m/s²).
 The model is the serial chain from the base link through the named revolute
 (or continuous) joints. Each named joint moves one *body*: the joint's child
 link plus every link hanging from it through joints that are not named
-(fixed joints, and unnamed movable joints frozen at position 0, e.g. the
-Panda's finger joints). The masses, centres of mass and inertias of a body's
+(fixed joints, and unnamed movable joints frozen at position 0, e.g.
+a gripper's finger joints). The masses, centres of mass and inertias of a body's
 links are merged into one rigid body. Links before the first named joint
 belong to the base and do not move.
 

@@ -99,8 +99,8 @@ STATE_POSITION_MARGIN = 0.5
 #: ... or a velocity exceeds the URDF velocity limit by this factor. One such state would
 #: otherwise stay in the history window and the sag estimate after it has passed.
 STATE_VELOCITY_FACTOR = 3.0
-#: Target estimates farther than this from the robot base are refused, m (the Panda reaches
-#: 0.86 m; a corrupt estimate would otherwise move the goal and wind up its integral).
+#: Target estimates farther than this from the robot base are refused, m (well beyond any
+#: arm's reach; a corrupt estimate would otherwise move the goal and wind up its integral).
 MAX_TARGET_RANGE = 5.0
 CONTROLLER_NODE = "controller_node"
 

@@ -3,7 +3,7 @@
 The physics is stepped by the controller's loop through the hardware seam
 (:class:`visuomotor_sim.hardware.SimHardware`, created here and handed to the
 controller node of the same process, see :mod:`visuomotor_ros.sim_robot`).
-This node publishes what a real Panda + camera driver would —
+This node publishes what a real arm + camera driver would —
 ``camera/image_raw`` and ``camera/camera_info`` (sensor-data QoS),
 ``joint_states`` at an observer rate, ``robot_description`` (transient local) —
 plus ``/clock``, the task status, an RViz marker of the true target and
