@@ -179,11 +179,13 @@ def sim_urdf(robot: RobotDescription) -> str:
 
 @lru_cache(maxsize=4)
 def _low_poly_urdf(urdf: str) -> str:
-    """Path of a copy of ``urdf`` whose visuals are its collision meshes."""
+    """Path of a copy of ``urdf`` whose visuals are its collision meshes (where the URDF
+    keeps them under ``meshes/visual`` and ``meshes/collision``; mesh paths made absolute)."""
     mesh_dir = os.path.join(os.path.dirname(urdf), "meshes")
     text = Path(urdf).read_text(encoding="utf-8")
     text = text.replace("package://meshes/visual/", "package://meshes/collision/")
     text = text.replace("package://meshes/", mesh_dir + "/")
+    text = text.replace('filename="meshes/', f'filename="{mesh_dir}/')  # relative paths
     out_dir = tempfile.mkdtemp(prefix="visuomotor_sim_")
     path = os.path.join(out_dir, "low_poly_" + os.path.basename(urdf))
     Path(path).write_text(text, encoding="utf-8")
