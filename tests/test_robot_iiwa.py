@@ -84,3 +84,65 @@ def test_panda_policy_refuses_to_load_for_the_iiwa():
     with pytest.raises(ManifestError, match="robot"):
         load_policy_runtime(MANIFEST, "policy", RobotModel.from_description(robot),
                             robot=robot_name(robot.urdf), sources={"robot": "URDF iiwa.urdf"})
+
+
+def _wait_for(condition, timeout: float = 20.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_sim_robot_process_holds_and_tracks_the_iiwa_by_the_robot_parameter():
+    """The sim node and the controller node of the sim robot process, both given only
+    ``robot: iiwa``: the controller takes the iiwa's joints and gains, and the arm reaches
+    joint targets answered to each camera frame, through the lockstep hardware seam."""
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from visuomotor_interfaces.msg import JointTargets
+    from visuomotor_ros import graph
+    from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS
+    from visuomotor_ros.runner import GraphRunner
+
+    robot = load_robot("iiwa")
+    goal = [h + d for h, d in zip(robot.home, (0.2, 0.1, 0.0, 0.2, 0.0, -0.1, 0.2),
+                                  strict=True)]
+
+    class TargetStandIn(Node):
+        """Answers every camera frame with ``goal``, stamped as the policy does."""
+
+        def __init__(self, **kwargs) -> None:
+            super().__init__("target_stand_in", **kwargs)
+            self._pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS, LATEST_QOS)
+            self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
+
+        def _on_image(self, msg: Image) -> None:
+            target = JointTargets(name=list(robot.arm_joints), position=goal)
+            target.header = msg.header
+            target.policy_stamp = msg.header.stamp
+            self._pub.publish(target)
+
+    runner = GraphRunner(roles=("sim", "controller"),
+                         overrides={"sim": {"robot": "iiwa", "lockstep_timeout": 1.0},
+                                    "controller": {"robot": "iiwa"}})
+    runner.start()
+    try:
+        controller, hardware = runner.nodes["controller"], runner.nodes["sim"].hardware
+        assert hardware.world.config.description.name == "iiwa"
+        assert controller.controller.config.kp == robot.kp
+        stand_in = TargetStandIn(context=runner.context,
+                                 parameter_overrides=[Parameter("use_sim_time", value=True)])
+        runner.nodes[stand_in.get_name()] = stand_in
+        runner.add_node(stand_in)
+        assert _wait_for(lambda: hardware.now() > 2.0)
+        assert controller.controller.mode.value == "tracking"
+        error = np.abs(hardware.world.true_joint_positions() - np.asarray(goal)).max()
+        assert error < 0.02
+    finally:
+        runner.stop()

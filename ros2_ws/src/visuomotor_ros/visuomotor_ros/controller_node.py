@@ -67,6 +67,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
 from visuomotor_core.controller import (
+    ControllerConfig,
     JointController,
     Mode,
     check_gains,
@@ -75,6 +76,7 @@ from visuomotor_core.controller import (
 )
 from visuomotor_core.hardware import Hardware, JointSample
 from visuomotor_core.params import ParamSpec
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_core.robot_model import RobotModel
 from visuomotor_core.rt_loop import ControlLoop, LoopConfig
 from visuomotor_core.timing import LatencyStats, PeriodStats
@@ -137,8 +139,21 @@ NODE_SCHEMA = (
     ParamSpec("lock_memory", bool, False, "mlockall the process (no page faults in the loop)",
               "", read_only=True),
 )
-CONTROLLER_SCHEMA = tuple(parameter_schema())
-SCHEMA = CONTROLLER_SCHEMA + NODE_SCHEMA
+#: The robot parameter, declared first: the other parameters' defaults are its robot's.
+ROBOT_SPEC = ParamSpec("robot", str, DEFAULT_ROBOT,
+                       "the robot (its description urdf/<robot>.yaml in the bringup package "
+                       "names the joints, frames, URDF and the default gains and limits)",
+                       read_only=True)
+
+
+def controller_schema(robot: str = DEFAULT_ROBOT) -> tuple[ParamSpec, ...]:
+    """The controller's parameters with ``robot``'s joint count, gains and limits as defaults
+    (ValueError for a robot without a description)."""
+    return tuple(parameter_schema(ControllerConfig.for_robot(graph.robot(robot))))
+
+
+CONTROLLER_SCHEMA = controller_schema()
+SCHEMA = (ROBOT_SPEC, *CONTROLLER_SCHEMA, *NODE_SCHEMA)
 _CONTROLLER_NAMES = frozenset(spec.name for spec in CONTROLLER_SCHEMA)
 #: Reason of the hold while the loop misses max_consecutive_misses deadlines in a row.
 OVERRUN_REASON = "control deadlines missed in a row: holding until the loop keeps time"
@@ -194,8 +209,11 @@ class ControllerNode(LifecycleNode):
         **kwargs: Any,
     ) -> None:
         super().__init__("controller_node", **kwargs)
-        self.params = declare_schema(self, SCHEMA)
-        on_set_validated(self, SCHEMA, self._apply_params)
+        robot = declare_schema(self, (ROBOT_SPEC,))["robot"]
+        self._robot = graph.robot(robot)
+        schema = (*controller_schema(robot), *NODE_SCHEMA)
+        self.params = {"robot": robot, **declare_schema(self, schema)}
+        on_set_validated(self, (ROBOT_SPEC, *schema), self._apply_params)
         self.controller: JointController | None = None
         self._sim_hardware = hardware
         self._wall = wall_clock
@@ -211,7 +229,6 @@ class ControllerNode(LifecycleNode):
         self.commands_written = 0
         #: Ticks run by the backstop timer.
         self.backstop_ticks = 0
-        self._robot = graph.robot()
         self._joint_names = list(self._robot.arm_joints)
         self._sample = JointSample.zeros(len(self._joint_names))
         self._target_order = JointOrder(self._joint_names)
@@ -263,7 +280,7 @@ class ControllerNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         p = self.params
         try:
-            urdf = p["urdf_path"] or str(graph.urdf_path())
+            urdf = p["urdf_path"] or str(self._robot.urdf)
             model = RobotModel.from_urdf_file(urdf, self._joint_names)
             config = config_from_parameters(
                 {k: v for k, v in p.items() if k in _CONTROLLER_NAMES}
@@ -330,6 +347,9 @@ class ControllerNode(LifecycleNode):
             if self._sim_hardware is None:
                 raise ValueError("hardware 'sim' runs only in the sim robot process "
                                  "(visuomotor_ros.sim_robot), beside the sim node")
+            if tuple(self._sim_hardware.joint_names) != tuple(self._joint_names):
+                raise ValueError(f"the sim's arm joints {list(self._sim_hardware.joint_names)} "
+                                 f"are not robot '{p['robot']}'s {self._joint_names}")
             if p["trigger"] == "joint_states":
                 raise ValueError("trigger 'joint_states' needs hardware 'topics'; the sim is "
                                  "stepped by the loop ('lockstep' or 'deadline')")

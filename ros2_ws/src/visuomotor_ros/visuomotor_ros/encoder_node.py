@@ -51,6 +51,7 @@ from visuomotor_core.encoder_runtime import (
 )
 from visuomotor_core.onnx_session import PROVIDER_NAMES, SessionConfig
 from visuomotor_core.params import ParamSpec, check_schema
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import EncoderFeatures
 from visuomotor_ros import graph
 from visuomotor_ros.callback_guard import CallbackGuard, one_line
@@ -85,8 +86,10 @@ SCHEMA: list[ParamSpec] = check_schema([
     ParamSpec("intra_op_threads", int, 1,
               "ONNX Runtime intra-op threads (0 = runtime's choice). Applied at configure.",
               min=0, max=64),
-    ParamSpec("base_frame", str, graph.robot().base_frame,
-              "Frame of the target estimate (the robot description's base frame)."),
+    ParamSpec("robot", str, DEFAULT_ROBOT, "The robot (its description urdf/<robot>.yaml in "
+              "the bringup package names the base frame).", read_only=True),
+    ParamSpec("base_frame", str, "",
+              "Frame of the target estimate; empty: the robot description's base frame."),
     ParamSpec("autostart", bool, True,
               "Configure and activate at start-up (no lifecycle manager needed).",
               read_only=True),
@@ -116,6 +119,7 @@ class EncoderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.params = declare_schema(self, SCHEMA)
+        self._robot_base_frame = graph.robot(self.params["robot"]).base_frame
         on_set_validated(self, SCHEMA, self._apply_params)
         bound_heap_growth()
         self.runtime: EncoderRuntime | None = None
@@ -278,12 +282,12 @@ class EncoderNode(Node):
         p = result.target_position
         features.target_position.x, features.target_position.y, features.target_position.z = (
             float(p[0]), float(p[1]), float(p[2]))
-        features.target_frame_id = self.params["base_frame"]
+        features.target_frame_id = self.params["base_frame"] or self._robot_base_frame
         features.confidence = result.confidence
         features.inference_time = result.inference_time
         self._features_pub.publish(features)
         target.header.stamp = image.header.stamp
-        target.header.frame_id = self.params["base_frame"]
+        target.header.frame_id = features.target_frame_id
         target.point = features.target_position
         self._target_pub.publish(target)
 

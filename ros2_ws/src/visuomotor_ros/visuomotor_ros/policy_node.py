@@ -70,6 +70,7 @@ from visuomotor_core.policy_runtime import (
     gains_mismatch,
     load_policy_runtime,
 )
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.callback_guard import CallbackGuard, one_line
@@ -88,7 +89,7 @@ from visuomotor_ros.node_common import (
 )
 
 NODE_NAME = "policy_node"
-#: The arm joints the targets name (the robot description's).
+#: The default robot's arm joints (the targets name the ``robot`` parameter's).
 JOINT_NAMES = graph.robot().arm_joints
 _LATENCY_WINDOW = 256
 _WARN_PERIOD = 2.0  # s, minimum interval between two warnings of one kind
@@ -105,6 +106,8 @@ MAX_TARGET_RANGE = 5.0
 CONTROLLER_NODE = "controller_node"
 
 SCHEMA: tuple[ParamSpec, ...] = (
+    ParamSpec("robot", str, DEFAULT_ROBOT, "the robot (its description urdf/<robot>.yaml in "
+              "the bringup package: joints, frames, URDF, default gains)", read_only=True),
     ParamSpec("model_name", str, "policy", "manifest entry of the policy to run",
               read_only=True, choices=("policy", "policy_no_history")),
     ParamSpec("model_path", str, "", "ONNX file; empty = the manifest entry's file next to "
@@ -139,8 +142,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "with one; the estimate keeps running when off)"),
     ParamSpec("goal_integral", bool, True, "shift the goal by the goal integral (models with "
               "one)"),
-    ParamSpec("base_frame", str, graph.robot().base_frame, "frame of the goal and targets "
-              "(default: the robot description's base frame)",
+    ParamSpec("base_frame", str, "", "frame of the goal and targets; empty: the robot "
+              "description's base frame",
               read_only=True),
     ParamSpec("autostart", bool, True, "configure and activate at start", read_only=True),
 )
@@ -166,10 +169,11 @@ class PolicyNode(LifecycleNode):
         self._params = declare_schema(self, SCHEMA)
         on_set_validated(self, SCHEMA, self._apply_params)
         self._runtime: PolicyRuntime | None = None
-        self._robot = graph.robot()
+        self._robot = graph.robot(self._params["robot"])
+        self._base_frame = self._params["base_frame"] or self._robot.base_frame
         self._goal_filter = self._new_goal_filter()
         self._active = False
-        self._joint_order = JointOrder(JOINT_NAMES)
+        self._joint_order = JointOrder(self._robot.arm_joints)
         self._q = np.zeros(N_JOINTS)
         self._qd = np.zeros(N_JOINTS)
         self._have_state = False
@@ -222,8 +226,7 @@ class PolicyNode(LifecycleNode):
             raise ValueError(f"control_rate_hz is 0 and the controller rate cannot be read "
                              f"from {path} ({one_line(err)}); set control_rate_hz") from err
 
-    @staticmethod
-    def _controller_kp() -> tuple[list[float], str]:
+    def _controller_kp(self) -> tuple[list[float], str]:
         """The controller's stiffness at start-up (N·m/rad) and where it comes from:
         controller.yaml's ``kp`` when set there, else the robot description's default."""
         path = graph.params_path("controller.yaml")
@@ -233,7 +236,7 @@ class PolicyNode(LifecycleNode):
             kp = None
         if kp is not None:
             return [float(k) for k in kp], f"{path.name} kp"
-        robot = graph.robot()
+        robot = self._robot
         return list(robot.kp), f"robot description {robot.name}.yaml kp"
 
     @property
@@ -274,8 +277,8 @@ class PolicyNode(LifecycleNode):
 
         p = self._params
         try:
-            urdf = self._resolve("urdf_path", graph.urdf_path())
-            model = RobotModel.from_urdf_file(str(urdf), joint_names=list(JOINT_NAMES))
+            urdf = self._resolve("urdf_path", self._robot.urdf)
+            model = RobotModel.from_urdf_file(str(urdf), joint_names=list(self._robot.arm_joints))
             limits = model.limits
             self._state_bounds = (limits.lower - STATE_POSITION_MARGIN,
                                   limits.upper + STATE_POSITION_MARGIN,
@@ -457,10 +460,10 @@ class PolicyNode(LifecycleNode):
         elif age < -max_age:
             self._refuse("refused_future", "features_future", f"features stamped {-age:.3g} "
                          f"s ahead of this node's clock refused")
-        elif msg.target_frame_id != self._params["base_frame"]:
+        elif msg.target_frame_id != self._base_frame:
             self._refuse("refused_frame", "features_frame", f"features with the target in "
                          f"frame '{msg.target_frame_id}' refused (expected "
-                         f"'{self._params['base_frame']}')")
+                         f"'{self._base_frame}')")
         elif not self._have_state:
             self._refuse("refused_no_joint_state", "features_no_state",
                          "features refused: no valid joint state yet")
@@ -480,8 +483,8 @@ class PolicyNode(LifecycleNode):
             return
         targets = JointTargets()
         targets.header.stamp = msg.header.stamp
-        targets.header.frame_id = self._params["base_frame"]
-        targets.name = list(JOINT_NAMES)
+        targets.header.frame_id = self._base_frame
+        targets.name = list(self._robot.arm_joints)
         targets.position = out.targets.tolist()
         targets.dynamics_latent = out.latent.tolist()
         targets.policy_stamp = self.get_clock().now().to_msg()
@@ -489,7 +492,7 @@ class PolicyNode(LifecycleNode):
         self._targets_pub.publish(targets)
         goal_msg = PointStamped()
         goal_msg.header.stamp = msg.header.stamp
-        goal_msg.header.frame_id = self._params["base_frame"]
+        goal_msg.header.frame_id = self._base_frame
         goal_msg.point.x, goal_msg.point.y, goal_msg.point.z = (float(v) for v in goal)
         self._goal_pub.publish(goal_msg)
         self._latencies[self._latency_count % _LATENCY_WINDOW] = out.inference_time

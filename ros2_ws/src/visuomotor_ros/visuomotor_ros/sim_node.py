@@ -33,6 +33,7 @@ from visualization_msgs.msg import Marker
 
 from visuomotor_core.hardware import JointSample
 from visuomotor_core.params import ParamSpec
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_interfaces.msg import TaskStatus as TaskStatusMsg
 from visuomotor_interfaces.srv import ResetEpisode, SetTarget
@@ -59,6 +60,8 @@ MARKER_DIAMETER = 0.04  # m
 MAX_SEED = 2**32 - 1
 
 SCHEMA = (
+    ParamSpec("robot", str, DEFAULT_ROBOT, "the simulated robot (its description "
+              "urdf/<robot>.yaml in the bringup package)", read_only=True),
     ParamSpec("physics_hz", float, 1000.0, "Physics rate (an integer multiple of the "
               "controller's rate)", "Hz", 100.0, 5000.0, read_only=True),
     ParamSpec("camera_rate_hz", float, 20.0, "Camera frame rate (sim time)", "Hz", 1.0, 120.0,
@@ -119,7 +122,7 @@ class SimNode(Node):
                 status_rate_hz=p["status_rate_hz"], lockstep_latency=p["lockstep_latency"],
                 lockstep_timeout=p["lockstep_timeout"], command_timeout=p["command_timeout"],
             ),
-            WorldConfig(physics_hz=p["physics_hz"], gui=p["gui"]),
+            WorldConfig(physics_hz=p["physics_hz"], gui=p["gui"], robot=p["robot"]),
             task_config(p),
             on_output=self._announce,
         )
