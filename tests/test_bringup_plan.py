@@ -82,7 +82,9 @@ def test_every_override_is_a_parameter_the_node_declares(sim):
     for process in plan.plan(sim, given):
         for node_name, values in process.overrides.items():
             if node_name == "/**":
-                assert set(values) == {"use_sim_time"}
+                assert set(values) == {"use_sim_time", "robot"}
+                for spec in graph.GRAPH:  # every node of the graph declares the robot
+                    assert "robot" in _schema(spec.role), spec.name
                 continue
             role = next(s.role for s in graph.GRAPH if s.name == node_name)
             undeclared = set(values) - set(_schema(role))
@@ -127,6 +129,13 @@ def test_per_node_arguments_reach_their_node_only():
     assert plans["encoder"].overrides["encoder_node"] == {"execution_provider": "cuda",
                                                           "model_path": encoder}
     assert plans["policy"].overrides["policy_node"] == {"execution_provider": "cuda"}
+
+
+def test_robot_goes_to_every_node_and_an_unknown_robot_is_refused():
+    assert {p.overrides["/**"]["robot"] for p in plan.plan(True, {})} == {"panda"}
+    assert {p.overrides["/**"]["robot"] for p in plan.plan(False, {"robot": "iiwa"})} == {"iiwa"}
+    with pytest.raises(ValueError, match="robot:=ur5: no description for robot 'ur5'"):
+        plan.plan(True, {"robot": "ur5"})
 
 
 def test_use_sim_time_goes_to_every_node():

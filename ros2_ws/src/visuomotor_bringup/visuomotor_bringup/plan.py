@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_ros import graph
 
 #: The two bringups (launch file ``<name>_bringup.launch.py``).
@@ -67,6 +68,9 @@ ARGUMENTS: dict[str, Argument] = {
     "namespace": Argument(
         "", "Namespace of every node, e.g. arm: moves every relative topic and service "
         "(/clock, /diagnostics stay absolute)"),
+    "robot": Argument(
+        DEFAULT_ROBOT, "The robot: its description urdf/<robot>.yaml in this package names "
+        "the joints, frames, URDF and default gains of every node (e.g. panda, iiwa)"),
     "rviz": Argument("false", "Start RViz with the bundled configuration (where rviz2 is "
                      "installed)", ("true", "false")),
     "execution_provider": Argument(
@@ -219,6 +223,10 @@ def resolve(sim: bool, given: Mapping[str, str]) -> dict[str, str]:
             values[key] = str(path)
     if sim and "profile" in values:
         errors += _check_profile(values["profile"])
+    try:
+        graph.robot(values["robot"])
+    except ValueError as err:
+        errors.append(f"robot:={values['robot']}: {err}")
     if errors:
         raise ValueError(f"{name}: " + "; ".join(errors))
     return values
@@ -235,7 +243,9 @@ def plan(sim: bool, given: Mapping[str, str]) -> list[ProcessPlan]:
     remappings = _remappings(values)
     plans = []
     for process in graph.processes(sim):
-        overrides: dict[str, dict[str, Any]] = {"/**": {"use_sim_time": use_sim_time}}
+        # Every node of the graph reads its robot from the same description.
+        overrides: dict[str, dict[str, Any]] = {
+            "/**": {"use_sim_time": use_sim_time, "robot": values["robot"]}}
         for node in process.nodes:
             node_overrides = dict(graph.SIM_OVERRIDES.get(node.role, {})) if sim else {}
             node_overrides.update(_node_overrides(node.role, sim, values))
@@ -274,7 +284,8 @@ def optional_processes(
             node_names=(),
             params_files=(),
             overrides={"/**": {"use_sim_time": use_sim_time,
-                               "robot_description": graph.urdf_path().read_text()}},
+                               "robot_description":
+                                   graph.urdf_path(values["robot"]).read_text()}},
             remappings=_remappings(values),
         ))
     elif values["rviz"] == "true":
