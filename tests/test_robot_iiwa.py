@@ -146,3 +146,30 @@ def test_sim_robot_process_holds_and_tracks_the_iiwa_by_the_robot_parameter():
         assert error < 0.02
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+def test_privileged_expert_reaches_placed_targets_with_each_robot(name):
+    from visuomotor_models.expert import ExpertConfig, ReachExpert
+    from visuomotor_sim.env import EnvConfig, VisualReachEnv
+
+    robot = load_robot(name)
+    env = VisualReachEnv(EnvConfig(world=WorldConfig(robot=name), render_images=False))
+    expert = ReachExpert(ExpertConfig(robot=name, kp=robot.kp,
+                                      action_scale=env.config.action_scale))
+    try:
+        successes = 0
+        for seed in range(5):
+            _, info = env.reset(seed=seed)
+            expert.reset(env.world.dynamics)
+            for _ in range(200):
+                q = env.world.joint_state()[0]
+                _, _, terminated, truncated, info = env.step(
+                    expert.act(q, info["true_target"]))
+                if terminated or truncated:
+                    break
+            successes += bool(info["success"])
+        assert successes == 5
+    finally:
+        env.close()
+        expert.close()
