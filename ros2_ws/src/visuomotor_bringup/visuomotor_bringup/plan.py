@@ -70,7 +70,7 @@ ARGUMENTS: dict[str, Argument] = {
         "(/clock, /diagnostics stay absolute)"),
     "robot": Argument(
         DEFAULT_ROBOT, "The robot: its description urdf/<robot>.yaml in this package names "
-        "the joints, frames, URDF and default gains of every node (e.g. panda, iiwa)"),
+        "the joints, frames, URDF and default gains of every node (one per <robot>.yaml)"),
     "rviz": Argument("false", "Start RViz with the bundled configuration (where rviz2 is "
                      "installed)", ("true", "false")),
     "execution_provider": Argument(
