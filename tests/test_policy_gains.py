@@ -109,3 +109,33 @@ def test_live_controller_kp_change_reaches_the_policy_sag_estimator(ros_context)
         executor.shutdown()
         for node in (controller, policy, peer):
             node.destroy_node()
+
+
+def test_policy_started_after_a_live_change_asks_the_controller_for_its_kp(ros_context):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from visuomotor_ros.controller_node import ControllerNode
+    from visuomotor_ros.policy_node import PolicyNode
+
+    controller = ControllerNode(context=ros_context, parameter_overrides=[
+        Parameter("autostart", value=False)])
+    stiffer = [1.2 * k for k in load_robot().kp]
+    assert controller.set_parameters([Parameter("kp", value=stiffer)])[0].successful
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(controller)
+    policy = None
+    try:
+        policy = PolicyNode(context=ros_context, parameter_overrides=[
+            Parameter("manifest_path", value=str(MANIFEST))])
+        executor.add_node(policy)
+        sag = policy._runtime.sag
+        assert sag.kp == load_robot().kp  # what configure knew: the description's
+        assert spin_until(executor, lambda: list(sag.kp) == stiffer, TIMEOUT)
+        assert rclpy.ok(context=ros_context)
+    finally:
+        executor.shutdown()
+        for node in (controller, policy):
+            if node is not None:
+                node.destroy_node()

@@ -39,10 +39,11 @@ line and an ERROR on ``/diagnostics``; the node stays up, unconfigured.
 The sag estimator computes against the controller's own stiffness ``kp``: at configure the
 ``kp`` of controller_node in bringup's controller.yaml when set there, else the robot
 description's default (the controller's default too), checked against the ``kp`` the model
-was trained with (the manifest's ``sag_estimator`` record; a warning on a mismatch). After
-that the node follows the controller's ``kp`` live: it subscribes to ``/parameter_events``
-and applies every accepted ``kp`` of the controller node (``controller_node`` in this
-node's namespace), with the same check. An unexpected
+was trained with (the manifest's ``sag_estimator`` record; a warning on a mismatch). It then
+asks the running controller node (``controller_node`` in this node's namespace) for its
+``kp`` once that node's parameter service is up (a live change made before this node
+started), and follows every ``kp`` the controller accepts after that through
+``/parameter_events``, with the same check. An unexpected
 exception in a callback is caught, logged (throttled) and counted (``callback_errors``).
 """
 
@@ -55,6 +56,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterEvent, ParameterType
+from rcl_interfaces.srv import GetParameters
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_parameter_events
@@ -94,6 +96,7 @@ JOINT_NAMES = graph.robot().arm_joints
 _LATENCY_WINDOW = 256
 _WARN_PERIOD = 2.0  # s, minimum interval between two warnings of one kind
 _STATUS_PERIOD = 1.0  # s, /diagnostics while not active
+_KP_QUERY_PERIOD = 0.5  # s, how often configure's query waits for the controller to be up
 #: A joint state is refused as impossible (a corrupt message, not a robot state) when a
 #: position lies beyond the URDF limits by more than this, rad ...
 STATE_POSITION_MARGIN = 0.5
@@ -182,6 +185,7 @@ class PolicyNode(LifecycleNode):
         self._subs: list = []
         self._reset_srv = None
         self._targets_pub = self._goal_pub = None
+        self._kp_client = self._kp_timer = None
         self.configure_error = ""
         self._guard = CallbackGuard(self.get_logger(), _WARN_PERIOD, alive=self.context.ok)
         self._warnings = ThrottledWarnings(self.get_logger(), _WARN_PERIOD)
@@ -255,6 +259,25 @@ class PolicyNode(LifecycleNode):
                 self._follow_controller_kp(list(parameter.value.double_array_value),
                                            f"{event.node} parameter kp")
 
+    def _ask_controller_kp(self) -> None:
+        """Once the controller's parameter service is up, ask it for its kp (once)."""
+        client = self._kp_client
+        if client is None or not client.service_is_ready():
+            return
+        self._kp_timer.cancel()
+        future = client.call_async(GetParameters.Request(names=["kp"]))
+        future.add_done_callback(self._guard(self._on_controller_kp))
+
+    def _on_controller_kp(self, future) -> None:
+        result = future.result()
+        if self._runtime is None or self._runtime.sag is None or result is None \
+                or not result.values:
+            return
+        value = result.values[0]
+        if value.type == ParameterType.PARAMETER_DOUBLE_ARRAY:
+            self._follow_controller_kp(list(value.double_array_value),
+                                       f"{self._controller_name} parameter kp")
+
     def _follow_controller_kp(self, kp: list[float], source: str) -> None:
         sag = self._runtime.sag
         if len(kp) != N_JOINTS or min(kp) <= 0.0:
@@ -324,6 +347,11 @@ class PolicyNode(LifecycleNode):
         ]
         self._reset_srv = self.create_service(
             Trigger, graph.POLICY_RESET, self._guard(self._on_reset, self._reset_failed))
+        if self._runtime.sag is not None:
+            self._kp_client = self.create_client(
+                GetParameters, f"{self._controller_name}/get_parameters")
+            self._kp_timer = self.create_timer(_KP_QUERY_PERIOD,
+                                               self._guard(self._ask_controller_kp))
         self.get_logger().info(
             f"policy '{p['model_name']}' configured: history_length="
             f"{self._runtime.config.history_length}, uses_history="
@@ -361,6 +389,11 @@ class PolicyNode(LifecycleNode):
             if pub is not None:
                 self.destroy_publisher(pub)
         self._targets_pub = self._goal_pub = None
+        if self._kp_timer is not None:
+            self.destroy_timer(self._kp_timer)
+        if self._kp_client is not None:
+            self.destroy_client(self._kp_client)
+        self._kp_timer = self._kp_client = None
         self._runtime = None
 
     # ------------------------------------------------------------------ callbacks
