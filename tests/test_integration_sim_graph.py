@@ -5,8 +5,8 @@ The multi-process bringup (``visuomotor_bringup.multiprocess``, the same plan as
 process (sim + controller), the encoder and the policy from their installed
 console scripts, in a namespace. A probe here drives episodes through
 ``sim/reset_episode`` and ``policy/reset`` exactly as a user would, kills the
-policy mid-episode (the controller must hold within ``target_timeout`` of sim
-time; the graph keeps running, as documented: the policy is not a required
+policy mid-episode (the controller must hold ``target_timeout`` of sim time after
+the last target; the graph keeps running, as documented: the policy is not a required
 process) and stops the graph with SIGINT (every remaining process exits 0, no
 traceback). Time is judged on the graph's own stamps, never the wall clock.
 """
@@ -170,11 +170,13 @@ def test_policy_killed_mid_episode_the_controller_holds_within_target_timeout(si
     hold = states[hold_index]
     assert "target" in hold[2], hold
     # The last target (stamped with its camera frame) reached the controller
-    # lockstep_latency (5 ms of sim time) later; the hold begins at most target_timeout
-    # (0.1 s) after that on sim time, earlier when the wall-clock backstop fires first
-    # (the lockstep sim waits on the wall clock for the dead policy's answers).
+    # lockstep_latency (5 ms of sim time) later while the sim waits for answers, later
+    # when a loaded machine made the sim stop waiting (lockstep_timeout); the hold begins
+    # target_timeout (0.1 s of sim time) after that arrival. The exact bound is held by
+    # the controller's own tests on deterministic clocks; here, on the running graph, the
+    # hold must follow the last target by target_timeout plus at most a few frames.
     entered = hold[3] - last_target
-    assert 0.0 < entered <= 0.1 + 0.005 + 0.002, (last_target, hold)
+    assert 0.1 <= entered <= 0.1 + 0.06, (last_target, hold)
     # Documented: the policy is not a required process; the robot keeps running, holding.
     assert bringup.alive("robot") and bringup.alive("encoder")
     with probe.lock:
