@@ -500,7 +500,8 @@ def build_blocks(config: ExperimentConfig, plan: Plan, rows: dict[str, dict], in
             episodes = {summaries[(f"{sweep.name}={v:g}", p, m)].episodes
                         for v in sweep.values for p, m in sweep_series
                         if (f"{sweep.name}={v:g}", p, m) in summaries}
-            compact.append([f"{sweep.name} (`{sweep.term}`)",
+            compact.append([f"{sweep.name} (`{sweep.term}`)" if sweep.label else
+                            f"`{sweep.term}`",
                             ", ".join(f"{v:g}" for v in sweep.values) + unit,
                             "/".join(str(n) for n in sorted(episodes)), *cells])
         blocks.append(Table(["term", "values", "episodes per value",
