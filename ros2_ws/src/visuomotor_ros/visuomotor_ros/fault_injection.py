@@ -29,22 +29,22 @@ measured on its stamps do not depend on the machine's load. The robot graph is t
 controller on the topics backend with the position interface
 (``command_interface:=position``, ``command_topic:=position_controller/commands``:
 commands are positions, so range and rate can be checked on the wire), the encoder and
-the policy, fed by a 1 kHz joint-state driver with 20 Hz targets
-(``bench-realtime``'s feeder role); it runs on the wall clock.
+the policy, fed by a helper standing in for the robot's driver (joint states at 1 kHz from
+a deadline loop) and the policy (20 Hz targets): it runs on the wall clock.
 
-How a fault reaches the graph. Every helper is a process of this module
-(``--role relay|rogue``) started beside the graph and armed: SIGUSR1 starts its fault,
-SIGUSR2 ends it, and it prints ``fault-start <t>`` / ``fault-end <t>`` with ``t`` on the
-graph's clock (sim time on the sim graph), so a fault's time is the graph's own. A
-*relay* sits between a producer and the consumer of one topic: the consumer's input is
-remapped through the bringup plan's remappings to ``fault/<topic>`` (on the sim graph a
-``-r <topic>:=fault/<topic>`` added to the consumer's process only; on the robot graph
-the plan's ``joint_states_topic`` argument, which moves every consumer), and the relay
-subscribes to ``<topic>`` and republishes on ``fault/<topic>``. Disarmed it passes every
-message through; armed it drops each message with probability 0.3 (seeded) or holds it
-until the graph's clock has advanced 200 ms past its arrival. The delay runs on the
-graph's clock: in lockstep a wall-clock delay would be absorbed by the sim waiting for the
-policy's answer. A *rogue* publishes on a graph topic next to the real publisher,
+How a fault reaches the graph. Every helper is a process of this module (``--role
+relay|rogue|driver``) started beside the graph. A relay or a rogue waits armed: SIGUSR1
+starts its fault, SIGUSR2 ends it, and it prints ``fault-start <t>`` / ``fault-end <t>``
+with ``t`` on the graph's clock (sim time on the sim graph), so a fault's time is the
+graph's own. A *relay* sits between a producer and the consumer of one topic: the
+consumer's input is remapped through the bringup plan's remappings to ``fault/<topic>``
+(on the sim graph a ``-r <topic>:=fault/<topic>`` added to the consumer's process only; on
+the robot graph the plan's ``joint_states_topic`` argument, which moves every consumer),
+and the relay subscribes to ``<topic>`` and republishes on ``fault/<topic>``. Disarmed it
+passes every message through; armed it drops each message with probability 0.3 (seeded) or
+holds it until the graph's clock has advanced 200 ms past its arrival. The delay runs on
+the graph's clock: in lockstep a wall-clock delay would be absorbed by the sim waiting for
+the policy's answer. A *rogue* publishes on a graph topic next to the real publisher,
 stamped with the graph's clock. Kill and stop are signals to the process's group.
 
 Columns. *crashes*: processes that exited non-zero (the killed one excepted) or printed a
@@ -335,9 +335,9 @@ class Helper:
     """A helper process of this module (relay, rogue, driver): armed by SIGUSR1, disarmed
     by SIGUSR2, stopped by SIGINT; its output goes to a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, case: str) -> None:
         self.name = name
-        self.log_path = log_dir / f"helper-{name}.log"
+        self.log_path = log_dir / f"{_file_name(case)}.{name}.log"
         with open(self.log_path, "w") as log:
             self.popen = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
@@ -383,6 +383,10 @@ class Helper:
         return ""
 
 
+def _file_name(case: str) -> str:
+    return case.replace("/", "_").replace(":", "-")
+
+
 def _module(*args: str) -> list[str]:
     return [sys.executable, "-m", "visuomotor_ros.fault_injection", *args]
 
@@ -410,6 +414,7 @@ class Observer:
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
+        from rclpy.signals import SignalHandlerOptions
 
         self.lock = threading.Lock()
         self.states: list[StateSample] = []
@@ -419,7 +424,9 @@ class Observer:
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.targets = 0
         self._context = Context()
-        rclpy.init(context=self._context)
+        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt here, so a case stops
+        # its graph and helpers on the way out.
+        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node("fault_observer", context=self._context)
         self._subscribe(command_topic)
         self._executor = SingleThreadedExecutor(context=self._context)
@@ -563,15 +570,15 @@ def _helpers(case: Case, sim: bool, log_dir: Path) -> dict[str, Helper]:
     sim_flag = ["--sim-time"] if sim else []
     helpers: dict[str, Helper] = {}
     if case.graph == "robot":
-        helpers["driver"] = Helper("driver", [
-            sys.executable, "-m", "visuomotor_ros.bench_realtime", "--role", "feeder",
-            "--rate", str(DRIVER_HZ)], log_dir)
+        helpers["driver"] = Helper("driver", _module(
+            "--role", "driver", "--rate", str(DRIVER_HZ)), log_dir, case.name)
     if case.action == "relay":
         helpers["relay"] = Helper("relay", _module(
-            "--role", "relay", "--topic", case.target, "--mode", case.mode, *sim_flag), log_dir)
+            "--role", "relay", "--topic", case.target, "--mode", case.mode, *sim_flag), log_dir,
+            case.name)
     elif case.action in ("rogue", "memory"):
         helpers["rogue"] = Helper("rogue", _module(
-            "--role", "rogue", "--kind", case.target, *sim_flag), log_dir)
+            "--role", "rogue", "--kind", case.target, *sim_flag), log_dir, case.name)
     return helpers
 
 
@@ -588,7 +595,7 @@ def run_case(case: Case, options: Options) -> Result:
     sim_params = _node_params(processes, "sim_node")
     limits = LimitCheck(controller)
     result = Result(case.name)
-    log = open(options.log_dir / f"{case.name.replace('/', '_')}.log", "w")
+    log = open(options.log_dir / f"{_file_name(case.name)}.log", "w")
     bringup = Bringup(processes, output=log, sigint_timeout=15.0, keep_lines=100_000)
     observer = Observer(None if sim else controller["command_topic"])
     helpers: dict[str, Helper] = {}
@@ -596,8 +603,8 @@ def run_case(case: Case, options: Options) -> Result:
     try:
         helpers = _helpers(case, sim, options.log_dir)
         bringup.start()
-        if _wait(lambda: observer.mode() == 1 and all(
-                h.ready() for n, h in helpers.items() if n != "driver"), START_TIMEOUT):
+        if _wait(lambda: observer.mode() == 1 and all(h.ready() for h in helpers.values()),
+                 START_TIMEOUT):
             time.sleep(options.settle_s)
             timeline = _inject(case, options, bringup, observer, helpers, sim)
         else:
@@ -879,7 +886,7 @@ def _run_memory(case: Case, options: Options) -> Result:
 
     options.log_dir.mkdir(parents=True, exist_ok=True)
     result = Result(case.name)
-    log = open(options.log_dir / f"{case.name.replace('/', '_')}.log", "w")
+    log = open(options.log_dir / f"{_file_name(case.name)}.log", "w")
     bringup = Bringup(_graph_processes(case), output=log, sigint_timeout=15.0)
     observer = Observer(None)
     samples: list[tuple[float, float]] = []
@@ -991,13 +998,20 @@ def _message_types() -> dict[str, tuple[type, Any, Any]]:
 
 
 class _Armed:
-    """SIGUSR1 arms, SIGUSR2 disarms; the flags a helper's callbacks read."""
+    """SIGUSR1 arms, SIGUSR2 disarms, SIGINT/SIGTERM quit: the flags a helper reads.
+
+    rclpy is initialised without its own signal handlers, so a helper stops its
+    publishing threads before its context goes away (no publish on a dead context).
+    """
 
     def __init__(self) -> None:
         self.active = False
         self.ended = False
+        self.quit = False
         signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "active", True))
         signal.signal(signal.SIGUSR2, lambda *_: setattr(self, "ended", True))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: setattr(self, "quit", True))
 
 
 def _say(text: str) -> None:
@@ -1017,7 +1031,6 @@ def _now(node: Any) -> float:
 
 def role_relay(topic: str, mode: str, sim_time: bool, seed: int = 0) -> None:
     """Pass ``topic`` on to ``fault/<topic>``; armed, drop or delay (module docstring)."""
-    import rclpy
     from rclpy.clock import Clock, ClockType
 
     msg_type, sub_qos, pub_qos = _message_types()[topic]
@@ -1055,7 +1068,7 @@ def role_relay(topic: str, mode: str, sim_time: bool, seed: int = 0) -> None:
     node.create_subscription(msg_type, topic, on_message, sub_qos)
     node.create_timer(0.002, on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
     _say("ready")
-    _spin(node, rclpy)
+    _spin(node, armed)
 
 
 class _Rogue:
@@ -1204,23 +1217,24 @@ def _hostile_images(noise: np.ndarray) -> list[Any]:
 
 
 def role_rogue(kind: str, sim_time: bool) -> None:
-    """Publish ``kind`` messages while armed (module docstring); 10 kHz floods use a loop."""
-    import rclpy
-
+    """Publish ``kind`` messages while armed (module docstring), from a thread of its own
+    (a 10 kHz flood publishes in batches of 10 per millisecond)."""
     node = _helper_node("fault_rogue", sim_time)
     rogue = _Rogue(node, kind)
     armed = _Armed()
     publisher = node.create_publisher(rogue.msg_type, rogue.topic, rogue.qos)
 
     def publish_loop() -> None:
-        while not armed.active:
+        while not (armed.active or armed.quit):
             time.sleep(0.005)
+        if armed.quit:
+            return
         _say(f"fault-start {_now(node):.9f}")
         t0 = time.monotonic()
         batch = max(1, int(rogue.rate // 1000))
         next_time = t0
         sent = 0
-        while not armed.ended and rclpy.ok():
+        while not (armed.ended or armed.quit):
             for _ in range(batch):
                 publisher.publish(rogue.message())
             sent += batch
@@ -1235,23 +1249,42 @@ def role_rogue(kind: str, sim_time: bool) -> None:
         _say(f"rate {sent / elapsed if elapsed > 0 else 0.0:.1f}")
         _say(f"fault-end {_now(node):.9f}")
 
-    node.create_timer(0.05, lambda: None)  # wakes the executor for signal handlers
     thread = threading.Thread(target=publish_loop, daemon=True)
     thread.start()
     _say("ready")
-    _spin(node, rclpy)
+    _spin(node, armed, on_quit=lambda: thread.join(5.0))
 
 
-def _spin(node: Any, rclpy: Any) -> None:
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+def role_driver(rate: float) -> None:
+    """A robot driver's ``joint_states`` (the arm standing at ``bench_controller.HOME``) at
+    ``rate`` Hz from a deadline loop, wall-clock stamps, and 20 Hz policy-like targets
+    (:class:`visuomotor_ros.bench_controller.SyntheticFeeder`)."""
+    from visuomotor_core.rt_loop import ControlLoop, LoopConfig
+    from visuomotor_ros.bench_controller import FeederConfig, SyntheticFeeder
+
+    armed = _Armed()
+    feeder = SyntheticFeeder(FeederConfig(state_rate_hz=1.0, target_rate_hz=20.0))
+    feeder.states_enabled = False  # the loop below publishes the states
+    loop = ControlLoop(feeder.publish_state, LoopConfig(rate_hz=rate), name="driver")
+    loop.start()
+    _say("ready")
+    _spin(feeder, armed, on_quit=loop.stop)
+
+
+def _spin(node: Any, armed: _Armed, on_quit: Callable[[], None] | None = None) -> None:
+    """Spin ``node`` until SIGINT/SIGTERM; ``on_quit`` stops the helper's own threads before
+    the node and the context go away."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
 
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not armed.quit:
+            executor.spin_once(timeout_sec=0.05)
     finally:
+        if on_quit is not None:
+            on_quit()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
@@ -1259,10 +1292,13 @@ def _spin(node: Any, rclpy: Any) -> None:
 
 def _role_main(args: argparse.Namespace) -> None:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=[])
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     if args.role == "relay":
         role_relay(args.topic, args.mode, args.sim_time)
+    elif args.role == "driver":
+        role_driver(args.rate)
     else:
         role_rogue(args.kind, args.sim_time)
 
@@ -1290,7 +1326,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="graph and helper logs, one file per case")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the run (default 200 + pid %% 30)")
-    parser.add_argument("--role", choices=("relay", "rogue"), help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("relay", "rogue", "driver"), help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=DRIVER_HZ, help=argparse.SUPPRESS)
     parser.add_argument("--topic", default="", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("drop", "delay"), default="drop",
                         help=argparse.SUPPRESS)
@@ -1320,7 +1357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memory_minutes is not None:
         changes["memory_s"] = args.memory_minutes * 60.0
     options = replace(options, **changes)
-    results = run_cases(cases, options, progress=print)
+    try:
+        results = run_cases(cases, options, progress=print)
+    except KeyboardInterrupt:  # each case stops its graph and helpers on the way out
+        print("fault-injection: interrupted", file=sys.stderr)
+        return 130
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
