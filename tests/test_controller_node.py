@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +38,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
 from visuomotor_core.robot_model import PANDA_ARM_JOINTS
+from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.bench_controller import HOME, FeederConfig, SyntheticFeeder
@@ -63,15 +63,8 @@ CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = WAIT, period: float = 0.002) -> bool:
-    """Poll ``condition`` until true or ``timeout`` s pass (nodes spin in their threads)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(period)
-    return condition()
-
+def wait_for(condition, timeout: float = WAIT, period: float = 0.002) -> bool:
+    return wait_until(condition, timeout, period)
 
 def stamp_of(msg) -> float:
     return time_to_seconds(msg.header.stamp)

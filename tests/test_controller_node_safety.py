@@ -44,6 +44,7 @@ from std_srvs.srv import Trigger
 
 from visuomotor_core.controller import Mode
 from visuomotor_core.robot_model import PANDA_ARM_JOINTS
+from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.controller_node import BACKSTOP_FAULT, ControllerNode
@@ -332,13 +333,7 @@ def test_backstop_timer_runs_on_the_steady_clock_while_sim_time_is_frozen(contex
 
 
 def wait_for(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
-
+    return wait_until(condition, timeout, 0.002)
 
 # --------------------------------------------------------------------------- parameters
 @pytest.mark.parametrize(("name", "value", "reason"), [

@@ -25,18 +25,13 @@ from visuomotor_core.rt_loop import (
     apply_realtime_settings,
     parse_cpu_list,
 )
+from visuomotor_core.timing import wait_until
 
 WAIT = 10.0  # s, upper bound on any wait for a condition
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
-
+def wait_for(condition, timeout: float = WAIT) -> bool:
+    return wait_until(condition, timeout, 0.002)
 
 @pytest.fixture
 def loops():

@@ -17,7 +17,6 @@ import io
 import os
 import signal
 import threading
-import time
 
 import pytest
 import rclpy
@@ -28,6 +27,7 @@ from std_srvs.srv import Trigger
 
 from visuomotor_bringup import plan
 from visuomotor_bringup.multiprocess import Bringup
+from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
@@ -81,13 +81,7 @@ class Probe(Node):
 
 
 def _wait(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
+    return wait_until(condition, timeout, 0.05)
 
 @pytest.fixture(scope="module")
 def sim_graph():

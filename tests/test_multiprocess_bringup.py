@@ -19,19 +19,14 @@ import pytest
 
 from visuomotor_bringup import plan
 from visuomotor_bringup.multiprocess import Bringup, executable_path
+from visuomotor_core.timing import wait_until
 
 TIMEOUT = 40.0
 MODULE = [sys.executable, "-m", "visuomotor_bringup.multiprocess"]
 
 
 def _wait_until(condition, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
+    return wait_until(condition, timeout, 0.05)
 
 def _started(bringup: Bringup) -> bool:
     """Every process has logged a line of its own (it is up and spinning)."""

@@ -14,6 +14,7 @@ from visuomotor_core.manifest import ManifestError, robot_name
 from visuomotor_core.policy_runtime import load_policy_runtime
 from visuomotor_core.robot_description import load_robot
 from visuomotor_core.robot_model import RobotModel
+from visuomotor_core.timing import wait_until
 from visuomotor_sim.world import ArmWorld, WorldConfig
 
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "artifacts" / "manifest.json"
@@ -87,15 +88,7 @@ def test_panda_policy_refuses_to_load_for_the_iiwa():
 
 
 def _wait_for(condition, timeout: float = 20.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
+    return wait_until(condition, timeout, 0.01)
 
 def test_sim_robot_process_holds_and_tracks_the_iiwa_by_the_robot_parameter():
     """The sim node and the controller node of the sim robot process, both given only

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from visuomotor_core.hardware import JointSample
+from visuomotor_core.timing import wait_until
 from visuomotor_sim.hardware import (
     MAX_SEED,
     MAX_UNANSWERED,
@@ -37,14 +38,8 @@ VISUAL = RandomizationProfile(
     "visual", tuple(t for t in PROFILES["training"].terms if t.name != "image_noise"))
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.001)
-    return condition()
-
+def wait_for(condition, timeout: float = WAIT) -> bool:
+    return wait_until(condition, timeout, 0.001)
 
 @pytest.fixture
 def make_hw() -> Iterator[Callable[..., SimHardware]]:

@@ -30,6 +30,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
 from visuomotor_core.rt_loop import ControlLoop, LoopConfig
+from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode, SetTarget
 from visuomotor_ros import graph
@@ -452,15 +453,7 @@ def robot_process() -> Iterator:
 
 
 def _wait(condition, timeout: float = WAIT) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
-
+    return wait_until(condition, timeout, 0.005)
 
 def test_frames_are_published_on_the_camera_grid_while_the_loop_is_paced(robot_process):
     _, sim, policy = robot_process(sim={"camera_rate_hz": 20.0},

@@ -230,3 +230,15 @@ def median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 5)
         fn()
         samples[i] = time.perf_counter() - start
     return float(np.median(samples))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, period: float = 0.01) -> bool:
+    """Poll ``condition`` every ``period`` s until it is true or ``timeout`` s of wall time
+    pass; its last value. For tests and tools that wait on another thread or process: it
+    bounds the wait, it does not measure anything."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(period)
+    return bool(condition())

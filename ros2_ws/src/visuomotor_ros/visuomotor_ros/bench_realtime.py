@@ -53,6 +53,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
@@ -224,14 +225,8 @@ class ProbeRunner:
         rclpy.try_shutdown(context=self.context)
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
+def _wait(condition, timeout: float) -> bool:
+    return wait_until(condition, timeout, 0.05)
 
 def _gaps(arrivals: Sequence[float]) -> dict[str, float]:
     times = np.asarray(arrivals)
