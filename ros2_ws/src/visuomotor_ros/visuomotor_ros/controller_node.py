@@ -49,6 +49,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -193,6 +194,23 @@ class EstopLatches:
             return cls._by_context.get(context, {}).pop(name, None) is not None
 
 
+@dataclass
+class _TickSnapshot:
+    """What controller/state reports, copied in the loop at the tick that announced it."""
+
+    reference: np.ndarray
+    measured: np.ndarray
+    command: np.ndarray
+    time: float = 0.0
+    mode: Mode | None = None
+    reason: str = ""
+    mode_since: float = 0.0
+
+    @classmethod
+    def zeros(cls, n: int) -> _TickSnapshot:
+        return cls(np.zeros(n), np.zeros(n), np.zeros(n))
+
+
 class ControllerNode(LifecycleNode):
     """Lifecycle node running :class:`JointController` against a hardware backend.
 
@@ -242,6 +260,8 @@ class ControllerNode(LifecycleNode):
         self._mode_since = 0.0
         self._last_state_pub = -np.inf
         self._last_command = np.zeros(len(self._joint_names))
+        self._snapshot = _TickSnapshot.zeros(len(self._joint_names))
+        self._snapshot_lock = threading.Lock()
         self._announced = threading.Event()
         self._mode_changed = False
         self._overrun = False
@@ -607,23 +627,35 @@ class ControllerNode(LifecycleNode):
             if self._mode_changed:
                 self._mode_since = now
             self._last_mode, self._last_reason = command.mode, command.reason
-            self._announce(now)
+            self._announce(now, command)
         if self._latency_pending and command.mode is Mode.TRACKING:
             self._latency_pending = False
             self._last_e2e = now - self._target_camera_stamp
             self.latency.record("camera_to_command", self._last_e2e)
             self.latency.record("policy_to_command", now - self._target_policy_stamp)
         if now - self._last_state_pub >= self._state_interval():
-            self._announce(now)
+            self._announce(now, command)
         self.latency.record("tick_compute", time.perf_counter() - start)
 
     def _state_interval(self) -> float:
         """Spacing of controller/state messages, s (half a control period early still counts)."""
         return 1.0 / self.params["state_rate_hz"] - 0.5 * self.controller.config.period
 
-    def _announce(self, now: float) -> None:
+    def _announce(self, now: float, command: Any) -> None:
+        """In the loop: snapshot this tick for controller/state and wake the executor, which
+        builds the messages (so a state message describes one tick, whatever the executor's
+        delay)."""
         self._last_state_pub = now
-        self._state_time = now
+        snapshot = self._snapshot
+        with self._lock:
+            q_ref = self.controller.reference[0]
+        with self._snapshot_lock:
+            snapshot.time = now
+            snapshot.mode, snapshot.reason = command.mode, command.reason
+            snapshot.mode_since = self._mode_since
+            snapshot.reference[:] = q_ref
+            snapshot.measured[:] = self._sample.position
+            snapshot.command[:] = self._last_command
         self._guard.trigger()
 
     def _on_overrun(self, misses: int) -> None:
@@ -657,17 +689,22 @@ class ControllerNode(LifecycleNode):
         mode_changed, self._mode_changed = self._mode_changed, False
         with self._lock:
             status = controller.status()
-            mode = controller.mode
-            reason = controller.reason
-            q_ref = controller.reference[0].tolist()
+        with self._snapshot_lock:
+            tick = self._snapshot
+            mode, reason, state_time = tick.mode, tick.reason, tick.time
+            if mode is None:
+                return  # no tick yet
+            q_ref = tick.reference.tolist()
+            measured, command = tick.measured.tolist(), tick.command.tolist()
+            mode_since = tick.mode_since
         if mode_changed:
             text = f"{mode.value}" + (f": {reason}" if reason else "")
             if mode in (Mode.HOLD, Mode.ESTOP):
                 self.get_logger().warning(text)
             else:
                 self.get_logger().info(text)
-        self._publish_state(getattr(self, "_state_time", 0.0), mode, reason, q_ref, status,
-                            mode_changed)
+        self._publish_state(state_time, mode, reason, q_ref, measured, command, mode_since,
+                            status, mode_changed)
 
     def _timing(self) -> dict[str, Any]:
         """Loop figures for diagnostics and controller/state."""
@@ -696,6 +733,7 @@ class ControllerNode(LifecycleNode):
                 "loop_misses": summary.total_deadline_misses}
 
     def _publish_state(self, now: float, mode: Mode, reason: str, q_ref: list[float],
+                       measured: list[float], command: list[float], mode_since: float,
                        status: dict[str, Any], mode_changed: bool) -> None:
         """controller/state and (rate-limited, at once on a mode change) /diagnostics."""
         if self._pub_state is None:
@@ -706,11 +744,11 @@ class ControllerNode(LifecycleNode):
         msg = ControllerState(
             mode=_MODE_CODES[mode],
             reason=reason,
-            mode_since=seconds_to_time(self._mode_since),
+            mode_since=seconds_to_time(max(mode_since, 0.0)),
             name=self._joint_names,
             reference_position=q_ref,
-            measured_position=self._sample.position.tolist(),
-            command=self._last_command.tolist(),
+            measured_position=measured,
+            command=command,
             command_interface=self.controller.config.command_interface,
             target_age=max(0.0, now - (self._target_camera_stamp or now)),
             end_to_end_latency=self._last_e2e,
