@@ -97,6 +97,8 @@ from typing import Any
 
 import numpy as np
 
+from visuomotor_core.timing import wait_until
+
 #: Share of messages a drop relay discards, and the delay of a delay relay (s, graph clock).
 DROP_FRACTION = 0.3
 DELAY_S = 0.2
@@ -527,12 +529,7 @@ class Observer:
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
+    return wait_until(condition, timeout, 0.05)
 
 
 # ====================================================================== graph of a case
