@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 
 from visuomotor_models.experiment.episodes import run_task
 from visuomotor_models.experiment.plan import Task
@@ -49,6 +50,17 @@ def _run_on_node(task: Task) -> dict:
     row.update(node_id=ray.get_runtime_context().get_node_id(),
                node_ip=ray.util.get_node_ip_address())
     return row
+
+
+def _warm_up() -> int:
+    """Import what an episode needs (PyBullet, ONNX Runtime, the sim), so that the first
+    episodes of a worker are not slowed by it; returns the worker's pid."""
+    import time
+
+    import visuomotor_models.evaluate_policy  # noqa: F401 - the sim, expert, policy runtime
+
+    time.sleep(0.2)  # held long enough that every CPU gets a worker of its own
+    return os.getpid()
 
 
 def ray_missing_message() -> str:
@@ -86,6 +98,8 @@ class RayExecutor:
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._remote = ray.remote(num_cpus=1, max_retries=2,
                                   scheduling_strategy="SPREAD")(_run_on_node)
+        warm_up = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_warm_up)
+        ray.get([warm_up.remote() for _ in range(self.workers)])
 
     def nodes(self) -> list[str]:
         return [n["NodeID"] for n in self._ray.nodes() if n.get("Alive")]
@@ -112,8 +126,6 @@ class RayExecutor:
                     try:
                         row = ray.get(ref)
                     except ray.exceptions.RayError as err:  # a worker or node died
-                        from dataclasses import asdict
-
                         row = asdict(task)
                         del row["terms"], row["settings"]
                         row.update(error=f"ray: {type(err).__name__}: {err}"[:2000],
