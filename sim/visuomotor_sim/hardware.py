@@ -13,11 +13,11 @@ Pacing. With ``lockstep`` the loop runs as fast as it can on sim time, and
 after each camera frame at ``t_k`` the physics stops at ``t_k + lockstep_latency``
 until the policy's joint targets for that frame (stamped ``t_k``) are reported
 by :meth:`frame_answered`, at most ``lockstep_timeout`` s of wall time; after
-``MAX_UNANSWERED`` frames in a row without an answer (no policy running) it stops
-waiting until an answer comes again. The perception latency the robot sees is
-then ``lockstep_latency`` of sim time whatever the machine's speed, so runs are
-repeatable. Without ``lockstep`` the loop paces the ticks on the wall clock and
-sim time advances one control period per tick (a real-time factor of 1 as long
+``MAX_UNANSWERED`` frames in a row without an answer (no policy running) it
+waits only on every ``PROBE_EVERY``-th frame until an answer comes again. The
+perception latency the robot sees is then ``lockstep_latency`` of sim time
+whatever the machine's speed, so runs are repeatable. Without ``lockstep`` the
+loop paces the ticks on the wall clock and sim time advances one control period per tick (a real-time factor of 1 as long
 as no tick is missed).
 
 Without a command for ``command_timeout`` s of sim time (controller inactive or
@@ -41,6 +41,8 @@ from visuomotor_sim.world import COMMAND_MODES, ArmWorld, WorldConfig
 
 #: Frames in a row without the policy's answer after which lockstep stops waiting.
 MAX_UNANSWERED = 3
+#: Without answers, lockstep still waits on every this many frames (see _wait_for_answer).
+PROBE_EVERY = 10
 #: Slack (s) when comparing sim times with stamps that went through a message (ns).
 TIME_EPS = 1e-9
 #: Seeds an episode accepts (ResetEpisode.seed is uint32 on the wire).
@@ -213,6 +215,7 @@ class SimHardware:
         self._pending_frame = math.nan
         self._answered_stamp = -math.inf
         self._unanswered = 0
+        self._skipped_waits = 0
         self._closed = False
 
     # ------------------------------------------------------------------ seam
@@ -446,8 +449,16 @@ class SimHardware:
             if math.isnan(frame) or self._time < frame + config.lockstep_latency - TIME_EPS:
                 return
             self._pending_frame = math.nan
-            if self._answered_stamp >= frame - TIME_EPS or self._unanswered >= MAX_UNANSWERED:
+            if self._answered_stamp >= frame - TIME_EPS:
                 return
+            if self._unanswered >= MAX_UNANSWERED:
+                # No policy answering: go on without waiting, but wait again on every
+                # PROBE_EVERY-th frame, so that a policy that comes back (or one that only
+                # refused frames made stale by the sim running ahead) gets a fresh frame
+                # and lockstep resumes with its first answer.
+                self._skipped_waits += 1
+                if self._skipped_waits % PROBE_EVERY:
+                    return
             self.counters.lockstep_waits += 1
             answered = self._answered.wait_for(
                 lambda: self._answered_stamp >= frame - TIME_EPS or self._closed,
