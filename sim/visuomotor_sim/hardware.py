@@ -17,8 +17,8 @@ by :meth:`frame_answered`, at most ``lockstep_timeout`` s of wall time; after
 waits only on every ``PROBE_EVERY``-th frame until an answer comes again. The
 perception latency the robot sees is then ``lockstep_latency`` of sim time
 whatever the machine's speed, so runs are repeatable. Without ``lockstep`` the
-loop paces the ticks on the wall clock and sim time advances one control period per tick (a real-time factor of 1 as long
-as no tick is missed).
+loop paces the ticks on the wall clock and sim time advances one control period
+per tick (a real-time factor of 1 as long as no tick is missed).
 
 Without a command for ``command_timeout`` s of sim time (controller inactive or
 stopped), the joints hold their position, as a robot's own safety layer would.
