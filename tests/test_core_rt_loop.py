@@ -23,7 +23,6 @@ from visuomotor_core.rt_loop import (
     ControlLoop,
     LoopConfig,
     apply_realtime_settings,
-    parse_cpu_list,
 )
 from visuomotor_core.timing import wait_until
 
@@ -296,10 +295,9 @@ def test_invalid_loop_configurations_are_refused(field, value, match):
         LoopConfig(**{field: value})
 
 
-def test_cpu_lists_are_sorted_unique_and_non_negative():
-    assert parse_cpu_list([3, 1, 3]) == (1, 3)
+def test_negative_cpus_are_refused():
     with pytest.raises(ValueError, match=">= 0"):
-        parse_cpu_list([0, -2])
+        LoopConfig(cpu_affinity=(0, -2))
 
 
 def test_starting_a_loop_does_not_stop_for_a_full_collection():

@@ -127,10 +127,6 @@ class RenderWorker:
         self._send(("render", stamp, np.array(positions, dtype=np.float64)))
         return True
 
-    @property
-    def busy(self) -> bool:
-        return not self._idle.is_set()
-
     def receive(self, timeout: float) -> Frame | None:
         """The next rendered frame, or None after ``timeout`` s (or when the worker ended)."""
         try:

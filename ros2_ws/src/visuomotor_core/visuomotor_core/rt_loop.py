@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visuomotor_core.timing import PeriodStats
@@ -163,6 +163,8 @@ class LoopConfig:
             raise ValueError("max_consecutive_misses must be >= 1")
         if not (math.isfinite(self.switch_interval) and self.switch_interval > 0.0):
             raise ValueError(f"switch_interval must be > 0 s, got {self.switch_interval!r}")
+        if any(cpu < 0 for cpu in self.cpu_affinity):
+            raise ValueError(f"cpu_affinity must list CPUs >= 0, got {list(self.cpu_affinity)}")
         if not 0 <= self.priority <= 99:
             raise ValueError(f"priority must be 0-99, got {self.priority}")
 
@@ -369,11 +371,3 @@ class ControlLoop:
             self.counters.gc_collections += 1
             return now + self.config.full_collect_period
         return next_full
-
-
-def parse_cpu_list(values: Sequence[int]) -> tuple[int, ...]:
-    """CPU indices as a sorted tuple; ValueError for negative ones."""
-    cpus = tuple(sorted({int(v) for v in values}))
-    if any(c < 0 for c in cpus):
-        raise ValueError(f"CPU indices must be >= 0, got {list(values)}")
-    return cpus
