@@ -79,7 +79,7 @@ class SimHardwareConfig:
     status_rate_hz: float = 20.0
     lockstep: bool = True
     lockstep_latency: float = 0.005
-    lockstep_timeout: float = 0.25
+    lockstep_timeout: float = 1.0
     command_timeout: float = 0.1
 
     def __post_init__(self) -> None:

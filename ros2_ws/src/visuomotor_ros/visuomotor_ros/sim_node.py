@@ -76,7 +76,7 @@ SCHEMA = (
     ParamSpec("lockstep_latency", float, 0.005, "Perception latency modelled in lockstep: "
               "the physics waits for the policy's answer to a frame this long after it",
               "s", 0.0, 0.05, read_only=True),
-    ParamSpec("lockstep_timeout", float, 0.25, "Longest wait for the policy's answer to one "
+    ParamSpec("lockstep_timeout", float, 1.0, "Longest wait for the policy's answer to one "
               "frame in lockstep (wall)", "s", 0.001, 5.0, read_only=True),
     ParamSpec("command_timeout", float, 0.1, "Hold position without commands for this long "
               "(sim time), as the robot's own safety layer", "s", 0.005, 10.0, read_only=True),
