@@ -1,20 +1,22 @@
 """Encoder node through real rclpy: lifecycle, publishing, bad input, non-finite output,
-frame dropping, parameter validation."""
+frame dropping, parameter validation, the camera model (CameraInfo) and the camera's
+calibrated pose. The model is a constant-keypoint ONNX graph (tests/keypoint_model.py) run
+by real ONNX Runtime."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from conftest import spin_until
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from keypoint_model import TARGET, scene_keypoints, shifted_pose, sim_camera, write_encoder
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from visuomotor_interfaces.msg import EncoderFeatures
 from visuomotor_ros.image_conversion import numpy_to_image
@@ -25,16 +27,24 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
-    from visuomotor_core.image import PreprocessConfig
-    from visuomotor_models.encoder import EncoderConfig, VisionEncoder
-    from visuomotor_models.train_encoder import export_encoder
+    """A 32-px keypoint encoder: the scene seen by the sim camera 2 cm / 0.02 rad off its
+    calibration."""
+    camera = sim_camera(SIZE)
+    return write_encoder(tmp_path_factory.mktemp("encoder_node"),
+                         scene_keypoints(shifted_pose(camera), camera=camera), size=SIZE)
 
-    torch.manual_seed(0)
-    model = VisionEncoder(EncoderConfig(input_size=SIZE, channels=(4, 6), keypoints=4,
-                                        hidden=16, embedding_dim=16))
-    out = tmp_path_factory.mktemp("encoder_node")
-    return export_encoder(model, PreprocessConfig(width=SIZE, height=SIZE), out,
-                          torch.zeros(1, 3, SIZE, SIZE), {})
+
+def camera_info(size: int = 64, fov_scale: float = 1.0) -> CameraInfo:
+    """The sim camera's CameraInfo at ``size`` x ``size`` px, focal lengths times
+    ``fov_scale``."""
+    info = sim_camera(size).camera_info()
+    k = np.reshape(info["k"], (3, 3)).copy()
+    k[0, 0] *= fov_scale
+    k[1, 1] *= fov_scale
+    msg = CameraInfo(width=size, height=size, distortion_model=info["distortion_model"],
+                     d=info["d"], k=k.ravel().tolist(), r=info["r"], p=info["p"])
+    msg.header.frame_id = info["frame_id"]
+    return msg
 
 
 class Harness:
@@ -50,6 +60,8 @@ class Harness:
             Parameter(k, value=v) for k, v in values.items()])
         self.probe = Node("encoder_probe", context=context)
         self.images = self.probe.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
+        self.infos = self.probe.create_publisher(CameraInfo, "/camera/camera_info",
+                                                 SENSOR_QOS)
         self.features: list[EncoderFeatures] = []
         self.targets: list[PointStamped] = []
         self.diagnostics: list[DiagnosticArray] = []
@@ -67,7 +79,11 @@ class Harness:
         return spin_until(self.executor, condition, timeout)
 
     def connected(self):
-        return self.spin_until(lambda: self.images.get_subscription_count() > 0)
+        return self.spin_until(lambda: self.images.get_subscription_count() > 0
+                               and self.infos.get_subscription_count() > 0)
+
+    def statuses(self):
+        return [s for d in self.diagnostics for s in d.status]
 
     def send(self, msg: Image):
         self.images.publish(msg)
@@ -78,8 +94,8 @@ class Harness:
         self.probe.destroy_node()
 
 
-def _image(stamp_sec=7, encoding="rgb8"):
-    frame = np.random.default_rng(stamp_sec).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+def _image(stamp_sec=7, encoding="rgb8", size=(64, 64)):
+    frame = np.random.default_rng(stamp_sec).integers(0, 256, (*size, 3), dtype=np.uint8)
     msg = numpy_to_image(frame, encoding)
     msg.header.stamp.sec = stamp_sec
     msg.header.frame_id = "camera_optical_frame"
@@ -104,6 +120,11 @@ def test_autostart_activates_and_publishes_stamped_features(harness):
     assert feat.inference_time > 0.0 and feat.target_frame_id == "panda_link0"
     assert target.header.frame_id == "panda_link0" and target.header.stamp.sec == 7
     assert target.point.x == pytest.approx(feat.target_position.x)
+    # The target by geometry, the camera put back on its pose by the landmarks.
+    position = np.array([feat.target_position.x, feat.target_position.y,
+                         feat.target_position.z])
+    assert np.linalg.norm(position - TARGET) < 0.002 and feat.confidence == 1.0
+    assert harness.node.counters["pose_refined"] == 1
 
 
 def test_bad_images_are_skipped_counted_and_the_node_keeps_running(harness):
@@ -134,7 +155,7 @@ def test_non_finite_output_is_never_published_and_is_counted(harness, monkeypatc
 
     def poisoned(batch):
         out = real(batch)
-        out["target_position"] = np.full_like(out["target_position"], np.nan)
+        out["keypoints"] = np.full_like(out["keypoints"], np.nan)
         return out
 
     monkeypatch.setattr(runtime, "run_raw", poisoned)
@@ -174,6 +195,95 @@ def test_configure_fails_with_a_hash_mismatch(ros_context, model_files, tmp_path
 
         assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert h.node.runtime is None and "SHA-256 mismatch" in h.node.configure_error
+    finally:
+        h.close()
+
+
+# ---------------------------------------------------------------- camera model
+def _has_value(harness, key, predicate) -> bool:
+    return any(kv.key == key and predicate(kv.value)
+               for s in harness.statuses() for kv in s.values)
+
+
+def test_until_camera_info_arrives_the_manifest_intrinsics_are_used_and_reported(harness):
+    assert harness.connected()
+    harness.send(_image(1))
+    assert harness.spin_until(lambda: harness.features)
+    assert harness.spin_until(lambda: _has_value(
+        harness, "camera", lambda v: v.startswith("manifest intrinsics")))
+    assert any("no camera_info" in s.message for s in harness.statuses())
+    harness.infos.publish(camera_info(64))
+    assert harness.spin_until(lambda: harness.node.runtime.camera.from_camera_info)
+    harness.diagnostics.clear()
+    assert harness.spin_until(lambda: _has_value(harness, "camera",
+                                                 lambda v: v == "camera_info 64x64"))
+    assert _has_value(harness, "pose_refined_share", lambda v: float(v) == 1.0)
+
+
+def test_mismatched_camera_info_refuses_frames_until_a_matching_one_arrives(harness, capfd):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    node = harness.node
+    assert harness.connected()
+    harness.infos.publish(camera_info(64, fov_scale=1.2))  # another field of view
+    assert harness.spin_until(lambda: node._camera_refused)
+    for sec in (1, 2):
+        harness.send(_image(sec))
+        assert harness.spin_until(lambda s=sec: node.counters["refused_camera_model"] == s)
+    harness.spin_until(lambda: False, timeout=0.2)
+    assert harness.features == [] and node.counters["processed"] == 0
+    assert harness.spin_until(lambda: any(
+        s.level == DiagnosticStatus.ERROR and "camera model mismatch" in s.message
+        for s in harness.statuses()))
+    err = capfd.readouterr().err
+    assert any("[ERROR]" in line and "camera model mismatch" in line
+               for line in err.splitlines())
+    assert node.runtime is not None and _lifecycle_state(node) == "active"
+    harness.infos.publish(camera_info(64))  # the camera the model was trained with
+    assert harness.spin_until(lambda: not node._camera_refused)
+    harness.send(_image(3))
+    assert harness.spin_until(lambda: len(harness.features) == 1)
+    assert harness.features[0].header.stamp.sec == 3
+    harness.send(_image(4, size=(32, 32)))  # not the camera_info's size
+    assert harness.spin_until(lambda: node.counters["refused_camera_model"] == 3)
+
+
+def test_camera_extrinsics_parameter_sets_the_calibration_and_refuses_no_pose(harness):
+    assert harness.connected()
+    node = harness.node
+    runtime = node.runtime
+    manifest_pose = runtime.calibration
+    true = shifted_pose(sim_camera(SIZE))
+    values = [*true.position.tolist(), *true.quaternion.tolist()]
+    assert node.set_parameters([Parameter("camera_extrinsics", value=values)])[0].successful
+    np.testing.assert_allclose(runtime.calibration.position, true.position)
+    np.testing.assert_allclose(runtime.calibration.rotation, true.rotation, atol=1e-9)
+    for bad, reason in (([1.0, 2.0, 3.0], "expected 7 values"),
+                        ([*values[:3], 0.0, 0.0, 0.0, 0.0], "norm 0")):
+        result = node.set_parameters([Parameter("camera_extrinsics", value=bad)])[0]
+        assert not result.successful and reason in result.reason
+        np.testing.assert_allclose(runtime.calibration.position, true.position)
+    assert node.set_parameters([Parameter("camera_extrinsics", value=[])])[0].successful
+    assert runtime.calibration is manifest_pose
+    harness.send(_image(5))
+    assert harness.spin_until(lambda: harness.features)
+    assert harness.spin_until(lambda: _has_value(harness, "calibration",
+                                                 lambda v: v == "manifest"))
+
+
+def test_invalid_camera_extrinsics_at_start_up_are_refused(ros_context, model_files):
+    with pytest.raises(ValueError, match="expected 7 values"):
+        Harness(ros_context, model_files, camera_extrinsics=[0.0, 0.0, 1.0])
+
+
+def test_configure_fails_when_the_geometry_is_in_another_frame(ros_context, model_files):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    h = Harness(ros_context, model_files, autostart=False, base_frame="world")
+    try:
+        assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "geometry base_frame: manifest 'panda_link0', runtime 'world'" in \
+            h.node.configure_error
     finally:
         h.close()
 
@@ -221,16 +331,19 @@ def test_contract_mismatch_leaves_the_node_up_unconfigured_with_one_line_and_an_
 # ---------------------------------------------------------------- every input survives
 _BAD_ENCODINGS = ["mono8", "rgba8", "yuv422", "16UC1", "RGB8", ""]
 _STAMPS = [(0, 0), (2**31 - 1, 999_999_999), (7, 0)]
+# "aspect": well formed, but not the camera's aspect ratio (square).
 _FLAWS = [None, None, None, "encoding", "zero_size", "huge_size", "short_step", "any_step",
-          "data_short", "data_long", "no_data"]
+          "data_short", "data_long", "no_data", "aspect"]
 
 
 @st.composite
 def images(draw):
-    """A well-formed rgb8/bgr8 image (padded rows included) or one with one flaw."""
+    """A well-formed rgb8/bgr8 image of the camera's aspect ratio (padded rows included)
+    or one with one flaw."""
     msg = Image()
     msg.encoding = draw(st.sampled_from(["rgb8", "bgr8"]))
-    msg.height, msg.width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    msg.height = draw(st.integers(1, 40))
+    msg.width = msg.height
     msg.step = 3 * msg.width + draw(st.sampled_from([0, 0, 1, 5]))
     flaw = draw(st.sampled_from(_FLAWS))
     if flaw == "encoding":
@@ -240,6 +353,9 @@ def images(draw):
         setattr(msg, draw(st.sampled_from(["height", "width"])), value)
     elif flaw == "short_step":
         msg.step = 3 * msg.width - draw(st.integers(1, 3 * msg.width))
+    elif flaw == "aspect":
+        msg.width = draw(st.integers(1, 40).filter(lambda w: w != msg.height))
+        msg.step = 3 * msg.width + draw(st.sampled_from([0, 0, 1, 5]))
     size = msg.step * msg.height if flaw not in ("zero_size", "huge_size") else 3 * 40
     if flaw == "any_step":
         msg.step = draw(st.integers(0, 2**32 - 1))
@@ -252,9 +368,13 @@ def images(draw):
     return msg
 
 
-def _valid(msg: Image) -> bool:
+def _well_formed(msg: Image) -> bool:
     return (msg.encoding in ("rgb8", "bgr8") and msg.height > 0 and msg.width > 0
             and msg.step >= 3 * msg.width and len(msg.data) == msg.step * msg.height)
+
+
+def _valid(msg: Image) -> bool:
+    return _well_formed(msg) and msg.width == msg.height
 
 
 def _deliver(node, msg: Image) -> None:
@@ -274,7 +394,9 @@ def test_any_image_message_is_encoded_only_when_valid_and_never_raises(harness, 
     after = node.counters
     assert after["callback_errors"] == 0
     assert after["processed"] - before["processed"] == int(_valid(msg))
-    assert after["bad_inputs"] - before["bad_inputs"] == int(not _valid(msg))
+    assert after["bad_inputs"] - before["bad_inputs"] == int(not _well_formed(msg))
+    assert after["refused_camera_model"] - before["refused_camera_model"] == int(
+        _well_formed(msg) and not _valid(msg))
 
 
 def test_an_unexpected_exception_in_inference_is_counted_and_the_node_keeps_running(
@@ -351,7 +473,7 @@ def test_frames_of_many_sizes_leave_no_allocations_behind(harness):
     def feed(count):
         for _ in range(count):
             done = node.counters["processed"] + 1
-            height, width = int(rng.integers(8, 480)), int(rng.integers(8, 640))
+            height = width = int(rng.integers(8, 480))  # the camera's aspect ratio
             encoding = str(rng.choice(["rgb8", "bgr8"]))
             harness.send(numpy_to_image(
                 rng.integers(0, 256, (height, width, 3), dtype=np.uint8), encoding))

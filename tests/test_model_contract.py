@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from keypoint_model import geometry_record, scene_keypoints, shifted_pose, sim_camera, write_encoder
 
 from visuomotor_core.encoder_runtime import EncoderRuntime
 from visuomotor_core.manifest import (
@@ -37,18 +38,11 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def small_encoder(tmp_path_factory):
-    """A seeded, untrained 32-px encoder exported with the project's writer."""
-    torch = pytest.importorskip("torch")
-    from visuomotor_core.image import PreprocessConfig
-    from visuomotor_models.encoder import EncoderConfig, VisionEncoder
-    from visuomotor_models.train_encoder import export_encoder
-
-    torch.manual_seed(0)
-    model = VisionEncoder(EncoderConfig(input_size=SIZE, channels=(4, 6), keypoints=4,
-                                        hidden=16, embedding_dim=16))
-    out = tmp_path_factory.mktemp("contract_encoder")
-    return export_encoder(model, PreprocessConfig(width=SIZE, height=SIZE), out,
-                          torch.zeros(1, 3, SIZE, SIZE), {})
+    """A 32-px keypoint encoder (constant keypoints, tests/keypoint_model.py) with its
+    sealed manifest entry."""
+    camera = sim_camera(SIZE)
+    return write_encoder(tmp_path_factory.mktemp("contract_encoder"),
+                         scene_keypoints(shifted_pose(camera), camera=camera), size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +122,35 @@ ENCODER_CASES = {
     "embedding size": (_set("outputs", 0, "shape", ["batch", 8]),
                        "output 'embedding' shape: manifest ['batch', 8], model ['batch', 16]"),
     "output order": (lambda e: e["outputs"].reverse(),
-                     "outputs: manifest ['confidence', 'target_position', 'embedding'], "
-                     "model ['embedding', 'target_position', 'confidence']"),
+                     "outputs: manifest ['visibility', 'keypoints', 'embedding'], "
+                     "model ['embedding', 'keypoints', 'visibility']"),
+    "old outputs": (_set("outputs", slice(1, None), [
+        {"name": "target_position", "shape": ["batch", 3], "dtype": "float32"},
+        {"name": "confidence", "shape": ["batch", 1], "dtype": "float32"}]),
+                    "outputs: manifest ['embedding', 'target_position', 'confidence'], "
+                    "runtime needs ['embedding', 'keypoints', 'visibility']"),
+    "keypoint count": (_set("outputs", 1, "shape", ["batch", 5, 2]),
+                       "output 'keypoints' shape: manifest ['batch', 5, 2], "
+                       "model ['batch', 6, 2]"),
+    "geometry names more keypoints than the graph has": (
+        lambda e: (e["geometry"]["keypoints"].append("table_corner_far"),
+                   e["geometry"]["landmarks"].__setitem__("table_corner_far",
+                                                          [0.9, 0.6, 0.0])),
+        "output 'keypoints' shape: model ['batch', 6, 2], runtime needs (geometry "
+        "keypoints: 7) ['batch', 7, 2]"),
+    "no geometry": (lambda e: e.pop("geometry"),
+                    "encoder.onnx: manifest entry lacks the 'geometry' record"),
+    "geometry camera at another size": (
+        _set("geometry", "camera", "width", 64),
+        "geometry camera size: manifest [64, 32], preprocessing [32, 32]"),
+    "geometry without target foot": (
+        lambda e: e["geometry"]["keypoints"].remove("target_foot"),
+        "encoder.onnx: geometry keypoints:"),
+    "geometry quaternion not unit": (
+        _set("geometry", "camera", "quaternion_xyzw", [0.0, 0.0, 0.0, 0.5]),
+        "encoder.onnx: geometry camera quaternion_xyzw: [0.0, 0.0, 0.0, 0.5] has norm 0.5"),
+    "geometry version": (_set("geometry", "version", 2),
+                         "encoder.onnx: geometry version: manifest 2, runtime reads 1"),
     "renamed input": (_set("inputs", 0, "name", "img"),
                       "inputs: manifest ['img'], runtime needs ['image']"),
     "missing preprocessing field": (lambda e: e["preprocessing"].pop("channels"),
@@ -144,6 +165,24 @@ def test_encoder_manifest_that_disagrees_with_the_graph_is_refused(case, small_e
     _, manifest = small_encoder
     path = tampered_copy(tmp_path, manifest, "encoder", mutate)
     assert expected in _refusal(lambda: EncoderRuntime(path))
+
+
+def test_encoder_with_geometry_in_another_base_frame_is_refused(small_encoder, tmp_path,
+                                                                monkeypatch):
+    _, manifest = small_encoder
+    path = tampered_copy(tmp_path, manifest, "encoder", _set("geometry", "base_frame", "world"))
+    created = []
+    monkeypatch.setattr("visuomotor_core.encoder_runtime.create_session",
+                        lambda *a, **k: created.append(a))
+    message = _refusal(lambda: EncoderRuntime(path, base_frame="panda_link0"))
+    assert message == "encoder.onnx: geometry base_frame: manifest 'world', runtime 'panda_link0'"
+    assert created == []
+
+
+def test_a_sealed_geometry_record_from_the_test_scene_loads(small_encoder):
+    _, manifest = small_encoder
+    runtime = EncoderRuntime(manifest, robot="panda", base_frame="panda_link0")
+    assert runtime.geometry.keypoints == tuple(geometry_record()["keypoints"])
 
 
 def test_encoder_for_another_robot_is_refused_before_a_session_exists(small_encoder, tmp_path,

@@ -45,12 +45,14 @@ def graph(ros_context):
         peer.destroy_node()
 
 
-def _features(stamp: Time, target=(0.5, 0.1, 0.2)) -> EncoderFeatures:
+def _features(stamp: Time, target=(0.5, 0.1, 0.2), confidence: float = 1.0
+              ) -> EncoderFeatures:
     msg = EncoderFeatures()
     msg.header.stamp = stamp
     msg.header.frame_id = "camera_optical_frame"
     msg.target_position.x, msg.target_position.y, msg.target_position.z = map(float, target)
     msg.target_frame_id = "panda_link0"
+    msg.confidence = confidence
     return msg
 
 
@@ -162,6 +164,30 @@ def test_adaptation_switches_change_live(graph):
     assert not node._runtime.sag_enabled and not node._runtime.integrator_enabled
     bad = node.set_parameters([Parameter("sag_feedforward", value="off")])[0]
     assert not bad.successful and not node._runtime.sag_enabled
+
+
+def test_the_goal_ignores_estimates_below_goal_min_confidence(graph):
+    node, peer, executor, received, features_pub, _ = graph
+    assert node._goal_filter.min_confidence == 0.5 and node._goal_filter.smoothing == 0.3
+    _send_state(graph)
+    first = (0.5, 0.1, 0.2)
+    for count, (target, confidence) in enumerate(
+            [(first, 0.9), ((0.3, -0.2, 0.3), 0.4), ((0.52, 0.1, 0.2), 0.1)], start=1):
+        features_pub.publish(_features(peer.get_clock().now().to_msg(), target, confidence))
+        assert _wait_for_targets(executor, received, count)  # the policy acts on each
+        np.testing.assert_allclose(node._goal_filter.goal, first)
+    features_pub.publish(_features(peer.get_clock().now().to_msg(), (0.3, -0.2, 0.3), 0.6))
+    assert _wait_for_targets(executor, received, 4)
+    np.testing.assert_allclose(node._goal_filter.goal, (0.3, -0.2, 0.3))  # a new target
+
+
+def test_goal_min_confidence_changes_live_and_invalid_values_are_refused(graph):
+    node = graph[0]
+    ok = node.set_parameters([Parameter("goal_min_confidence", value=0.8)])[0]
+    assert ok.successful and node._goal_filter.min_confidence == 0.8
+    for bad in (1.5, -0.1, "high"):
+        result = node.set_parameters([Parameter("goal_min_confidence", value=bad)])[0]
+        assert not result.successful and node._goal_filter.min_confidence == 0.8
 
 
 def test_deactivated_node_publishes_nothing(graph):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from visuomotor_core.policy_runtime import (
     HISTORY_DIM,
@@ -177,6 +179,69 @@ def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets
     assert f.goal is None
     with pytest.raises(ValueError):
         GoalFilter(smoothing=0.0)
+
+
+def test_goal_filter_ignores_unconfident_estimates_once_it_has_a_goal():
+    from visuomotor_core.policy_runtime import GoalFilter
+
+    f = GoalFilter(smoothing=0.5, freeze_radius=0.15, jump_distance=0.1, min_confidence=0.5)
+    far_hand = np.array([0.0, 0.0, 0.8])
+    target = np.array([0.5, 0.0, 0.2])
+    f.update(target, far_hand, confidence=1.0)
+    step = np.array([0.01, 0.0, 0.0])
+    for estimate, confidence in ((target + 5 * step, 0.49),  # would smooth
+                                 (np.array([0.3, 0.3, 0.3]), 0.0),  # would jump
+                                 (target + 2 * step, float("nan")),
+                                 (np.array([np.nan, 0.0, 0.2]), 1.0)):
+        np.testing.assert_allclose(f.update(estimate, far_hand, confidence), target)
+
+
+def test_goal_filter_starts_from_an_unconfident_estimate_until_a_confident_one_comes():
+    from visuomotor_core.policy_runtime import GoalFilter
+
+    f = GoalFilter(smoothing=0.3, jump_distance=0.1)
+    hand = np.array([0.0, 0.0, 0.8])
+    guess = np.array([0.5, 0.0, 0.2])
+    np.testing.assert_allclose(f.update(guess, hand, confidence=0.1), guess)  # can act
+    step = np.array([0.01, 0.0, 0.0])
+    np.testing.assert_allclose(f.update(guess + 5 * step[::-1], hand, 0.2), guess)
+    seen = guess + 3 * step  # within jump_distance, but the first confident estimate
+    np.testing.assert_allclose(f.update(seen, hand, confidence=0.9), seen)
+    np.testing.assert_allclose(f.update(seen + 2 * step, hand, 0.9),
+                               seen + 0.3 * 0.9 * 2 * step)
+    with pytest.raises(ValueError, match="non-finite"):
+        GoalFilter().update(np.array([np.nan, 0.0, 0.0]), hand)
+    with pytest.raises(ValueError, match="min_confidence"):
+        GoalFilter(min_confidence=1.5)
+    assert GoalFilter().smoothing == 0.3 and GoalFilter().min_confidence == 0.5
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(
+    st.tuples(*[st.floats(-0.2, 0.2)] * 3), st.floats(0.0, 1.0),
+    st.tuples(*[st.floats(-0.5, 0.5)] * 3)), min_size=1, max_size=30))
+def test_goal_filter_steps_by_smoothing_times_confidence_and_never_on_doubt(steps):
+    """Every update: an unconfident estimate leaves a goal where it is; a confident one
+    moves the goal by ``smoothing * confidence`` of the way, jumps to it, or (hand near)
+    leaves it."""
+    from visuomotor_core.policy_runtime import GoalFilter
+
+    f = GoalFilter(smoothing=0.3, freeze_radius=0.15, jump_distance=0.1, min_confidence=0.5)
+    base = np.array([0.5, 0.0, 0.2])
+    f.update(base, base + 1.0, confidence=1.0)
+    for offset, confidence, hand_offset in steps:
+        before = f.goal
+        estimate, hand = base + np.array(offset), base + np.array(hand_offset)
+        after = f.update(estimate, hand, confidence)
+        if confidence < 0.5:
+            np.testing.assert_array_equal(after, before)
+        elif np.linalg.norm(estimate - before) > 0.1:
+            np.testing.assert_array_equal(after, estimate)
+        elif np.linalg.norm(hand - before) < 0.15:
+            np.testing.assert_array_equal(after, before)
+        else:
+            np.testing.assert_allclose(after, before + 0.3 * confidence * (estimate - before),
+                                       atol=1e-12)
 
 
 # --------------------------------------------------------------------------- sag estimator

@@ -5,7 +5,8 @@ One run measures, on this machine's CPU:
 1. the same network (the committed encoder's architecture, seeded weights) run by torch
    eager and by ONNX Runtime on identical inputs, batch 1: median latency and ratio;
 2. end-to-end frames/s of the committed model at the camera's default resolution
-   (uint8 image -> preprocessing -> inference -> output checks).
+   (uint8 image -> preprocessing -> inference -> output checks -> camera-pose refinement
+   on the landmark keypoints and the target's position by geometry).
 
 The sensor_msgs/Image conversion cost is a ROS concern, measured by
 ``python -m visuomotor_ros.bench_image_conversion``.
@@ -64,7 +65,8 @@ def bench_torch_vs_onnx(manifest: Path, repeats: int, threads: int) -> dict:
 
 
 def bench_end_to_end(manifest: Path, frames: int, threads: int) -> dict:
-    """Frames/s of the committed encoder on uint8 camera frames (preprocess + inference)."""
+    """Frames/s of the committed encoder on uint8 camera frames (preprocess + inference +
+    geometry)."""
     from visuomotor_core.encoder_runtime import EncoderRuntime
     from visuomotor_core.onnx_session import SessionConfig
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
           f", ONNX Runtime {t['onnxruntime_ms']:.3f} ms -> ONNX Runtime is "
           f"{t['torch_over_onnx']:.2f}x faster (max |diff| {t['max_abs_diff']:.1e})")
     print(f"end to end at {e['resolution'][1]}x{e['resolution'][0]} (preprocess + "
-          f"inference, {e['provider']}): {e['fps']:.0f} frames/s, p50 "
+          f"inference + geometry, {e['provider']}): {e['fps']:.0f} frames/s, p50 "
           f"{e['latency_p50_ms']:.3f} ms, p99 {e['latency_p99_ms']:.3f} ms")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -186,31 +186,40 @@ def action_to_targets(q: np.ndarray, action: np.ndarray, action_scale: float) ->
 class GoalFilter:
     """The target position the policy acts on, kept from the encoder's per-frame estimates.
 
-    The encoder sees the target best when the hand is away from it: with the gripper at
-    the target, part of the sphere is hidden (held-out p95 error 4.4 cm with the hand within
-    5 cm of the target, 2.0 cm with it 15 cm or more away). The target of a reach does not
-    move while the hand approaches it, so the goal
+    Each estimate comes with the encoder's confidence in [0, 1] (low when the target's
+    keypoints are hidden, when the camera pose could not be refined on the scene landmarks,
+    or when the estimate lies outside the target workspace). The encoder also sees the
+    target worse when the hand is near it and hides part of it. The target of a reach does
+    not move while the hand approaches it, so the goal
 
-    * starts at the first estimate and jumps to any estimate more than
-      ``jump_distance`` from it (a new or moved target: the hand-induced shifts are
-      smaller than that),
-    * is frozen while the hand is within ``freeze_radius`` of it,
-    * otherwise follows the estimates with an exponential filter of weight ``smoothing``
-      for the newest one (1 = no smoothing).
+    * starts at the first estimate, confident or not (so the policy can act); a goal taken
+      from an estimate below ``min_confidence`` is replaced by the first confident one;
+    * ignores estimates below ``min_confidence`` after that;
+    * jumps to any confident estimate more than ``jump_distance`` from it (a new or moved
+      target: the hand-induced shifts are smaller than that);
+    * is frozen while the hand is within ``freeze_radius`` of it;
+    * otherwise follows confident estimates with an exponential filter whose weight for the
+      newest one is ``smoothing * confidence`` (``smoothing`` 1 and full confidence: no
+      smoothing).
 
     Units: m, base frame.
     """
 
-    smoothing: float = 0.5
+    smoothing: float = 0.3
     freeze_radius: float = 0.15
     jump_distance: float = 0.1
+    min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.smoothing <= 1.0:
             raise ValueError(f"GoalFilter.smoothing must be in (0, 1], got {self.smoothing}")
         if self.freeze_radius < 0.0 or self.jump_distance <= 0.0:
             raise ValueError("GoalFilter: freeze_radius must be >= 0 m and jump_distance > 0 m")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"GoalFilter.min_confidence must be in [0, 1], got "
+                             f"{self.min_confidence}")
         self._goal: np.ndarray | None = None
+        self._provisional = False  # the goal came from an estimate below min_confidence
 
     @property
     def goal(self) -> np.ndarray | None:
@@ -218,15 +227,32 @@ class GoalFilter:
 
     def reset(self) -> None:
         self._goal = None
+        self._provisional = False
 
-    def update(self, estimate: np.ndarray, hand: np.ndarray) -> np.ndarray:
-        """Fold in one estimate (3,) given the hand position (3,); returns the goal (3,)."""
+    def update(self, estimate: np.ndarray, hand: np.ndarray,
+               confidence: float = 1.0) -> np.ndarray:
+        """Fold in one estimate (3,) with its confidence in [0, 1] (values outside are
+        clipped, NaN counts as 0) given the hand position (3,); returns the goal (3,).
+
+        Raises:
+            ValueError: a non-finite estimate while there is no goal yet (one with a goal
+                is ignored).
+        """
         estimate = np.asarray(estimate, np.float64)
+        confidence = float(np.clip(np.nan_to_num(confidence, nan=0.0), 0.0, 1.0))
+        finite = bool(np.all(np.isfinite(estimate)))
+        confident = finite and confidence >= self.min_confidence
         goal = self._goal
-        if goal is None or np.linalg.norm(estimate - goal) > self.jump_distance:
-            self._goal = estimate.copy()
+        if goal is None:
+            if not finite:
+                raise ValueError(f"GoalFilter: non-finite estimate {estimate.tolist()}")
+            self._goal, self._provisional = estimate.copy(), not confident
+        elif not confident:
+            pass
+        elif self._provisional or np.linalg.norm(estimate - goal) > self.jump_distance:
+            self._goal, self._provisional = estimate.copy(), False
         elif np.linalg.norm(np.asarray(hand) - goal) >= self.freeze_radius:
-            goal += self.smoothing * (estimate - goal)
+            goal += self.smoothing * confidence * (estimate - goal)
         return self._goal.copy()
 
 

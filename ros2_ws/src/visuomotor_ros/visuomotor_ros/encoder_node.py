@@ -6,16 +6,29 @@ own callback group, so with a multi-threaded executor frames keep arriving while
 encoded and a slow encoder drops frames instead of building a backlog (each overwritten
 frame counts as dropped).
 
+The encoder (:class:`visuomotor_core.encoder_runtime.EncoderRuntime`) finds keypoints and
+locates the target by camera geometry, so it needs the camera's model: it subscribes
+``/camera/camera_info`` (sensor-data QoS) and hands every new or changed CameraInfo to the
+runtime. Until the first one arrives the manifest's intrinsics are used (diagnostics say
+so). A CameraInfo that does not show the view the model was trained on (focal lengths,
+principal point, aspect ratio) is refused with a throttled error, and every frame is then
+refused and counted (``refused_camera_model``) until a matching CameraInfo arrives; the
+node keeps running. Frames whose size does not fit the camera are refused and counted the
+same way. The camera's calibrated pose comes from the manifest unless
+``camera_extrinsics`` sets it; the runtime refines it per frame on scene landmarks.
+
 Publishes (while Active):
 * ``/encoder/features`` (visuomotor_interfaces/EncoderFeatures): header = the image's
   header, embedding, target estimate, confidence, inference time, model SHA-256;
 * ``/encoder/target_estimate`` (geometry_msgs/PointStamped, ``base_frame``) for RViz;
 * ``/diagnostics``: fps, inference latency p50/p99, received/dropped frames, bad inputs,
-  rejected outputs, execution provider.
+  rejected outputs, frames refused for the camera model, the camera in use and the share
+  of frames whose camera pose was refined, execution provider.
 
 Lifecycle: ``configure`` verifies the model against its manifest (hashes, and the
-manifest's inputs, outputs and preprocessing against the ONNX graph) and creates the ONNX
-Runtime session; ``activate`` starts the subscription; ``deactivate`` stops it;
+manifest's inputs, outputs, preprocessing and geometry against the ONNX graph and the base
+frame) and creates the ONNX Runtime session; ``activate`` starts the subscriptions;
+``deactivate`` stops them;
 ``cleanup`` releases the session. With ``autostart`` (default) the node configures and
 activates itself as soon as it spins, so launch files without a lifecycle manager work.
 Model and provider parameters take effect at the next configure.
@@ -42,13 +55,16 @@ from typing import Any
 from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
+from visuomotor_core.camera_geometry import pose_from_list
 from visuomotor_core.encoder_runtime import (
     EncoderRuntime,
+    ImageCameraMismatch,
     InferenceStats,
     InvalidEncoderOutput,
 )
+from visuomotor_core.manifest import ModelContractError
 from visuomotor_core.onnx_session import PROVIDER_NAMES, SessionConfig
 from visuomotor_core.params import ParamSpec, check_schema
 from visuomotor_core.robot_description import DEFAULT_ROBOT
@@ -89,7 +105,12 @@ SCHEMA: list[ParamSpec] = check_schema([
     ParamSpec("robot", str, DEFAULT_ROBOT, "The robot (its description urdf/<robot>.yaml in "
               "the bringup package names the base frame).", read_only=True),
     ParamSpec("base_frame", str, "",
-              "Frame of the target estimate; empty: the robot description's base frame."),
+              "Frame of the target estimate (must be the model's geometry base frame); "
+              "empty: the robot description's base frame. Applied at configure."),
+    ParamSpec("camera_extrinsics", float, [],
+              "Calibrated pose of the camera's optical frame (REP-103) in the base frame: "
+              "x y z (m) qx qy qz qw (normalised); empty: the model manifest's calibration. "
+              "Takes effect at once."),
     ParamSpec("autostart", bool, True,
               "Configure and activate at start-up (no lifecycle manager needed).",
               read_only=True),
@@ -119,6 +140,7 @@ class EncoderNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.params = declare_schema(self, SCHEMA)
+        pose_from_list(self.params["camera_extrinsics"])  # ValueError: refused at start-up
         self._robot_base_frame = graph.robot(self.params["robot"]).base_frame
         on_set_validated(self, SCHEMA, self._apply_params)
         bound_heap_growth()
@@ -130,6 +152,9 @@ class EncoderNode(Node):
         self._lock = threading.Lock()
         self._slot: Image | None = None
         self._subscription = None
+        self._info_subscription = None
+        self._camera_key: tuple | None = None  # (width, height, K) of the last CameraInfo
+        self._camera_refused = ""  # why the last CameraInfo was refused; "" when accepted
         self._features_pub = None
         self._target_pub = None
         self._active = False
@@ -138,7 +163,8 @@ class EncoderNode(Node):
         self._wake = self.create_guard_condition(self._guard(self._process_latest),
                                                  self._process_group)
         self._counters = dict.fromkeys(
-            ("received", "processed", "dropped", "bad_inputs", "rejected_outputs"), 0)
+            ("received", "processed", "dropped", "bad_inputs", "rejected_outputs",
+             "refused_camera_model", "pose_refined"), 0)
         self._stats = InferenceStats()
         self._features = EncoderFeatures()
         self._target = PointStamped()
@@ -152,11 +178,26 @@ class EncoderNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _apply_params(self, changes: Mapping[str, Any]) -> tuple[bool, str]:
+        if "camera_extrinsics" in changes:
+            try:
+                pose_from_list(changes["camera_extrinsics"])
+            except ValueError as err:
+                return False, f"'camera_extrinsics': {err}"
         self.params.update(changes)
         if "diagnostics_period" in changes:
             self._diagnostics._period = changes["diagnostics_period"]
             self._diag_timer.timer_period_ns = int(changes["diagnostics_period"] * 1e9)
+        runtime = self.runtime
+        if "camera_extrinsics" in changes and runtime is not None:
+            self._apply_extrinsics(runtime)
         return True, ""
+
+    def _apply_extrinsics(self, runtime: EncoderRuntime) -> None:
+        pose = pose_from_list(self.params["camera_extrinsics"])
+        if pose is None:
+            runtime.use_manifest_extrinsics()
+        else:
+            runtime.set_extrinsics(pose.position, pose.quaternion)
 
     def _resolve_paths(self) -> tuple[Path, Path]:
         default_model, default_manifest = _default_model_paths()
@@ -183,14 +224,17 @@ class EncoderNode(Node):
                                 fp16=self.params["fp16"],
                                 intra_op_threads=self.params["intra_op_threads"])
         try:
-            self.runtime = EncoderRuntime(manifest, model, session,
-                                          log=self.get_logger().info)
+            runtime = EncoderRuntime(manifest, model, session, log=self.get_logger().info,
+                                     base_frame=self._base_frame())
+            self._apply_extrinsics(runtime)
         except Exception as err:  # noqa: BLE001 - any load failure refuses the transition
             self.configure_error = f"cannot configure the encoder: {one_line(err, 600)}"
             self.get_logger().error(self.configure_error)
             self._report()
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
+        self._camera_key, self._camera_refused = None, ""
+        self.runtime = runtime
         self._features_pub = self.create_publisher(EncoderFeatures, graph.ENCODER_FEATURES,
                                                    DEFAULT_QOS)
         self._target_pub = self.create_publisher(PointStamped, graph.ENCODER_TARGET,
@@ -198,7 +242,13 @@ class EncoderNode(Node):
         self._features.model_sha256 = self.runtime.sha256
         return TransitionCallbackReturn.SUCCESS
 
+    def _base_frame(self) -> str:
+        return self.params["base_frame"] or self._robot_base_frame
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._info_subscription = self.create_subscription(
+            CameraInfo, graph.CAMERA_INFO, self._guard(self._on_camera_info), SENSOR_QOS,
+            callback_group=self._receive_group)
         self._subscription = self.create_subscription(
             Image, graph.CAMERA_IMAGE, self._guard(self._on_image), SENSOR_QOS,
             callback_group=self._receive_group)
@@ -207,12 +257,16 @@ class EncoderNode(Node):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._active = False
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        self._stop_subscriptions()
         with self._lock:
             self._slot = None
         return super().on_deactivate(state)
+
+    def _stop_subscriptions(self) -> None:
+        for subscription in (self._subscription, self._info_subscription):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        self._subscription = self._info_subscription = None
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._release()
@@ -220,9 +274,7 @@ class EncoderNode(Node):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._active = False
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        self._stop_subscriptions()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
@@ -234,6 +286,27 @@ class EncoderNode(Node):
         self.runtime = None
 
     # ------------------------------------------------------------------ data path
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """Hand a new or changed camera model to the runtime; a refused one stops frames."""
+        key = (msg.width, msg.height, tuple(msg.k))
+        runtime = self.runtime
+        if runtime is None or key == self._camera_key:
+            return
+        self._camera_key = key
+        try:
+            runtime.set_camera_info(msg.width, msg.height, msg.k)
+        except ModelContractError as err:
+            self._camera_refused = one_line(err)
+            self.get_logger().error(
+                f"camera_info refused, frames refused until a matching one arrives: "
+                f"{self._camera_refused}",
+                throttle_duration_sec=self.params["error_log_period"])
+            return
+        if self._camera_refused:
+            self.get_logger().info(f"camera_info {msg.width}x{msg.height} accepted, "
+                                   f"frames are encoded again")
+        self._camera_refused = ""
+
     def _on_image(self, msg: Image) -> None:
         """Receive callback: keep only the newest frame, wake the processing callback."""
         with self._lock:
@@ -254,9 +327,17 @@ class EncoderNode(Node):
         if msg is None or runtime is None or not self._active:
             return
         period = self.params["error_log_period"]
+        if self._camera_refused:
+            self._count("refused_camera_model")
+            return
         try:
             frame = image_to_numpy(msg)
             result = runtime.infer(frame, COLOUR_ORDER[msg.encoding])
+        except ImageCameraMismatch as err:
+            self._count("refused_camera_model")
+            self._warnings.warn("camera_size", f"camera image refused: {one_line(err)}",
+                                period)
+            return
         except InvalidEncoderOutput as err:
             self._count("rejected_outputs")
             self._warnings.warn("rejected_output", f"encoder output rejected, not "
@@ -268,7 +349,9 @@ class EncoderNode(Node):
                                 period)
             return
         self._publish(msg, result)
-        self._count("processed")
+        with self._lock:
+            self._counters["processed"] += 1
+            self._counters["pose_refined"] += int(result.pose_refined)
         self._stats.add(result.inference_time, time.monotonic())
 
     def _count(self, key: str) -> None:
@@ -282,7 +365,7 @@ class EncoderNode(Node):
         p = result.target_position
         features.target_position.x, features.target_position.y, features.target_position.z = (
             float(p[0]), float(p[1]), float(p[2]))
-        features.target_frame_id = self.params["base_frame"] or self._robot_base_frame
+        features.target_frame_id = self._base_frame()
         features.confidence = result.confidence
         features.inference_time = result.inference_time
         self._features_pub.publish(features)
@@ -294,7 +377,8 @@ class EncoderNode(Node):
     # ------------------------------------------------------------------ diagnostics
     @property
     def counters(self) -> dict[str, int]:
-        """received / processed / dropped frames, bad inputs, rejected outputs and
+        """received / processed / dropped frames, bad inputs, rejected outputs, frames
+        refused for the camera model, processed frames with a refined camera pose and
         exceptions caught in callbacks (a copy)."""
         with self._lock:
             counters = dict(self._counters)
@@ -310,16 +394,35 @@ class EncoderNode(Node):
         elif self.runtime is None:
             level, message = "warn", "not configured"
         else:
-            info = self.runtime.info
+            runtime = self.runtime
+            info = runtime.info
+            camera = self._camera_text(runtime)
+            processed = counters["processed"]
             values.update(provider=PROVIDER_NAMES[info.active], fp16=info.fp16,
-                          model_sha256=self.runtime.sha256)
+                          model_sha256=runtime.sha256, camera=camera,
+                          calibration="parameter camera_extrinsics"
+                          if self.params["camera_extrinsics"] else "manifest",
+                          pose_refined_share=counters["pose_refined"] / processed
+                          if processed else 0.0)
             if not self._active:
                 level, message = "warn", "inactive"
+            elif self._camera_refused:
+                level, message = "error", f"frames refused: {self._camera_refused}"
             elif counters["rejected_outputs"] or counters["bad_inputs"] \
-                    or counters["callback_errors"]:
-                level, message = "warn", ("frames skipped (bad input, non-finite output or "
-                                          "callback error)")
+                    or counters["callback_errors"] or counters["refused_camera_model"]:
+                level, message = "warn", ("frames skipped (bad input, image not fitting the "
+                                          "camera, non-finite output or callback error)")
+            elif not runtime.camera.from_camera_info:
+                message = "running on the manifest's camera intrinsics (no camera_info yet)"
         self._diagnostics.report(level, message, values, force=True)
+
+    def _camera_text(self, runtime: EncoderRuntime) -> str:
+        if self._camera_refused:
+            return f"camera_info refused: {self._camera_refused}"
+        camera = runtime.camera
+        if not camera.from_camera_info:
+            return "manifest intrinsics (no camera_info yet)"
+        return f"camera_info {camera.model.width}x{camera.model.height}"
 
 
 def main(args: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ graph with SIGINT. Cases:
   and overlong data, mixed with the camera's frames.
 * ``robot/joint_states:{empty,nan,out_of_range,stale}``, ``robot/targets:{empty,nan}`` —
   malformed or impossible samples among the driver's and the policy's.
-* ``memory/encoder`` — the encoder alone, fed frames of random sizes (64×48 to 1280×960)
+* ``memory/encoder`` — the encoder alone, fed square frames of random sizes (48 to 960 px)
   at 30 Hz for ``--memory-minutes``; RSS from ``/proc/<pid>/status`` (issue 11 item 7:
   within 10 MB over 10 minutes).
 
@@ -119,9 +119,12 @@ RATE_SLACK = 0.01
 STATE_SKEW = 0.05
 #: Numerical slack of the limit checks (rad, N·m, rad/s).
 LIMIT_EPS = 1e-9
-#: Memory case: sizes of the mixed frames (px) and the allowed RSS growth (issue 11 item 7).
-MIXED_SIZE_MIN = (64, 48)
-MIXED_SIZE_MAX = (1280, 960)
+#: Memory case: side of the mixed frames (px; square like the sim camera's, since the
+#: encoder refuses frames of another aspect ratio than its camera's) and the allowed RSS
+#: growth (issue 11 item 7).
+MIXED_SIDE_MIN, MIXED_SIDE_MAX = 48, 960
+#: Size (width, height) of the noise the rogue's images are cut from, px.
+NOISE_SIZE = (1280, 960)
 MEMORY_BOUND_MB = 10.0
 MEMORY_SAMPLE_S = 2.0
 #: Wall-clock bounds on waiting (they only end a hung case).
@@ -1089,7 +1092,7 @@ class _Rogue:
         self.count = 0
         if kind.startswith("images"):
             self.msg_type, self.topic, self.qos = Image, graph.CAMERA_IMAGE, SENSOR_QOS
-            noise = self.rng.integers(0, 256, (MIXED_SIZE_MAX[1], MIXED_SIZE_MAX[0], 3),
+            noise = self.rng.integers(0, 256, (NOISE_SIZE[1], NOISE_SIZE[0], 3),
                                       dtype=np.uint8)
             self.noise = noise
             self.rate = {"images-flood": FLOOD_IMAGES_HZ, "images-hostile": HOSTILE_IMAGES_HZ,
@@ -1123,9 +1126,8 @@ class _Rogue:
             y, x = self.rng.integers(0, 800, 2)
             msg = numpy_to_image(self.noise[y:y + 128, x:x + 128])
         else:
-            width = int(self.rng.integers(MIXED_SIZE_MIN[0], MIXED_SIZE_MAX[0] + 1))
-            height = int(self.rng.integers(MIXED_SIZE_MIN[1], MIXED_SIZE_MAX[1] + 1))
-            msg = numpy_to_image(self.noise[:height, :width])
+            side = int(self.rng.integers(MIXED_SIDE_MIN, MIXED_SIDE_MAX + 1))
+            msg = numpy_to_image(self.noise[:side, :side])
         msg.header.stamp = now.to_msg()
         msg.header.frame_id = "camera_optical_frame"
         return msg

@@ -26,8 +26,10 @@ A joint state is refused (and the last one forgotten, so no features are acted o
 good one arrives) when a joint is missing or named twice, ``position`` or ``velocity`` do
 not have one entry per name, its stamp is more than ``max_state_age`` old or ahead, or an
 arm joint's value is not finite or physically impossible (see ``STATE_POSITION_MARGIN``).
-Every refusal logs a throttled warning. Only the target estimate of the features is used;
-the embedding is not an input of this policy.
+Every refusal logs a throttled warning. Only the target estimate of the features and its
+confidence are used (the goal filter weighs estimates by confidence and ignores those below
+``goal_min_confidence``, see :class:`visuomotor_core.policy_runtime.GoalFilter`); the
+embedding is not an input of this policy.
 
 Lifecycle node: the model is loaded in ``on_configure``, nothing is published unless Active;
 ``autostart`` configures and activates at start. Loading checks the manifest against the
@@ -135,8 +137,12 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "controller.yaml", unit="Hz", min=0.0, max=100000.0, read_only=True),
     ParamSpec("max_state_age", float, 0.2, "joint states older or further ahead than this "
               "(by header stamp) are refused", unit="s", min=0.001, max=5.0),
-    ParamSpec("goal_smoothing", float, 0.5, "weight of the newest target estimate in the "
-              "goal filter (1 = no smoothing)", "", 0.01, 1.0),
+    ParamSpec("goal_smoothing", float, 0.3, "weight of the newest target estimate in the "
+              "goal filter, times the estimate's confidence (1 = no smoothing)", "", 0.01,
+              1.0),
+    ParamSpec("goal_min_confidence", float, 0.5, "target estimates less confident than this "
+              "are ignored once there is a goal (the first one is taken to start from)", "",
+              0.0, 1.0),
     ParamSpec("goal_freeze_radius", float, 0.15, "the goal is frozen while the hand is this "
               "close to it (the hand disturbs the estimate)", "m", 0.0, 1.0),
     ParamSpec("goal_jump_distance", float, 0.1, "an estimate this far from the goal is a new "
@@ -213,7 +219,8 @@ class PolicyNode(LifecycleNode):
 
     def _new_goal_filter(self) -> GoalFilter:
         p = self._params
-        return GoalFilter(p["goal_smoothing"], p["goal_freeze_radius"], p["goal_jump_distance"])
+        return GoalFilter(p["goal_smoothing"], p["goal_freeze_radius"], p["goal_jump_distance"],
+                          p["goal_min_confidence"])
 
     def _resolve(self, key: str, default: Path) -> Path:
         value = self._params[key]
@@ -507,7 +514,7 @@ class PolicyNode(LifecycleNode):
     def _act(self, msg: EncoderFeatures, target: np.ndarray, now: float) -> None:
         """Filter the estimate into the goal (see GoalFilter), run the policy, publish."""
         hand = self._runtime.hand(self._q)
-        goal = self._goal_filter.update(target, hand)
+        goal = self._goal_filter.update(target, hand, msg.confidence)
         try:
             out = self._runtime(self._q, self._qd, goal, hand)
         except FloatingPointError as err:
