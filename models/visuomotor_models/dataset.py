@@ -12,9 +12,17 @@ uniform direction or along the way back toward where the hand started, with the 
 arm configuration as the null-space rest posture and the joint limits respected.
 Labels: the target centre (m, the robot's base frame), its visible fraction
 (share of rays from the rendering camera to points on the sphere that nothing blocks,
-0 when it projects outside the image), the pixel coordinates (u right, v down) of
-the sphere centre and of the foot of its post on the table, as rendered (jittered pose),
-and the grasp point (m, base frame), for error statistics by hand–target distance.
+0 when it projects outside the image), the pixel coordinates (u right, v down) of the
+:data:`KEYPOINTS` as rendered (jittered camera pose) with the visibility of each, and
+the grasp point (m, base frame), for error statistics by hand–target distance.
+
+Keypoints: the sphere centre and the foot of its post on the table (the target), and
+five fixed scene landmarks whose base-frame positions are known (:func:`landmarks`): the
+two far corners of the table, the robot's base origin, its shoulder (the origin of the
+second arm joint, which the first joint only turns about the vertical) and the point
+half-way between them on the first joint's axis. Knowing where the
+landmarks appear lets the run time find the camera's actual pose, so a camera knocked off
+its calibration does not move the estimate (see ``visuomotor_core.camera_geometry``).
 
 Every sample's randomness derives from ``(seed, split, index)`` only, so a dataset is
 identical however it is split across worker processes.
@@ -32,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 _SPLIT_IDS = {"train": 0, "heldout": 1}
-_FORMAT_VERSION = 3
+_FORMAT_VERSION = 4
 _CHUNK = 200
 _IK_ITERATIONS = 200
 _IK_RESIDUAL = 1e-5  # m
@@ -40,6 +48,11 @@ _APPROACH_SHARE = 0.5  # near-target offsets along the hand's way in (the rest u
 _APPROACH_SPREAD = 0.4  # std of the noise added to the unit approach direction
 _MIN_GOAL_HEIGHT = 0.03  # m above the table for the grasp point's IK goal
 _VISIBILITY_OFFSETS = ((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.7), (0.0, -0.7))
+_FOOT_LIFT = 0.003  # m: visibility rays end this far above the table (the post's foot)
+#: Image keypoints labelled per sample, in this order (the encoder's ``keypoints`` rows).
+KEYPOINTS = ("target_centre", "target_foot", "table_corner_left", "table_corner_right",
+             "robot_base", "robot_waist", "robot_shoulder")
+TARGET_KEYPOINTS = 2  # the first two follow the target; the rest are fixed landmarks
 
 
 @dataclass(frozen=True)
@@ -94,14 +107,16 @@ class DatasetConfig:
 
 @dataclass
 class Split:
-    """Rendered images (N, H, W, 3) uint8 RGB, targets (N, 3) m, visible (N,) in [0, 1],
-    pixels (N, 2, 2): (u, v) of the sphere centre and of the post's foot, grasp (N, 3):
-    the grasp point, m (all in the robot's base frame)."""
+    """Rendered images (N, H, W, 3) uint8 RGB, targets (N, 3) m, visible (N,) in [0, 1]
+    (the sphere's visible fraction), pixels (N, K, 2): (u, v) of the :data:`KEYPOINTS`,
+    keypoint_visible (N, K) in [0, 1], grasp (N, 3): the grasp point, m (positions in the
+    robot's base frame)."""
 
     images: np.ndarray
     targets: np.ndarray
     visible: np.ndarray
     pixels: np.ndarray
+    keypoint_visible: np.ndarray
     grasp: np.ndarray
 
     def subset(self, index) -> Split:
@@ -112,7 +127,7 @@ class Split:
         return np.linalg.norm(self.grasp - self.targets, axis=1)
 
 
-_FIELDS = ("images", "targets", "visible", "pixels", "grasp")
+_FIELDS = ("images", "targets", "visible", "pixels", "keypoint_visible", "grasp")
 _WORLD = None
 
 
@@ -144,12 +159,64 @@ def visible_fraction(world) -> float:
     return float(np.mean([hit[0] < 0 for hit in hits]))
 
 
-def keypoint_pixels(world) -> np.ndarray:
-    """(2, 2) pixel coordinates of the sphere centre and its post's foot (z = 0) as
-    rendered (with the episode's camera jitter)."""
+def landmarks(world) -> dict[str, np.ndarray]:
+    """Base-frame positions (m) of the fixed scene landmarks among :data:`KEYPOINTS`."""
+    cfg = world.config
+    far_x = cfg.table_centre_xy[0] - cfg.table_half_extents[0]
+    half_y = cfg.table_half_extents[1]
+    shoulder = world.client.getLinkState(world.robot, world.arm_joints[1])[4]
+    # The camera looks along -x with z up, so the image's right is +y.
+    return {"table_corner_left": np.array([far_x, -half_y, 0.0]),
+            "table_corner_right": np.array([far_x, half_y, 0.0]),
+            "robot_base": np.zeros(3),
+            "robot_waist": 0.5 * np.asarray(shoulder, float),
+            "robot_shoulder": np.asarray(shoulder, float)}
+
+
+def keypoint_points(world) -> np.ndarray:
+    """(K, 3) base-frame positions of the :data:`KEYPOINTS` in this episode."""
     target = world.target_position
-    foot = np.array([target[0], target[1], 0.0])
-    return world.camera.project(np.stack([target, foot]), world.render_camera_pose())
+    fixed = landmarks(world)
+    return np.stack([target, np.array([target[0], target[1], 0.0]),
+                     *(fixed[name] for name in KEYPOINTS[TARGET_KEYPOINTS:])])
+
+
+def keypoint_pixels(world) -> np.ndarray:
+    """(K, 2) pixel coordinates of the :data:`KEYPOINTS` as rendered (with the episode's
+    camera jitter)."""
+    return world.camera.project(keypoint_points(world), world.render_camera_pose())
+
+
+def keypoint_visibility(world, pixels: np.ndarray) -> np.ndarray:
+    """(K,) visibility of the :data:`KEYPOINTS`: the sphere's visible fraction
+    (:func:`visible_fraction`); for the others 1 when the point projects into the image and
+    the first thing a ray from the camera meets on its way there is nothing, or the body
+    (table) or robot link the landmark belongs to, else 0."""
+    cfg = world.config.camera
+    inside = np.all(np.isfinite(pixels), axis=1) & (pixels[:, 0] >= 0) \
+        & (pixels[:, 0] <= cfg.width - 1) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= cfg.height - 1)
+    camera = world.render_camera_pose().position
+    points = keypoint_points(world)
+    ends = points.copy()
+    ends[1, 2] += _FOOT_LIFT
+    ends[2:4, 2] += _FOOT_LIFT
+    shoulder_link = world.arm_joints[1]
+    own = {1: None, 2: (world.table, None), 3: (world.table, None),
+           4: (world.robot, -1), 5: (world.robot, world.arm_joints[0]),
+           6: (world.robot, shoulder_link)}
+    hits = world.client.rayTestBatch([camera.tolist()] * (len(points) - 1),
+                                     [e.tolist() for e in ends[1:]])
+    out = np.zeros(len(points))
+    out[0] = visible_fraction(world)
+    for k, hit in enumerate(hits, start=1):
+        body, link = hit[0], hit[1]
+        if body < 0:
+            out[k] = 1.0
+        elif own[k] is not None and body == own[k][0] and (own[k][1] is None
+                                                            or link <= own[k][1]):
+            out[k] = 1.0
+        out[k] *= float(inside[k])
+    return out
 
 
 def near_target_goal(target: np.ndarray, hand: np.ndarray, max_radius: float,
@@ -200,7 +267,8 @@ def _render_chunk(args: tuple) -> tuple:
     images = np.empty((count, cam.height, cam.width, 3), np.uint8)
     targets = np.empty((count, 3))
     visible = np.empty(count)
-    pixels = np.empty((count, 2, 2))
+    pixels = np.empty((count, len(KEYPOINTS), 2))
+    keypoint_visible = np.empty((count, len(KEYPOINTS)))
     grasp = np.empty((count, 3))
     for k in range(count):
         index = start + k
@@ -212,10 +280,11 @@ def _render_chunk(args: tuple) -> tuple:
                                     config.near_target_radius, rng)
             place_grasp_point(world, goal)
         images[k] = world.render()
-        visible[k] = visible_fraction(world)
         pixels[k] = keypoint_pixels(world)
+        keypoint_visible[k] = keypoint_visibility(world, pixels[k])
+        visible[k] = keypoint_visible[k, 0]
         grasp[k] = world.grasp_point()
-    return start, images, targets, visible, pixels, grasp
+    return start, images, targets, visible, pixels, keypoint_visible, grasp
 
 
 def render_split(config: DatasetConfig, split: str, count: int, progress: tqdm | None = None

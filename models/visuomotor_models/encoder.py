@@ -1,15 +1,20 @@
 """Vision encoder network (torch; train time only).
 
-A small fully-convolutional trunk produces ``K`` keypoint heatmaps at 1/2 input
-resolution; a spatial soft-argmax turns each heatmap into an expected image location
-(x, y in [-1, 1]), so the network reasons about *where* things are (the target sphere,
-its post, the robot base, table edges) with sub-pixel precision. Keypoint coordinates
-and globally pooled features go through an MLP to:
+A small fully-convolutional trunk (a stride-2 stem, then dilated blocks for context)
+produces ``K`` keypoint heatmaps at 1/2 input resolution; a spatial soft-argmax turns
+each into an expected image location with sub-pixel precision. The first
+``supervised_keypoints`` are tied to named points (the target's centre and foot, fixed
+scene landmarks; see ``visuomotor_models.dataset.KEYPOINTS``); the rest are free
+landmarks the network picks. Outputs:
 
-* ``embedding`` [B, D]: features for the policy (unitless);
-* ``target_position`` [B, 3]: target sphere centre, m, the robot description's base frame;
-* ``confidence`` [B, 1]: estimated fraction of the target visible to the camera, [0, 1].
+* ``embedding`` [B, D]: image features (unitless; published, not used by the policy);
+* ``keypoints`` [B, S, 2]: (u, v) of the supervised keypoints in input pixels (u right,
+  v down, the centre of the top-left pixel at (0, 0));
+* ``visibility`` [B, S]: probability that each supervised keypoint is visible, [0, 1].
 
+The target's 3D position is not regressed: the run time back-projects the keypoints
+through the calibrated camera, refined from the landmarks
+(``visuomotor_core.camera_geometry``), so the network learns only what an image shows.
 Inputs are preprocessed images [B, 3, H, W] float32 (see visuomotor_core.image).
 """
 
@@ -27,21 +32,20 @@ class EncoderConfig:
 
     Attributes:
         input_size: square input side, pixels.
-        channels: trunk widths (stem at stride 2, then stride-1 blocks).
-        keypoints: number of soft-argmax keypoints.
+        channels: trunk widths (stem at stride 2, then stride-1 blocks with dilation
+            1, 2, 4, ...).
+        keypoints: number of soft-argmax keypoints (supervised first, then free ones).
+        supervised_keypoints: how many of them are tied to named points.
         hidden: MLP width.
-        embedding_dim: size of the policy embedding.
-        position_centre, position_scale: the position head predicts
-            ``centre + scale * raw`` (m, base frame), so raw outputs stay O(1).
+        embedding_dim: size of the embedding.
     """
 
     input_size: int = 128
-    channels: tuple[int, ...] = (12, 16, 24)
+    channels: tuple[int, ...] = (12, 16, 24, 24)
     keypoints: int = 16
+    supervised_keypoints: int = 7
     hidden: int = 128
     embedding_dim: int = 16
-    position_centre: tuple[float, float, float] = (0.5, 0.0, 0.225)
-    position_scale: tuple[float, float, float] = (0.15, 0.25, 0.125)
 
     def __post_init__(self) -> None:
         if self.input_size < 16 or self.input_size % 2:
@@ -50,11 +54,11 @@ class EncoderConfig:
         if len(self.channels) < 2 or min(self.channels) <= 0:
             raise ValueError(f"EncoderConfig.channels needs >= 2 positive widths, got "
                              f"{self.channels}")
-        for name in ("keypoints", "hidden", "embedding_dim"):
+        for name in ("keypoints", "supervised_keypoints", "hidden", "embedding_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EncoderConfig.{name} must be positive")
-        if min(self.position_scale) <= 0.0:
-            raise ValueError("EncoderConfig.position_scale must be positive")
+        if self.supervised_keypoints > self.keypoints:
+            raise ValueError("EncoderConfig.supervised_keypoints must be <= keypoints")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -62,15 +66,17 @@ class EncoderConfig:
 
 
 class SpatialSoftArgmax(nn.Module):
-    """Heatmaps [B, K, H, W] -> expected (x, y) per keypoint [B, 2K], each in [-1, 1]."""
+    """Heatmaps [B, K, h, w] -> expected location per keypoint [B, K, 2] in input pixels
+    (u, v), for heatmaps at half the input resolution whose cell (i, j) is centred on input
+    pixel (2 j, 2 i)."""
 
     def __init__(self, height: int, width: int) -> None:
         super().__init__()
-        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height),
-                                torch.linspace(-1.0, 1.0, width), indexing="ij")
-        self.register_buffer("grid_x", xs.reshape(1, 1, -1), persistent=False)
-        self.register_buffer("grid_y", ys.reshape(1, 1, -1), persistent=False)
-        # Start with sharp-ish heatmaps: a near-uniform softmax over H*W cells would give
+        ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32) * 2.0,
+                                torch.arange(width, dtype=torch.float32) * 2.0, indexing="ij")
+        self.register_buffer("grid_u", xs.reshape(1, 1, -1), persistent=False)
+        self.register_buffer("grid_v", ys.reshape(1, 1, -1), persistent=False)
+        # Start with sharp-ish heatmaps: a near-uniform softmax over h*w cells would give
         # each logit a vanishing gradient.
         self.log_temperature = nn.Parameter(torch.full((1,), -2.0))
 
@@ -78,9 +84,9 @@ class SpatialSoftArgmax(nn.Module):
         b, k = heatmaps.shape[0], heatmaps.shape[1]
         flat = heatmaps.reshape(b, k, -1) * torch.exp(-self.log_temperature)
         weights = torch.softmax(flat, dim=-1)
-        x = (weights * self.grid_x).sum(-1)
-        y = (weights * self.grid_y).sum(-1)
-        return torch.cat([x, y], dim=1)
+        u = (weights * self.grid_u).sum(-1)
+        v = (weights * self.grid_v).sum(-1)
+        return torch.stack([u, v], dim=2)
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Module:
@@ -90,7 +96,7 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1
 
 
 class VisionEncoder(nn.Module):
-    """Image [B, 3, S, S] -> (embedding [B, D], target_position [B, 3], confidence [B, 1])."""
+    """Image [B, 3, S, S] -> (embedding [B, D], keypoints [B, K_s, 2], visibility [B, K_s])."""
 
     def __init__(self, config: EncoderConfig | None = None) -> None:
         super().__init__()
@@ -98,7 +104,7 @@ class VisionEncoder(nn.Module):
         ch = cfg.channels
         layers = [_conv(3, ch[0], 5, stride=2)]
         for i in range(1, len(ch)):
-            layers.append(_conv(ch[i - 1], ch[i], 3, dilation=1 + (i % 2 == 0)))
+            layers.append(_conv(ch[i - 1], ch[i], 3, dilation=2 ** (i - 1)))
         self.trunk = nn.Sequential(*layers)
         self.heatmaps = nn.Conv2d(ch[-1], cfg.keypoints, 1)
         side = cfg.input_size // 2
@@ -108,33 +114,16 @@ class VisionEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(features, cfg.hidden), nn.ReLU(inplace=True),
                                  nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(inplace=True))
         self.embedding = nn.Linear(cfg.hidden, cfg.embedding_dim)
-        self.position = nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.hidden),
-                                      nn.ReLU(inplace=True), nn.Linear(cfg.hidden, 3))
-        self.confidence = nn.Linear(cfg.hidden, 1)
-        self.register_buffer("position_centre",
-                             torch.tensor(cfg.position_centre).reshape(1, 3), persistent=True)
-        self.register_buffer("position_scale",
-                             torch.tensor(cfg.position_scale).reshape(1, 3), persistent=True)
+        self.visibility = nn.Linear(cfg.hidden, cfg.supervised_keypoints)
+        self.register_buffer("pixel_scale", torch.tensor(1.0 / cfg.input_size),
+                             persistent=False)
 
     def forward(self, image: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.forward_with_keypoints(image)[:3]
-
-    def forward_with_keypoints(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """:meth:`forward`'s outputs plus the keypoints [B, K, 2] (x, y in [-1, 1])."""
         features = self.trunk(image)
         keypoints = self.softargmax(self.heatmaps(features))
         pooled = self.pool(features).flatten(1)
-        hidden = self.mlp(torch.cat([keypoints, pooled], dim=1))
-        embedding = self.embedding(hidden)
-        position = self.position_centre + self.position_scale * self.position(embedding)
-        confidence = torch.sigmoid(self.confidence(hidden))
-        k = self.config.keypoints
-        xy = torch.stack([keypoints[:, :k], keypoints[:, k:]], dim=2)
-        return embedding, position, confidence, xy
-
-
-def pixels_to_keypoint_coords(pixels: torch.Tensor, input_size: int) -> torch.Tensor:
-    """Input-image pixel coordinates (u right, v down; pixel centres at integers) -> the
-    soft-argmax's [-1, 1] coordinates (its grid cell i is centred on input pixel 2 i)."""
-    return pixels / (input_size // 2 - 1) - 1.0
+        hidden = self.mlp(torch.cat([keypoints.flatten(1) * self.pixel_scale, pooled], dim=1))
+        supervised = keypoints[:, :self.config.supervised_keypoints]
+        visibility = torch.sigmoid(self.visibility(hidden))
+        return self.embedding(hidden), supervised, visibility
