@@ -98,6 +98,8 @@ from visuomotor_ros.node_common import (
 from visuomotor_ros.topic_hardware import TopicHardware
 
 HARDWARES = ("topics", "sim")
+#: Period jitter percentiles in controller/state are refreshed this often (s of node time).
+TIMING_REFRESH_S = 0.2
 TRIGGERS = ("deadline", "lockstep", "joint_states")
 
 _MODE_CODES = {
@@ -327,6 +329,8 @@ class ControllerNode(LifecycleNode):
         )
         self.stamp_periods = PeriodStats(config.period, p["stats_window"], p["deadline_tolerance"])
         self._last_e2e = 0.0
+        self._timing_cache: dict[str, Any] | None = None
+        self._timing_time = 0.0
         self._io_group = MutuallyExclusiveCallbackGroup()
         self._pub_state = self.create_publisher(
             ControllerState, graph.CONTROLLER_STATE, DEFAULT_QOS
@@ -732,13 +736,25 @@ class ControllerNode(LifecycleNode):
         return {**summary.as_dict(), "trigger": self.params["trigger"],
                 "loop_misses": summary.total_deadline_misses}
 
+    def _loop_misses(self) -> int:
+        """Deadline misses so far (0 in lockstep, where sim-time periods are exact)."""
+        if self.loop is None:
+            return int(self.stamp_periods.total_deadline_misses)
+        return 0 if self.params["trigger"] == "lockstep" else int(self.loop.counters.misses)
+
     def _publish_state(self, now: float, mode: Mode, reason: str, q_ref: list[float],
                        measured: list[float], command: list[float], mode_since: float,
                        status: dict[str, Any], mode_changed: bool) -> None:
         """controller/state and (rate-limited, at once on a mode change) /diagnostics."""
         if self._pub_state is None:
             return
-        timing = self._timing()
+        # Percentiles over the period window cost more than the rest of a state message:
+        # they are refreshed every TIMING_REFRESH_S and for each /diagnostics report.
+        diagnostics_due = mode_changed or self._diagnostics.due()
+        if diagnostics_due or self._timing_cache is None \
+                or abs(now - self._timing_time) >= TIMING_REFRESH_S:
+            self._timing_cache, self._timing_time = self._timing(), now
+        timing = self._timing_cache
         jitter_p50 = float(timing.get("jitter_p50_s", 0.0))
         jitter_p99 = float(timing.get("jitter_p99_s", 0.0))
         msg = ControllerState(
@@ -754,7 +770,7 @@ class ControllerNode(LifecycleNode):
             end_to_end_latency=self._last_e2e,
             period_jitter_p50=jitter_p50,
             period_jitter_p99=jitter_p99,
-            deadline_misses=int(timing["loop_misses"]),
+            deadline_misses=self._loop_misses(),
             rejected_targets=status["targets_refused"],
         )
         msg.header.stamp = seconds_to_time(max(now, 0.0))
@@ -766,6 +782,8 @@ class ControllerNode(LifecycleNode):
         if mode is Mode.ESTOP or overrunning:
             level = "error"
         message = f"{mode.value}" + (f": {reason}" if reason else "")
+        if not diagnostics_due:
+            return
         published = self._diagnostics.report(
             level,
             message,

@@ -242,6 +242,10 @@ class DiagnosticsReporter:
         self._last = float("-inf")
         self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", DEFAULT_QOS)
 
+    def due(self) -> bool:
+        """Whether :meth:`report` would publish now (so callers build values only then)."""
+        return self._node.get_clock().now().nanoseconds * 1e-9 - self._last >= self._period
+
     def report(
         self, level: str, message: str, values: Mapping[str, Any], force: bool = False
     ) -> bool:
