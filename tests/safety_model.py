@@ -19,13 +19,9 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, settings
 
-from visuomotor_core.controller import (
-    MAX_TICK_PERIODS,
-    MEASURED_SPEED_FACTOR,
-    ControllerConfig,
-    JointController,
-    Mode,
-)
+from visuomotor_core.controller import MAX_TICK_PERIODS, JointController, Mode
+from visuomotor_core.controller_config import ControllerConfig
+from visuomotor_core.joint_state_check import MEASURED_SPEED_FACTOR
 from visuomotor_core.robot_model import RobotModel
 
 URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"

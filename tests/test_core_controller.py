@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visuomotor_core.controller import (
-    RECOVERED_REASON,
+from visuomotor_core.controller import RECOVERED_REASON, JointController, Mode
+from visuomotor_core.controller_config import (
     ControllerConfig,
-    JointController,
-    Mode,
     config_from_parameters,
     parameter_schema,
 )

@@ -9,7 +9,8 @@ import pybullet
 import pybullet_data
 import pytest
 
-from visuomotor_core.controller import ControllerConfig, JointController, Mode
+from visuomotor_core.controller import JointController, Mode
+from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.robot_model import RobotModel
 
 URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"

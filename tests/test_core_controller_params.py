@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visuomotor_core.controller import (
+from visuomotor_core.controller import JointController
+from visuomotor_core.controller_config import (
     MAX_DAMPING_STEP,
     MIN_EFFORT_RATE_HZ,
     MIN_TIMEOUT_PERIODS,
     ControllerConfig,
-    JointController,
     check_gains,
     gain_bounds,
 )

@@ -31,12 +31,8 @@ from hypothesis.stateful import (
 )
 from safety_model import HOME, MODEL, NIGHTLY, N, SafetyModel, profile
 
-from visuomotor_core.controller import (
-    ControllerConfig,
-    JointController,
-    Mode,
-    check_gains,
-)
+from visuomotor_core.controller import JointController, Mode
+from visuomotor_core.controller_config import ControllerConfig, check_gains
 
 #: Steps the ci profile must run (the node machine adds its own; see docs/safety.md).
 CI_MIN_STEPS = 6000

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visuomotor_core.controller import ControllerConfig
+from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.robot_description import (
     DEFAULT_ROBOT,
     RobotDescription,

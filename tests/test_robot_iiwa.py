@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visuomotor_core.controller import ControllerConfig, JointController
+from visuomotor_core.controller import JointController
+from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.manifest import ManifestError, robot_name
 from visuomotor_core.policy_runtime import load_policy_runtime
 from visuomotor_core.robot_description import load_robot

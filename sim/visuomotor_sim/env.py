@@ -133,7 +133,8 @@ class EnvConfig:
 def _make_controller(world: WorldConfig):
     """The project's joint controller for the world's robot (its description's model and
     default gains), running at the physics rate."""
-    from visuomotor_core.controller import ControllerConfig, JointController
+    from visuomotor_core.controller import JointController
+    from visuomotor_core.controller_config import ControllerConfig
     from visuomotor_core.robot_model import RobotModel
 
     robot = world.description

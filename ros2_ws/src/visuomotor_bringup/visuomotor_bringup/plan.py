@@ -35,7 +35,7 @@ from visuomotor_ros import graph
 SIM, ROBOT = "sim", "robot"
 #: ONNX Runtime providers the encoder and policy nodes accept.
 EXECUTION_PROVIDERS = ("cpu", "cuda", "tensorrt")
-#: What the controller writes (``visuomotor_core.controller.COMMAND_INTERFACES``).
+#: What the controller writes (``visuomotor_core.controller_config.COMMAND_INTERFACES``).
 COMMAND_INTERFACES = ("effort", "position", "velocity")
 #: Simulation stepping -> the controller's ``trigger``: lockstep steps the world
 #: once per control tick as fast as the CPU allows, on sim time; realtime runs the

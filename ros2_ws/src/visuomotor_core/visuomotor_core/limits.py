@@ -145,6 +145,15 @@ def effective_limits(base: JointLimits, overrides: LimitOverrides) -> JointLimit
     return JointLimits(lower=lower, upper=upper, velocity=velocity, effort=effort)
 
 
+def clip_into(
+    values: np.ndarray, low: np.ndarray, high: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """``np.clip(values, low, high, out=out)`` without np.clip's Python-level dispatch
+    (a few µs per call, which counts at 1 kHz); ``out`` may be ``values``. Returns ``out``."""
+    np.minimum(values, high, out=out)
+    return np.maximum(out, low, out=out)
+
+
 def check_vector(values: object, n: int, name: str) -> tuple[bool, str]:
     """Check that ``values`` is a finite numeric vector of length ``n``.
 

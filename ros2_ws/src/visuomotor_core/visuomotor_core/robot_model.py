@@ -528,7 +528,7 @@ class RobotModel:
         Joint j's own body turns rigidly with it, so its term of ``M_jj`` is the same at
         every q; each body further out adds at least the smallest principal moment of
         its inertia (its ``m·d²`` term is >= 0). The bound is what discrete-time gain
-        limits are derived from (:mod:`visuomotor_core.controller`).
+        limits are derived from (:mod:`visuomotor_core.controller_config`).
         """
         own = np.empty(self._n)
         rotations, origins, axes = self.joint_frames(np.zeros(self._n))

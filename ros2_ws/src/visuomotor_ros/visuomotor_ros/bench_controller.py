@@ -33,7 +33,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
-from visuomotor_core.controller import ControllerConfig, JointController
+from visuomotor_core.controller import JointController
+from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.robot_model import RobotModel
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph

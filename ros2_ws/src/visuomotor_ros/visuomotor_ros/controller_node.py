@@ -67,10 +67,9 @@ from rclpy.timer import Timer
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
-from visuomotor_core.controller import (
+from visuomotor_core.controller import JointController, Mode
+from visuomotor_core.controller_config import (
     ControllerConfig,
-    JointController,
-    Mode,
     check_gains,
     config_from_parameters,
     parameter_schema,
