@@ -103,7 +103,7 @@ def test_inertia_diagonal_is_pybullets_and_the_floor_bounds_it_from_below(model)
 
     client = pybullet.connect(pybullet.DIRECT)
     try:
-        # The sim loads the URDF's own inertias (visuomotor_sim.world), as here.
+        # The sim loads the URDF's own inertias (visuomotor_sim.robot), as here.
         robot = pybullet.loadURDF(f"{pybullet_data.getDataPath()}/franka_panda/panda.urdf",
                                   useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
                                   physicsClientId=client)

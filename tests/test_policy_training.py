@@ -14,7 +14,7 @@ from visuomotor_core.robot_model import RobotModel
 from visuomotor_models import train_policy
 from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
 from visuomotor_models.policy_sim import ReachSim
-from visuomotor_sim.world import ARM_JOINT_NAMES, robot_urdf_path
+from visuomotor_sim.robot import ARM_JOINT_NAMES, robot_urdf_path
 
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 KP = np.array(ExpertConfig().kp)
@@ -93,7 +93,7 @@ def test_quick_training_exports_both_models_with_manifest_entries(tmp_path):
     # The writer's entries pass the runtime's fail-closed checks (seal, graph, robot, rates).
     from visuomotor_core.policy_runtime import load_policy_runtime
     from visuomotor_core.robot_model import RobotModel
-    from visuomotor_sim.world import robot_urdf_path
+    from visuomotor_sim.robot import robot_urdf_path
 
     model = RobotModel.from_urdf_file(str(robot_urdf_path()))
     for name in models:

@@ -44,7 +44,7 @@ from visuomotor_ros.node_common import (
 from visuomotor_ros.runner import GraphRunner
 from visuomotor_ros.sim_node import SimNode
 from visuomotor_sim.hardware import MAX_SEED, MAX_UNANSWERED, load_profiles_default
-from visuomotor_sim.world import ARM_JOINT_NAMES
+from visuomotor_sim.robot import ARM_JOINT_NAMES
 
 N = len(ARM_JOINT_NAMES)
 WAIT = 20.0  # s, upper bound on any wait for a condition

@@ -20,7 +20,8 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from visuomotor_sim.camera import CameraConfig, PinholeCamera
-from visuomotor_sim.world import ArmWorld, WorldConfig, sim_urdf
+from visuomotor_sim.robot import sim_urdf
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 SIZES: tuple[int, ...] = (64, 128, 224)
 

@@ -46,8 +46,9 @@ from visuomotor_sim.randomization import (
     DomainRandomizer,
     load_profile,
 )
+from visuomotor_sim.robot import ARM_JOINT_NAMES
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import ARM_JOINT_NAMES, ArmWorld, WorldConfig
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 N_JOINTS = len(ARM_JOINT_NAMES)
 PROPRIO_SIZE = 3 * N_JOINTS

@@ -36,8 +36,9 @@ import numpy as np
 from visuomotor_core.hardware import JointSample
 from visuomotor_sim.randomization import DomainRandomizer, RandomizationProfile, load_profiles
 from visuomotor_sim.render_worker import Frame, RenderWorker
+from visuomotor_sim.robot import COMMAND_MODES
 from visuomotor_sim.task import ReachTask, TaskConfig, TaskStatus
-from visuomotor_sim.world import COMMAND_MODES, ArmWorld, WorldConfig
+from visuomotor_sim.world import ArmWorld, WorldConfig
 
 #: Frames in a row without the policy's answer after which lockstep stops waiting.
 MAX_UNANSWERED = 3

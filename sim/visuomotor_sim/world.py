@@ -1,89 +1,62 @@
 """PyBullet world: an arm on a table, a visual-only target and a fixed RGB camera.
 
-The arm is the one its robot description names (``WorldConfig.robot``, default the Franka
-Panda; :mod:`visuomotor_core.robot_description`): its URDF, arm and gripper joints, tool
-and grasp links and home posture all come from there.
+:class:`ArmWorld` owns one PyBullet client (DIRECT, or GUI on request), its physics
+(rate, gravity, stepping, the saved initial state an episode starts from) and the episode
+random stream, and composes the parts, one job each:
 
-:class:`ArmWorld` owns one PyBullet client (DIRECT, or GUI on request) and is the only
-place that talks to PyBullet. Frames: the world frame *is* the robot base frame (the
-description's ``base_frame``; base fixed at the origin, identity orientation); the table
-top is the plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
+* :class:`~visuomotor_sim.robot.SimRobot` (:mod:`visuomotor_sim.robot`) – the arm its
+  robot description names (``WorldConfig.robot``, default the Franka Panda): URDF,
+  joints, limits, episode dynamics, actuators with their delay line, joint sensing;
+* :class:`~visuomotor_sim.scene.Scene` (:mod:`visuomotor_sim.scene`) – the table and the
+  target sphere with its post, their colours;
+* :class:`~visuomotor_sim.rendering.SceneRenderer` (:mod:`visuomotor_sim.rendering`) –
+  the camera's render pose, view and projection, lighting, images.
+
+Only the world and its parts talk to PyBullet. Frames: the world frame *is* the robot base
+frame (the description's ``base_frame``; base fixed at the origin, identity orientation);
+the table top is the plane z = 0. Units are SI throughout (m, rad, s, kg, N·m).
 
 Commands go through a delay line of whole physics steps (``DynamicsParams.actuation_delay``)
 and are always clamped to the URDF effort limit of each joint before they reach PyBullet.
+The names the parts' modules define that callers import from here (``ARM_JOINT_NAMES``,
+``COMMAND_MODES``, ``JointLimits``, ``TargetConfig``, ``robot_urdf_path``, ``sim_urdf``)
+are importable from here as well.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import pkgutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pybullet
-import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
-from visuomotor_sim.camera import CameraConfig, CameraPose, PinholeCamera
+from visuomotor_sim.camera import CameraConfig, CameraPose
 from visuomotor_sim.randomization import DynamicsParams, VisualParams
+from visuomotor_sim.rendering import SceneRenderer, wrist_camera_pose
+from visuomotor_sim.robot import (
+    ARM_JOINT_NAMES,
+    COMMAND_MODES,
+    JointLimits,
+    SimRobot,
+    robot_urdf_path,
+    sim_urdf,
+)
+from visuomotor_sim.scene import Scene, TargetConfig
 
-_LOG = logging.getLogger(__name__)
-
-#: The default robot's arm joints (its description's ``arm_joints``).
-ARM_JOINT_NAMES: tuple[str, ...] = load_robot().arm_joints
-COMMAND_MODES: tuple[str, ...] = ("effort", "position", "velocity")
-_MODE_CODES = {name: code for code, name in enumerate(COMMAND_MODES)}
-_EFFORT, _POSITION, _VELOCITY = 0, 1, 2
-_FINGER_FORCE = 20.0  # N, force of each gripper joint's position motor
-_WRIST_CAMERA_OFFSET = 0.02  # m along the hand z axis
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    """Where targets may appear and how they look.
-
-    Attributes:
-        x_range, y_range, z_range: (low, high) of the sphere centre, m, base frame.
-        radius: sphere radius, m.
-        post_radius: radius of the thin post under the sphere (monocular depth cue), m.
-        post_colour: RGB of the post.
-    """
-
-    x_range: tuple[float, float] = (0.35, 0.65)
-    y_range: tuple[float, float] = (-0.25, 0.25)
-    z_range: tuple[float, float] = (0.10, 0.35)
-    radius: float = 0.02
-    post_radius: float = 0.004
-    post_colour: tuple[float, float, float] = (0.25, 0.25, 0.25)
-
-    def __post_init__(self) -> None:
-        for name in ("x_range", "y_range", "z_range"):
-            low, high = getattr(self, name)
-            if low > high:
-                raise ValueError(f"TargetConfig.{name}: low {low} > high {high}")
-        if self.z_range[0] <= self.radius:
-            raise ValueError(f"TargetConfig.z_range low {self.z_range[0]} m must be above the "
-                             f"table by more than the radius {self.radius} m")
-        if self.radius <= 0.0 or self.post_radius <= 0.0:
-            raise ValueError("TargetConfig: radius and post_radius must be positive")
-
-    @property
-    def low(self) -> np.ndarray:
-        return np.array([self.x_range[0], self.y_range[0], self.z_range[0]])
-
-    @property
-    def high(self) -> np.ndarray:
-        return np.array([self.x_range[1], self.y_range[1], self.z_range[1]])
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """A uniformly drawn sphere centre (3,), m, base frame."""
-        return rng.uniform(self.low, self.high)
+__all__ = [
+    "ARM_JOINT_NAMES",
+    "COMMAND_MODES",
+    "ArmWorld",
+    "JointLimits",
+    "TargetConfig",
+    "WorldConfig",
+    "robot_urdf_path",
+    "sim_urdf",
+]
 
 
 @dataclass(frozen=True)
@@ -159,39 +132,6 @@ class WorldConfig:
         return load_robot(self.robot)
 
 
-@dataclass(frozen=True)
-class JointLimits:
-    """URDF limits of the arm joints (7,) each: rad, rad, rad/s, N·m."""
-
-    lower: np.ndarray
-    upper: np.ndarray
-    velocity: np.ndarray
-    effort: np.ndarray
-
-
-def sim_urdf(robot: RobotDescription) -> str:
-    """The URDF the sim loads: the robot inside pybullet_data (with its meshes), else its
-    description's URDF."""
-    if robot.sim_urdf is None:
-        return str(robot.urdf)
-    return os.path.join(pybullet_data.getDataPath(), robot.sim_urdf)
-
-
-@lru_cache(maxsize=4)
-def _low_poly_urdf(urdf: str) -> str:
-    """Path of a copy of ``urdf`` whose visuals are its collision meshes (where the URDF
-    keeps them under ``meshes/visual`` and ``meshes/collision``; mesh paths made absolute)."""
-    mesh_dir = os.path.join(os.path.dirname(urdf), "meshes")
-    text = Path(urdf).read_text(encoding="utf-8")
-    text = text.replace("package://meshes/visual/", "package://meshes/collision/")
-    text = text.replace("package://meshes/", mesh_dir + "/")
-    text = text.replace('filename="meshes/', f'filename="{mesh_dir}/')  # relative paths
-    out_dir = tempfile.mkdtemp(prefix="visuomotor_sim_")
-    path = os.path.join(out_dir, "low_poly_" + os.path.basename(urdf))
-    Path(path).write_text(text, encoding="utf-8")
-    return path
-
-
 def _display_problem() -> str | None:
     """Why PyBullet's GUI cannot open a window here, or None when it can try.
 
@@ -229,11 +169,6 @@ def _connect(gui: bool) -> BulletClient:
     return client
 
 
-def robot_urdf_path(robot: str = DEFAULT_ROBOT) -> Path:
-    """The robot's URDF shared with the controller model (its description's)."""
-    return load_robot(robot).urdf
-
-
 class ArmWorld:
     """One PyBullet client holding the arm, a table, a target and a camera.
 
@@ -242,101 +177,39 @@ class ArmWorld:
         q, qd, tau = world.joint_state()
         world.apply_command(torques, "effort")
         world.step()
+
+    Attributes:
+        config: the world's configuration.
+        arm, scene, renderer: the parts (robot, table and target, rendering).
+        robot, table, target_body, post_body: PyBullet body ids.
+        camera: the scene camera (intrinsics and calibrated pose).
+        arm_joints, finger_joints, link_index, hand_link, grasp_link, limits: the arm's
+            joint and link indices and URDF limits (see :class:`SimRobot`).
     """
 
     def __init__(self, config: WorldConfig | None = None) -> None:
-        self.config = config or WorldConfig()
-        self._client = _connect(self.config.gui)
-        self._renderer = self._choose_renderer()
-        convention = "opengl" if self._renderer == pybullet.ER_BULLET_HARDWARE_OPENGL else "tiny"
-        self.camera = PinholeCamera(self.config.camera, pixel_convention=convention)
-        self._build_scene()
-        self._dynamics = DynamicsParams()
-        self._external_force: list[float] | None = None
-        self._visual = VisualParams()
-        self._render_pose = self.camera.pose
-        self._rng = np.random.default_rng(0)
-        self._init_command_state(delay_steps=0)
-        self._target = np.zeros(3)
-        self._steps = 0
-        self._effort_integral = 0.0
-
-    # ------------------------------------------------------------------ construction
-    def _choose_renderer(self) -> int:
-        if not self.config.use_egl:
-            return pybullet.ER_TINY_RENDERER
-        egl = pkgutil.get_loader("eglRenderer")
-        plugin = -1
-        if egl is not None:
-            plugin = self._client.loadPlugin(egl.get_filename(), "_eglRendererPlugin")
-        if plugin < 0:
-            _LOG.warning("EGL renderer plugin unavailable; rendering with the CPU TinyRenderer")
-            return pybullet.ER_TINY_RENDERER
-        _LOG.info("rendering with the EGL hardware renderer")
-        return pybullet.ER_BULLET_HARDWARE_OPENGL
-
-    def _build_scene(self) -> None:
-        cfg, c = self.config, self._client
+        self.config = cfg = config or WorldConfig()
+        self._client = c = _connect(cfg.gui)
+        self.renderer = SceneRenderer(c, cfg.camera, cfg.use_egl)
+        self.camera = self.renderer.camera
         c.setPhysicsEngineParameter(fixedTimeStep=cfg.dt, deterministicOverlappingPairs=1)
         c.setGravity(0.0, 0.0, -cfg.gravity)
-        urdf = sim_urdf(cfg.description)
-        if cfg.robot_visual == "collision":
-            urdf = _low_poly_urdf(urdf)
-        self.robot = c.loadURDF(urdf, [0.0, 0.0, 0.0], useFixedBase=True,
-                                flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
-        self._index_joints()
-        self.table = self._create_table()
-        self.target_body, self.post_body = self._create_target()
-        infos = [c.getDynamicsInfo(self.robot, j) for j in range(c.getNumJoints(self.robot))]
-        self._nominal_masses = np.array([info[0] for info in infos])
-        self._nominal_inertias = np.array([info[2] for info in infos])
+        self.arm = SimRobot(c, cfg.description, cfg.robot_visual)
+        self.scene = Scene(c, cfg.table_half_extents, cfg.table_centre_xy, cfg.target)
+        arm, scene = self.arm, self.scene
+        self.robot = arm.body
+        self.arm_joints, self.finger_joints = arm.arm_joints, arm.finger_joints
+        self.link_index, self.hand_link, self.grasp_link = (
+            arm.link_index, arm.hand_link, arm.grasp_link)
+        self.limits = arm.limits
+        self.table, self.target_body, self.post_body = (
+            scene.table, scene.target_body, scene.post_body)
         self._initial_state = c.saveState()
-
-    def _index_joints(self) -> None:
-        c = self._client
-        joints, links = {}, {}
-        for j in range(c.getNumJoints(self.robot)):
-            info = c.getJointInfo(self.robot, j)
-            joints[info[1].decode()] = j
-            links[info[12].decode()] = j
-        robot = self.config.description
-        missing = [n for n in (*robot.arm_joints, *robot.gripper_joints) if n not in joints]
-        missing += [n for n in (robot.tool_frame, robot.grasp_link) if n not in links]
-        if missing:
-            raise ValueError(f"robot {robot.name!r}: the sim's URDF has no {missing}")
-        self.arm_joints = [joints[n] for n in robot.arm_joints]
-        self.finger_joints = [joints[n] for n in robot.gripper_joints]
-        self.link_index = links
-        self.hand_link = links[robot.tool_frame]
-        self.grasp_link = links[robot.grasp_link]
-        infos = [c.getJointInfo(self.robot, j) for j in self.arm_joints]
-        self.limits = JointLimits(
-            lower=np.array([i[8] for i in infos]), upper=np.array([i[9] for i in infos]),
-            effort=np.array([i[10] for i in infos]), velocity=np.array([i[11] for i in infos]))
-        self._neg_effort = -self.limits.effort
-
-    def _create_table(self) -> int:
-        c, cfg = self._client, self.config
-        half = list(cfg.table_half_extents)
-        colour = [*VisualParams().table_colour, 1.0]
-        visual = c.createVisualShape(pybullet.GEOM_BOX, halfExtents=half, rgbaColor=colour)
-        collision = c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half)
-        centre = [cfg.table_centre_xy[0], cfg.table_centre_xy[1], -half[2]]
-        return c.createMultiBody(0.0, collision, visual, centre)
-
-    def _create_target(self) -> tuple[int, int]:
-        """Visual-only sphere and a post long enough to reach below the table top
-        from the highest target (the table hides the rest)."""
-        c, tcfg = self._client, self.config.target
-        sphere = c.createVisualShape(pybullet.GEOM_SPHERE, radius=tcfg.radius,
-                                     rgbaColor=[*VisualParams().object_colour, 1.0])
-        self._post_length = tcfg.z_range[1] + 2.0 * self.config.table_half_extents[2]
-        post = c.createVisualShape(pybullet.GEOM_CYLINDER, radius=tcfg.post_radius,
-                                   length=self._post_length,
-                                   rgbaColor=[*tcfg.post_colour, 1.0])
-        target = c.createMultiBody(0.0, -1, sphere, [0.5, 0.0, 0.2])
-        post_body = c.createMultiBody(0.0, -1, post, [0.5, 0.0, 0.0])
-        return target, post_body
+        self._dynamics = DynamicsParams()
+        self._visual = VisualParams()
+        self._rng = np.random.default_rng(0)
+        self._steps = 0
+        self._effort_integral = 0.0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -365,7 +238,7 @@ class ArmWorld:
     @property
     def target_position(self) -> np.ndarray:
         """Target sphere centre, m, base frame (copy)."""
-        return self._target.copy()
+        return self.scene.target_position
 
     @property
     def effort_integral(self) -> float:
@@ -375,7 +248,7 @@ class ArmWorld:
     @property
     def delay_steps(self) -> int:
         """Actuation delay in whole physics steps."""
-        return self._ring.shape[0] - 1
+        return self.arm.delay_steps
 
     # ------------------------------------------------------------------ reset
     def reset(self, seed: int, dynamics: DynamicsParams | None = None,
@@ -393,92 +266,27 @@ class ArmWorld:
         Returns:
             The target position (3,), m, base frame.
         """
-        c = self._client
-        c.restoreState(self._initial_state)
+        cfg = self.config
+        self._client.restoreState(self._initial_state)
         self._rng = np.random.default_rng(seed)
         self._dynamics = dynamics or DynamicsParams()
         self._visual = visual or VisualParams()
-        self._apply_dynamics(self._dynamics)
-        self._apply_visual(self._visual)
-        q0 = np.asarray(self.config.home_q) + self._rng.normal(
-            0.0, self.config.home_noise_std, len(self.arm_joints))
-        q0 = np.clip(q0, self.limits.lower, self.limits.upper)
-        for joint, angle in zip(self.arm_joints, q0, strict=True):
-            c.resetJointState(self.robot, joint, float(angle), 0.0)
-        for joint in self.finger_joints:
-            c.resetJointState(self.robot, joint, self.config.finger_opening, 0.0)
-        if self.finger_joints:
-            n_fingers = len(self.finger_joints)
-            c.setJointMotorControlArray(
-                self.robot, self.finger_joints, pybullet.POSITION_CONTROL,
-                targetPositions=[self.config.finger_opening] * n_fingers,
-                forces=[_FINGER_FORCE] * n_fingers)
-        self._release_arm_motors()
-        target = (self.config.target.sample(self._rng) if target_position is None
+        self.arm.apply_dynamics(self._dynamics)
+        self.scene.apply_visual(self._visual)
+        self.renderer.apply_visual(self._visual)
+        self.arm.reset_pose(np.asarray(cfg.home_q), cfg.home_noise_std, cfg.finger_opening,
+                            self._rng)
+        target = (cfg.target.sample(self._rng) if target_position is None
                   else np.asarray(target_position, float))
         self.set_target(target)
-        delay = round(self._dynamics.actuation_delay / self.config.dt)
-        self._init_command_state(delay_steps=delay)
+        self.arm.reset_commands(delay_steps=round(self._dynamics.actuation_delay / cfg.dt))
         self._steps = 0
         self._effort_integral = 0.0
-        return self._target.copy()
-
-    def _apply_dynamics(self, d: DynamicsParams) -> None:
-        c = self._client
-        masses = self._nominal_masses * d.link_mass_scale
-        masses[self.hand_link] += d.payload_mass
-        inertias = self._nominal_inertias * d.link_mass_scale  # payload: a point mass at the
-        for link, mass in enumerate(masses):                  # hand's centre of mass
-            if self._nominal_masses[link] > 0.0:
-                # pass the inertia too: a mass-only change makes PyBullet recompute it from
-                # the collision shape instead of keeping the URDF's
-                c.changeDynamics(self.robot, link, mass=float(mass),
-                                 localInertiaDiagonal=inertias[link].tolist())
-        for joint in self.arm_joints:
-            c.changeDynamics(self.robot, joint, jointDamping=d.joint_damping)
-        force = [float(f) for f in d.external_force]
-        self._external_force = force if any(force) else None
-
-    def _apply_visual(self, v: VisualParams) -> None:
-        c = self._client
-        c.changeVisualShape(self.target_body, -1, rgbaColor=[*v.object_colour, 1.0])
-        c.changeVisualShape(self.table, -1, rgbaColor=[*v.table_colour, 1.0])
-        jitter = np.asarray(v.camera_pose_jitter)
-        self._render_pose = self.camera.pose.perturbed(jitter[:3], jitter[3:])
-        self._view_matrix = self._render_pose.view_matrix()
-        self._projection = self.camera.projection_matrix()
-        light = np.asarray(v.light_direction, float)
-        self._light_direction = (light / np.linalg.norm(light)).tolist()
-
-    def _release_arm_motors(self) -> None:
-        """Velocity motors off except for joint friction (a zero-velocity motor whose
-        force is the friction torque); arm torques then come from TORQUE_CONTROL."""
-        friction = self._dynamics.joint_friction
-        self._client.setJointMotorControlArray(
-            self.robot, self.arm_joints, pybullet.VELOCITY_CONTROL,
-            targetVelocities=[0.0] * len(self.arm_joints),
-            forces=[friction] * len(self.arm_joints))
-        self._motor_mode = _EFFORT
-
-    def _init_command_state(self, delay_steps: int) -> None:
-        n = len(self.arm_joints)
-        self._ring = np.zeros((delay_steps + 1, n))
-        self._ring_modes = np.zeros(delay_steps + 1, dtype=np.int64)
-        self._ring_head = 0
-        self._latest = np.zeros(n)
-        self._latest_mode = _EFFORT
-        self._primed = False
-        self._applied_tau = np.zeros(n)
-        self._tau_buffer = np.zeros(n)
+        return self.scene.target_position
 
     def set_target(self, position: np.ndarray) -> None:
         """Move the target sphere (and its post) to ``position`` (3,), m, base frame."""
-        self._target = np.asarray(position, float).reshape(3).copy()
-        c, identity = self._client, [0.0, 0.0, 0.0, 1.0]
-        c.resetBasePositionAndOrientation(self.target_body, self._target.tolist(), identity)
-        post_centre = [self._target[0], self._target[1],
-                       self._target[2] - self._post_length / 2.0]
-        c.resetBasePositionAndOrientation(self.post_body, post_centre, identity)
+        self.scene.set_target(position)
 
     # ------------------------------------------------------------------ commands
     def apply_command(self, values: np.ndarray, mode: str = "effort") -> None:
@@ -492,105 +300,40 @@ class ArmWorld:
         Raises:
             ValueError: unknown mode, wrong length or non-finite values (nothing is queued).
         """
-        mode_name = getattr(mode, "value", mode)
-        code = _MODE_CODES.get(mode_name)
-        if code is None:
-            raise ValueError(f"unknown command mode '{mode_name}' (use one of {COMMAND_MODES})")
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != self._latest.shape or not np.isfinite(values).all():
-            raise ValueError(f"arm command must be {self._latest.shape[0]} finite values, got "
-                             f"{values.tolist()}")
-        self._latest[:] = values
-        self._latest_mode = code
-        if not self._primed:
-            self._ring[:] = self._latest
-            self._ring_modes[:] = code
-            self._primed = True
+        self.arm.apply_command(values, mode)
 
     def step(self, n: int = 1) -> None:
         """Advance the physics by ``n`` steps, applying the delayed command each step."""
-        step_simulation, tau, dt = self._client.stepSimulation, self._applied_tau, self.dt
-        force = self._external_force
+        step_simulation, actuate, dt = self._client.stepSimulation, self.arm.actuate, self.dt
+        tau = self.arm.applied_tau
         for _ in range(n):
-            self._push_and_apply()
-            if force is not None:  # PyBullet clears external forces after every step
-                com = self._client.getLinkState(self.robot, self.hand_link)[0]
-                self._client.applyExternalForce(self.robot, self.hand_link, force, com,
-                                                pybullet.WORLD_FRAME)
+            actuate()
             step_simulation()
             self._effort_integral += float(tau @ tau) * dt
             self._steps += 1
-
-    def _push_and_apply(self) -> None:
-        ring = self._ring
-        ring[self._ring_head] = self._latest
-        self._ring_modes[self._ring_head] = self._latest_mode
-        self._ring_head = (self._ring_head + 1) % ring.shape[0]
-        oldest = self._ring_head  # the slot written delay_steps pushes ago
-        self._send(ring[oldest], int(self._ring_modes[oldest]))
-
-    def _send(self, values: np.ndarray, mode: int) -> None:
-        c, lim = self._client, self.limits.effort
-        strength = self._dynamics.actuator_strength_scale
-        if mode == _EFFORT:
-            if self._motor_mode != _EFFORT:
-                self._release_arm_motors()
-            tau = np.multiply(values, strength, out=self._tau_buffer)
-            np.minimum(tau, lim, out=tau)  # two ufuncs: several times faster than np.clip
-            np.maximum(tau, self._neg_effort, out=tau)
-            self._applied_tau[:] = tau
-            c.setJointMotorControlArray(self.robot, self.arm_joints, pybullet.TORQUE_CONTROL,
-                                        forces=tau.tolist())
-            return
-        forces = np.minimum(lim * strength, lim).tolist()
-        if mode == _POSITION:
-            target = np.clip(values, self.limits.lower, self.limits.upper).tolist()
-            c.setJointMotorControlArray(self.robot, self.arm_joints, pybullet.POSITION_CONTROL,
-                                        targetPositions=target, forces=forces)
-        else:
-            target = np.clip(values, -self.limits.velocity, self.limits.velocity).tolist()
-            c.setJointMotorControlArray(self.robot, self.arm_joints, pybullet.VELOCITY_CONTROL,
-                                        targetVelocities=target, forces=forces)
-        self._motor_mode = mode
-        self._applied_tau[:] = self._motor_torques()
-
-    def _motor_torques(self) -> np.ndarray:
-        states = self._client.getJointStates(self.robot, self.arm_joints)
-        return np.array([s[3] for s in states])
 
     # ------------------------------------------------------------------ sensing
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Measured arm state: positions (rad, with the episode's joint-state noise),
         velocities (rad/s) and the torques last applied (N·m), each (7,)."""
-        states = self._client.getJointStates(self.robot, self.arm_joints)
-        q = np.array([s[0] for s in states])
-        qd = np.array([s[1] for s in states])
-        noise = self._dynamics.joint_state_noise
-        if noise > 0.0:
-            q += self._rng.normal(0.0, noise, q.shape)
-        return q, qd, self._applied_tau.copy()
+        return self.arm.joint_state(self._rng)
 
     def true_joint_positions(self) -> np.ndarray:
         """Arm joint positions without measurement noise, rad (7,)."""
-        states = self._client.getJointStates(self.robot, self.arm_joints)
-        return np.array([s[0] for s in states])
+        return self.arm.true_joint_positions()
 
     def pose_arm(self, positions: np.ndarray) -> None:
         """Place the arm joints at ``positions`` (7,), rad, at rest, without stepping
         (a kinematic copy of another world's arm, for rendering)."""
-        c = self._client
-        for joint, angle in zip(self.arm_joints, positions, strict=True):
-            c.resetJointState(self.robot, joint, float(angle), 0.0)
+        self.arm.pose_arm(positions)
 
     def grasp_point(self) -> np.ndarray:
         """Position of the grasp link (between the fingertips), m, base frame (3,)."""
-        state = self._client.getLinkState(self.robot, self.grasp_link,
-                                          computeForwardKinematics=1)
-        return np.array(state[4])
+        return self.arm.grasp_point()
 
     def link_mass(self, link_name: str) -> float:
         """Current mass of a robot link, kg (includes payload and mass scaling)."""
-        return float(self._client.getDynamicsInfo(self.robot, self.link_index[link_name])[0])
+        return self.arm.link_mass(link_name)
 
     # ------------------------------------------------------------------ camera
     def camera_info(self) -> dict:
@@ -604,12 +347,11 @@ class ArmWorld:
 
     def render_camera_pose(self) -> CameraPose:
         """Pose the image is actually rendered from (calibrated pose + episode jitter)."""
-        return self._render_pose
+        return self.renderer.render_pose
 
     def render(self) -> np.ndarray:
         """RGB image from the scene camera, (H, W, 3) uint8, C-contiguous."""
-        cfg = self.config.camera
-        return self._render(cfg.width, cfg.height, self._view_matrix, self._projection)
+        return self.renderer.render(self._rng)
 
     def render_wrist(self) -> np.ndarray:
         """RGB image from a camera on the hand looking along its z axis, (H, W, 3) uint8.
@@ -619,25 +361,7 @@ class ArmWorld:
         """
         if not self.config.wrist_camera:
             raise RuntimeError("wrist camera disabled (WorldConfig.wrist_camera=False)")
-        state = self._client.getLinkState(self.robot, self.hand_link,
-                                          computeForwardKinematics=1)
-        rot = np.asarray(pybullet.getMatrixFromQuaternion(state[5])).reshape(3, 3)
-        pose = CameraPose(np.asarray(state[4]) + rot[:, 2] * _WRIST_CAMERA_OFFSET, rot)
-        cfg = self.config.camera
-        return self._render(cfg.width, cfg.height, pose.view_matrix(), self._projection)
-
-    def _render(self, width: int, height: int, view: list[float],
-                projection: list[float]) -> np.ndarray:
-        v = self._visual
-        _, _, rgba, _, _ = self._client.getCameraImage(
-            width, height, viewMatrix=view, projectionMatrix=projection,
-            lightDirection=self._light_direction, lightColor=list(v.light_colour),
-            shadow=0, flags=pybullet.ER_NO_SEGMENTATION_MASK, renderer=self._renderer)
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
-        if v.image_noise > 0.0:
-            noisy = rgb + self._rng.normal(0.0, v.image_noise, rgb.shape)
-            return np.clip(noisy, 0.0, 255.0).astype(np.uint8)
-        return np.ascontiguousarray(rgb)
+        return self.renderer.render_from(wrist_camera_pose(*self.arm.hand_pose()), self._rng)
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -654,4 +378,3 @@ class ArmWorld:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
