@@ -37,7 +37,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
-from visuomotor_core.robot_model import PANDA_ARM_JOINTS
+from visuomotor_core.robot_description import load_robot
 from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets
 from visuomotor_ros import graph
@@ -53,6 +53,8 @@ from visuomotor_ros.node_common import (
 from visuomotor_ros.runner import GraphRunner, Spinner
 from visuomotor_sim.hardware import SimHardware, SimHardwareConfig
 
+#: The default robot's arm joints, in the controller's order.
+ARM_JOINTS = load_robot().arm_joints
 RATE_HZ = 1000.0
 PERIOD = 1.0 / RATE_HZ
 TARGET_TIMEOUT = 0.1  # s, controller.yaml default
@@ -204,7 +206,7 @@ def test_commands_go_out_on_the_relative_command_topic_under_the_namespace(make_
         ("controller_node", "/arm", "std_msgs/msg/Float64MultiArray")]
     assert rig.probe.get_publishers_info_by_topic("/effort_controller/commands") == []
     commands = np.array(rig.probe.commands)
-    assert commands.shape[1] == len(PANDA_ARM_JOINTS)
+    assert commands.shape[1] == len(ARM_JOINTS)
     assert np.isfinite(commands).all() and (np.abs(commands) <= EFFORT_LIMITS + 1e-9).all()
     # The loop is a thread of its own on wall-clock deadlines, not an rclpy timer.
     loop = rig.controller.loop
@@ -373,7 +375,7 @@ def test_topic_hardware_maps_joint_states_by_name_and_drops_malformed_ones(ros_c
     robot = Node("robot_driver", context=ros_context, namespace="arm")
     owner = Node("hardware_owner", context=ros_context, namespace="arm")
     samples: list[int] = []
-    hardware = TopicHardware(owner, PANDA_ARM_JOINTS, graph.DEFAULT_COMMAND_TOPIC,
+    hardware = TopicHardware(owner, ARM_JOINTS, graph.DEFAULT_COMMAND_TOPIC,
                              on_sample=lambda: samples.append(1))
     commands: list[tuple[float, ...]] = []
     robot.create_subscription(Float64MultiArray, graph.DEFAULT_COMMAND_TOPIC,
@@ -384,23 +386,23 @@ def test_topic_hardware_maps_joint_states_by_name_and_drops_malformed_ones(ros_c
         spinner.add(owner)
         assert wait_for(lambda: states.get_subscription_count() > 0)
         # The driver's order, fingers included: mapped onto the arm's order by name.
-        names = ["panda_finger_joint1", *reversed(PANDA_ARM_JOINTS), "panda_finger_joint2"]
+        names = ["panda_finger_joint1", *reversed(ARM_JOINTS), "panda_finger_joint2"]
         values = {name: float(i) for i, name in enumerate(names)}
         msg = JointState(name=names, position=[values[n] for n in names],
                          velocity=[-values[n] for n in names], effort=[])
         msg.header.stamp = seconds_to_time(12.5)
         states.publish(msg)
         assert wait_for(lambda: hardware.samples == 1)
-        sample = JointSample.zeros(len(PANDA_ARM_JOINTS))
+        sample = JointSample.zeros(len(ARM_JOINTS))
         hardware.read(sample)
-        assert sample.position.tolist() == [values[n] for n in PANDA_ARM_JOINTS]
-        assert sample.velocity.tolist() == [-values[n] for n in PANDA_ARM_JOINTS]
-        assert sample.effort.tolist() == [0.0] * len(PANDA_ARM_JOINTS)  # none sent
+        assert sample.position.tolist() == [values[n] for n in ARM_JOINTS]
+        assert sample.velocity.tolist() == [-values[n] for n in ARM_JOINTS]
+        assert sample.effort.tolist() == [0.0] * len(ARM_JOINTS)  # none sent
         assert (sample.stamp, sample.sequence, len(samples)) == (12.5, 1, 1)
         # Malformed samples are dropped and counted; the last good one stays.
-        missing = JointState(name=list(PANDA_ARM_JOINTS[:-1]), position=[0.0] * 6,
+        missing = JointState(name=list(ARM_JOINTS[:-1]), position=[0.0] * 6,
                              velocity=[0.0] * 6)
-        short = JointState(name=list(PANDA_ARM_JOINTS), position=[0.0] * 7, velocity=[0.0])
+        short = JointState(name=list(ARM_JOINTS), position=[0.0] * 7, velocity=[0.0])
         for bad in (missing, short):
             dropped = hardware.dropped
             states.publish(bad)
@@ -456,7 +458,7 @@ class Driver(Node):
         self._states = self.create_publisher(JointState, graph.JOINT_STATES, LATEST_QOS)
         self.create_subscription(Float64MultiArray, graph.DEFAULT_COMMAND_TOPIC,
                                  self._on_command, LATEST_QOS)
-        self._msg = JointState(name=list(PANDA_ARM_JOINTS), position=list(HOME),
+        self._msg = JointState(name=list(ARM_JOINTS), position=list(HOME),
                                velocity=[0.0] * len(HOME), effort=[0.0] * len(HOME))
 
     def _on_command(self, msg: Float64MultiArray) -> None:
@@ -682,7 +684,7 @@ class PolicyStandIn(Node):
     def _on_image(self, msg: Image) -> None:
         if not self.answering:
             return
-        target = JointTargets(name=list(PANDA_ARM_JOINTS), position=self.goal)
+        target = JointTargets(name=list(ARM_JOINTS), position=self.goal)
         target.header = msg.header
         target.policy_stamp = msg.header.stamp
         self._pub.publish(target)

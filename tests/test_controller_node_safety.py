@@ -43,14 +43,14 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from visuomotor_core.controller import Mode
-from visuomotor_core.robot_model import PANDA_ARM_JOINTS
+from visuomotor_core.robot_description import load_robot
 from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.controller_node import BACKSTOP_FAULT, ControllerNode
 from visuomotor_ros.node_common import seconds_to_time, time_to_seconds
 
-NAMES = list(PANDA_ARM_JOINTS)
+NAMES = list(load_robot().arm_joints)
 PERIOD = 1e-3  # s, the default rate_hz 1000
 #: Steps the ci profile of the node machine must run (see docs/safety.md).
 CI_MIN_STEPS = 4000

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visuomotor_core.robot_model import PANDA_ARM_JOINTS, Payload, RobotModel
+from visuomotor_core.robot_description import load_robot
+from visuomotor_core.robot_model import Payload, RobotModel
 
 URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
 GRAVITY = (0.0, 0.0, -9.81)
@@ -16,7 +17,7 @@ N_CONFIGS = 40
 
 @pytest.fixture(scope="module")
 def model() -> RobotModel:
-    return RobotModel.from_urdf_file(URDF, PANDA_ARM_JOINTS)
+    return RobotModel.from_urdf_file(URDF, load_robot().arm_joints)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,6 @@ import numpy as np
 from visuomotor_core.limits import JointLimits
 from visuomotor_core.robot_description import RobotDescription, load_robot
 
-#: The default robot's arm joints in chain order (its description's ``arm_joints``);
-#: kept under this name for existing callers.
-PANDA_ARM_JOINTS: tuple[str, ...] = load_robot().arm_joints
 #: Standard gravity in the base frame, m/s².
 DEFAULT_GRAVITY: tuple[float, float, float] = (0.0, 0.0, -9.81)
 

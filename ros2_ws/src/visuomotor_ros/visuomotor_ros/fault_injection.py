@@ -281,11 +281,12 @@ class LimitCheck:
 
     def __init__(self, controller_params: dict[str, Any]) -> None:
         from visuomotor_core.limits import LimitOverrides, effective_limits
-        from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+        from visuomotor_core.robot_description import load_robot
+        from visuomotor_core.robot_model import RobotModel
         from visuomotor_ros import graph
 
         urdf = controller_params.get("urdf_path") or str(graph.urdf_path())
-        model = RobotModel.from_urdf_file(urdf, PANDA_ARM_JOINTS)
+        model = RobotModel.from_urdf_file(urdf, load_robot().arm_joints)
         self.limits = effective_limits(model.limits, LimitOverrides(
             velocity_scale=float(controller_params.get("velocity_scale", 1.0)),
             effort_scale=float(controller_params.get("effort_scale", 1.0)),
@@ -1077,7 +1078,8 @@ class _Rogue:
     def __init__(self, node: Any, kind: str) -> None:
         from sensor_msgs.msg import Image, JointState
 
-        from visuomotor_core.robot_model import PANDA_ARM_JOINTS, RobotModel
+        from visuomotor_core.robot_description import load_robot
+        from visuomotor_core.robot_model import RobotModel
         from visuomotor_interfaces.msg import JointTargets
         from visuomotor_ros import graph
         from visuomotor_ros.bench_controller import HOME
@@ -1086,7 +1088,7 @@ class _Rogue:
         self.node = node
         self.kind = kind
         self.rng = np.random.default_rng(1)
-        self.names = list(PANDA_ARM_JOINTS)
+        self.names = list(load_robot().arm_joints)
         self.home = np.array(HOME)
         self.limits = RobotModel.from_urdf_file(graph.urdf_path()).limits
         self.count = 0
