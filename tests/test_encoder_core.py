@@ -455,11 +455,34 @@ def test_committed_encoder_matches_manifest_and_meets_heldout_goal():
     assert entry["inputs"][0]["shape"][0] == "batch"
     assert "train_encoder" in entry["training"]["command"]
     held = entry["metrics"]["heldout"]
-    # Goal: median <= 1.5 cm, p95 <= 4 cm. Half the held-out images put the gripper within
-    # 15 cm of the sphere, and where it hides most of the sphere no camera-only estimate can
-    # be precise (the policy node freezes its goal there), so the p95 goal applies to the
-    # images where the sphere is at least half visible and to those with the arm away.
-    assert held["median_m"] <= 0.015
-    assert held["visible_p95_m"] <= 0.04
-    assert held["by_hand_distance"]["ge_15cm"]["p95_m"] <= 0.04
-    assert held["p95_m"] <= 0.06  # every image, occluded ones included
+    # The figures the committed keypoint encoder reaches through the run time (ONNX Runtime
+    # + camera_geometry), with a margin: a re-trained or re-exported model must not fall
+    # behind. Half the held-out images put the gripper within 15 cm of the sphere; where it
+    # hides the sphere no single image locates it, and the run time says so by its
+    # confidence (the policy's goal filter ignores such estimates), so the tight bounds
+    # hold for the confident estimates and for the arm away from the target.
+    assert held["median_m"] <= 0.013
+    assert held["by_hand_distance"]["ge_15cm"]["median_m"] <= 0.01
+    assert held["by_hand_distance"]["ge_15cm"]["p95_m"] <= 0.025
+    assert held["confident_fraction"] >= 0.6
+    assert held["confident_median_m"] <= 0.011 and held["confident_p95_m"] <= 0.025
+    for band in held["confident_by_hand_distance"].values():
+        assert band["p95_m"] <= 0.03, band
+    for name, keypoint in held["keypoints"].items():
+        assert keypoint["median_px"] <= 0.8, (name, keypoint)
+
+
+def test_committed_encoder_locates_targets_in_fresh_heldout_renders():
+    """The committed model through the run time on held-out renders it never saw (another
+    seed than its manifest's evaluation): the far-from-hand targets to about a centimetre."""
+    from visuomotor_models.dataset import DatasetConfig, render_split
+    from visuomotor_models.export import ARTIFACTS_DIR
+    from visuomotor_models.train_encoder import evaluate_onnx
+
+    config = DatasetConfig(n_train=1, n_heldout=160, seed=12345, workers=1)
+    metrics = evaluate_onnx(ARTIFACTS_DIR / "encoder.onnx",
+                            render_split(config, "heldout", config.n_heldout))
+    far = metrics["by_hand_distance"]["ge_15cm"]
+    assert far["count"] >= 40 and far["median_m"] <= 0.015, far
+    assert metrics["confident_fraction"] >= 0.5
+    assert metrics["confident_median_m"] <= 0.015, metrics

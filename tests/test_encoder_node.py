@@ -123,7 +123,10 @@ def test_autostart_activates_and_publishes_stamped_features(harness):
     # The target by geometry, the camera put back on its pose by the landmarks.
     position = np.array([feat.target_position.x, feat.target_position.y,
                          feat.target_position.z])
-    assert np.linalg.norm(position - TARGET) < 0.002 and feat.confidence == 1.0
+    # Within a centimetre: the calibration prior of the refinement trades a few millimetres
+    # of bias on perfect keypoints for robustness to noisy ones (exactness without the prior
+    # is held by test_camera_geometry); the calibrated pose alone is 3.6 cm off here.
+    assert np.linalg.norm(position - TARGET) < 0.01 and feat.confidence == 1.0
     assert harness.node.counters["pose_refined"] == 1
 
 

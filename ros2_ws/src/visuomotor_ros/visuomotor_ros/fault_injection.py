@@ -428,6 +428,8 @@ class Observer:
         self.commands: list[tuple[float, int, np.ndarray]] = []
         self.clock = -math.inf
         self.diagnostics: dict[str, dict[str, str]] = {}
+        #: Header stamp (s, the publisher's clock) of each status's newest report.
+        self.diagnostics_stamps: dict[str, float] = {}
         self.targets = 0
         self._context = Context()
         # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt here, so a case stops
@@ -492,8 +494,10 @@ class Observer:
 
     def _on_diagnostics(self, msg: Any) -> None:
         with self.lock:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             for status in msg.status:
                 self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+                self.diagnostics_stamps[status.name] = stamp
 
     # -- queries -------------------------------------------------------------------
     def graph_time(self, sim: bool) -> float:
@@ -508,6 +512,12 @@ class Observer:
     def mode(self) -> int | None:
         with self.lock:
             return self.states[-1].mode if self.states else None
+
+    def diagnostics_stamp(self, node_prefix: str) -> float:
+        """Stamp of the newest report of the node named ``node_prefix...``; -inf if none."""
+        with self.lock:
+            return max((t for name, t in self.diagnostics_stamps.items()
+                        if name.startswith(node_prefix)), default=-math.inf)
 
     def counter(self, node_prefix: str, key: str) -> float:
         with self.lock:
@@ -673,6 +683,12 @@ def _inject(case: Case, options: Options, bringup: Any, observer: Observer,
     if case.action == "kill":
         timeline["end"] = observer.graph_time(sim)
     timeline["finish"] = observer.graph_time(sim)
+    if math.isfinite(_case_counter(case, observer)):
+        # The counter comes from /diagnostics, published once per diagnostics period of the
+        # node's clock: read it from a report made after the fault ended.
+        fault_end = timeline.get("end", timeline["finish"])
+        _wait(lambda: observer.diagnostics_stamp("encoder_node") >= fault_end,
+              HELPER_READY_TIMEOUT)
     timeline["counter_after"] = _case_counter(case, observer)
     return timeline
 
