@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from visuomotor_bringup import plan
+from visuomotor_core.robot_description import load_robot
 from visuomotor_ros import graph
 
 BY_ROLE = {spec.role: spec for spec in graph.GRAPH}
@@ -263,6 +264,11 @@ def test_rviz_only_where_installed_with_a_note_otherwise():
     assert set(by_role) == {"rviz", "robot_state_publisher"} and notes == []
     rviz = by_role["rviz"]
     assert rviz.arguments[0] == "-d" and Path(rviz.arguments[1]).is_file()
+    assert rviz.arguments[2:] == ("--fixed-frame", "panda_link0")
+    processes, _ = plan.optional_processes(True, {"rviz": "true", "robot": "iiwa"},
+                                           lambda package: True)
+    iiwa_frame = _by_role(processes)["rviz"].arguments[3]
+    assert iiwa_frame == load_robot("iiwa").base_frame != "panda_link0"
     assert not rviz.required
     description = by_role["robot_state_publisher"].parameters()["/**"]["ros__parameters"]
     assert description["robot_description"].lstrip().startswith("<")

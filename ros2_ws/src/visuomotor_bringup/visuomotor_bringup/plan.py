@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from visuomotor_core.robot_description import DEFAULT_ROBOT
+from visuomotor_core.robot_description import DEFAULT_ROBOT, load_robot
 from visuomotor_ros import graph
 
 #: The two bringups (launch file ``<name>_bringup.launch.py``).
@@ -302,7 +302,9 @@ def optional_processes(
                 node_names=(),
                 params_files=(),
                 overrides={"/**": {"use_sim_time": use_sim_time}},
-                arguments=("-d", str(config)),
+                # The robot's base frame as the fixed frame, whichever robot runs.
+                arguments=("-d", str(config),
+                           "--fixed-frame", load_robot(values["robot"]).base_frame),
             ))
         else:
             notes.append("rviz:=true but rviz2 is not installed: starting without RViz "

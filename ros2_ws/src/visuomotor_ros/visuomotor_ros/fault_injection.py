@@ -1104,7 +1104,9 @@ class _Rogue:
         self.node = node
         self.kind = kind
         self.rng = np.random.default_rng(1)
-        self.names = list(load_robot().arm_joints)
+        robot = load_robot()
+        self.names = list(robot.arm_joints)
+        self.base_frame = robot.base_frame
         self.home = np.array(HOME)
         self.limits = RobotModel.from_urdf_file(graph.urdf_path()).limits
         self.count = 0
@@ -1183,7 +1185,7 @@ class _Rogue:
 
         msg = JointTargets()
         msg.header.stamp = now.to_msg()
-        msg.header.frame_id = "panda_link0"
+        msg.header.frame_id = self.base_frame
         msg.policy_stamp = msg.header.stamp
         msg.name = list(self.names)
         if self.kind == "targets-flood":
