@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import spin_until
 
-from visuomotor_core.policy_runtime import SagEstimator, gains_mismatch, load_policy_runtime
+from visuomotor_core.policy_runtime import load_policy_runtime
 from visuomotor_core.robot_description import load_robot
 from visuomotor_core.robot_model import RobotModel
+from visuomotor_core.sag_estimator import SagEstimator, gains_mismatch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "models" / "artifacts"
 MANIFEST = ARTIFACTS / "manifest.json"

@@ -15,11 +15,8 @@ torch = pytest.importorskip("torch")
 import yaml  # noqa: E402
 
 from visuomotor_core.manifest import ManifestError, seal_entry  # noqa: E402
-from visuomotor_core.policy_runtime import (  # noqa: E402
-    HISTORY_DIM,
-    OBSERVATION_DIM,
-    load_policy_runtime,
-)
+from visuomotor_core.policy_features import HISTORY_DIM, OBSERVATION_DIM  # noqa: E402
+from visuomotor_core.policy_runtime import load_policy_runtime  # noqa: E402
 from visuomotor_core.robot_description import load_robot  # noqa: E402
 from visuomotor_core.robot_model import RobotModel  # noqa: E402
 from visuomotor_models.export import export_onnx  # noqa: E402

@@ -1,4 +1,5 @@
-"""Policy feature builders, history window and ONNX runtime wrapper (no torch needed)."""
+"""Policy feature builders and history window, sag estimator, goal filter and integrator, and
+the ONNX runtime wrapper that composes them (no torch needed)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,35 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visuomotor_core.policy_runtime import (
+from visuomotor_core import policy_runtime
+from visuomotor_core.goal_filter import GoalFilter, GoalIntegrator, GoalIntegratorConfig
+from visuomotor_core.policy_features import (
     HISTORY_DIM,
     OBSERVATION_DIM,
-    GoalIntegrator,
-    GoalIntegratorConfig,
     HistoryBuffer,
-    PolicyConfig,
-    PolicyRuntime,
-    SagEstimator,
-    SagEstimatorConfig,
     action_to_targets,
     build_history_row,
     build_observation,
     layout_description,
 )
+from visuomotor_core.policy_runtime import PolicyConfig, PolicyRuntime
+from visuomotor_core.sag_estimator import SagEstimator, SagEstimatorConfig
 
 Q = np.linspace(-0.3, 0.3, 7)
 QD = np.linspace(0.1, 0.7, 7)
+
+
+def test_policy_runtime_still_exports_the_names_its_parts_moved_out_with():
+    """Callers that import the features, the sag estimator or the goal filter from
+    ``policy_runtime`` (as before those moved to their own modules) get the same objects."""
+    from visuomotor_core import goal_filter, policy_features, sag_estimator
+
+    for module in (policy_features, sag_estimator, goal_filter):
+        for name in (n for n in vars(module) if n in policy_runtime.__all__):
+            assert getattr(policy_runtime, name) is getattr(module, name), name
+    assert {"GoalFilter", "SagEstimator", "HistoryBuffer", "PAYLOAD_COM", "gains_mismatch",
+            "load_policy_runtime"} <= set(policy_runtime.__all__)
+    assert all(hasattr(policy_runtime, name) for name in policy_runtime.__all__)
 
 
 def test_observation_layout_matches_the_documented_fields():
@@ -161,8 +173,6 @@ def test_runtime_rejects_model_with_unexpected_inputs():
 
 
 def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets():
-    from visuomotor_core.policy_runtime import GoalFilter
-
     f = GoalFilter(smoothing=0.5, freeze_radius=0.15, jump_distance=0.1)
     far_hand = np.array([0.0, 0.0, 0.8])
     target = np.array([0.5, 0.0, 0.2])
@@ -182,8 +192,6 @@ def test_goal_filter_freezes_near_the_hand_smooths_away_and_jumps_to_new_targets
 
 
 def test_goal_filter_ignores_unconfident_estimates_once_it_has_a_goal():
-    from visuomotor_core.policy_runtime import GoalFilter
-
     f = GoalFilter(smoothing=0.5, freeze_radius=0.15, jump_distance=0.1, min_confidence=0.5)
     far_hand = np.array([0.0, 0.0, 0.8])
     target = np.array([0.5, 0.0, 0.2])
@@ -197,8 +205,6 @@ def test_goal_filter_ignores_unconfident_estimates_once_it_has_a_goal():
 
 
 def test_goal_filter_starts_from_an_unconfident_estimate_until_a_confident_one_comes():
-    from visuomotor_core.policy_runtime import GoalFilter
-
     f = GoalFilter(smoothing=0.3, jump_distance=0.1)
     hand = np.array([0.0, 0.0, 0.8])
     guess = np.array([0.5, 0.0, 0.2])
@@ -224,8 +230,6 @@ def test_goal_filter_steps_by_smoothing_times_confidence_and_never_on_doubt(step
     """Every update: an unconfident estimate leaves a goal where it is; a confident one
     moves the goal by ``smoothing * confidence`` of the way, jumps to it, or (hand near)
     leaves it."""
-    from visuomotor_core.policy_runtime import GoalFilter
-
     f = GoalFilter(smoothing=0.3, freeze_radius=0.15, jump_distance=0.1, min_confidence=0.5)
     base = np.array([0.5, 0.0, 0.2])
     f.update(base, base + 1.0, confidence=1.0)

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from visuomotor_core.policy_runtime import SagEstimator, SagEstimatorConfig
 from visuomotor_core.robot_model import RobotModel
+from visuomotor_core.sag_estimator import SagEstimator, SagEstimatorConfig
 from visuomotor_models import train_policy
 from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
 from visuomotor_models.policy_sim import ReachSim

@@ -28,13 +28,10 @@ import numpy as np
 import pybullet
 from pybullet_utils.bullet_client import BulletClient
 
-from visuomotor_core.policy_runtime import (
-    DEFAULT_ACTION_SCALE,
-    N_JOINTS,
-    PAYLOAD_COM,
-)
+from visuomotor_core.policy_features import DEFAULT_ACTION_SCALE, N_JOINTS
 from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
 from visuomotor_core.robot_model import Payload, RobotModel
+from visuomotor_core.sag_estimator import PAYLOAD_COM
 from visuomotor_sim.world import sim_urdf
 
 HAND_COM = PAYLOAD_COM  # m, the tool link's inertial origin in the URDF

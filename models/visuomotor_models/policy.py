@@ -10,7 +10,7 @@
 * :class:`MemorylessPolicy` — the no-history ablation: ``pi(obs)``; declares the ``history``
   input (same interface) but ignores it.
 
-Feature layouts come from :mod:`visuomotor_core.policy_runtime`. Inputs are normalized
+Feature layouts come from :mod:`visuomotor_core.policy_features`. Inputs are normalized
 inside the modules (fixed buffers fitted on training data), so the exported graph takes the
 raw SI features.
 """
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from visuomotor_core.policy_runtime import (
+from visuomotor_core.policy_features import (
     DEFAULT_HISTORY_LENGTH,
     HISTORY_DIM,
     N_JOINTS,

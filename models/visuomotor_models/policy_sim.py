@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visuomotor_core.policy_runtime import DEFAULT_ACTION_SCALE
+from visuomotor_core.policy_features import DEFAULT_ACTION_SCALE
 from visuomotor_core.robot_model import RobotModel
 from visuomotor_sim.env import EnvConfig, VisualReachEnv
 from visuomotor_sim.randomization import DynamicsParams

@@ -16,7 +16,7 @@ Recipe (per model, identical budget):
    share the action head ``pi``; loss = BC(teacher) + BC(student) + w * |phi(h) - sg(mu(e))|^2
    (RMA phases 1 and 2 trained jointly). The head's label is the expert action minus the
    expert's own sag offset (the steady joint offset the true dynamics cause): at run time the
-   sag estimator's ``B(q) theta_hat`` (``visuomotor_core.policy_runtime.SagEstimator``,
+   sag estimator's ``B(q) theta_hat`` (``visuomotor_core.sag_estimator.SagEstimator``,
    identified from the history) takes its place, so the network learns the motion and the
    residual dynamics, and the sag, linear in ``theta``, extrapolates. Ablation: BC of
    ``pi(obs)`` on the full expert action (no history, hence no estimator).
@@ -42,19 +42,16 @@ import onnx
 import torch
 from torch import nn
 
-from visuomotor_core.policy_runtime import (
+from visuomotor_core.goal_filter import GoalIntegrator, GoalIntegratorConfig
+from visuomotor_core.policy_features import (
     HISTORY_DIM,
     N_JOINTS,
     OBSERVATION_DIM,
-    GoalIntegrator,
-    GoalIntegratorConfig,
-    PolicyConfig,
-    PolicyStep,
-    SagEstimator,
-    SagEstimatorConfig,
     layout_description,
     model_hand_function,
 )
+from visuomotor_core.policy_runtime import PolicyConfig, PolicyStep
+from visuomotor_core.sag_estimator import SagEstimator, SagEstimatorConfig
 from visuomotor_models.expert import ExpertConfig, ReachExpert
 from visuomotor_models.export import (
     export_onnx,

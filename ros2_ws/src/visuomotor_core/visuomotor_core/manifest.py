@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,18 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise ManifestError(f"model manifest {path} lacks a top-level 'models' mapping")
     return data
+
+
+def settings_from_record(cls, record: dict, what: str):
+    """A frozen settings dataclass ``cls`` from its record in a manifest entry (e.g. the
+    policy record's ``sag_estimator``); lists become tuples of floats. ValueError (not
+    :class:`ManifestError`: the loader adds the entry's name) for a key ``cls`` lacks,
+    naming the settings as ``what``."""
+    unknown = set(record) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}")
+    return cls(**{k: tuple(float(x) for x in v) if isinstance(v, list | tuple) else v
+                  for k, v in record.items()})
 
 
 def load_model_spec(manifest_path: str | Path, name: str,

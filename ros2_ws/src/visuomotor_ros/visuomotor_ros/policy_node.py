@@ -28,7 +28,7 @@ not have one entry per name, its stamp is more than ``max_state_age`` old or ahe
 arm joint's value is not finite or physically impossible (see ``STATE_POSITION_MARGIN``).
 Every refusal logs a throttled warning. Only the target estimate of the features and its
 confidence are used (the goal filter weighs estimates by confidence and ignores those below
-``goal_min_confidence``, see :class:`visuomotor_core.policy_runtime.GoalFilter`); the
+``goal_min_confidence``, see :class:`visuomotor_core.goal_filter.GoalFilter`); the
 embedding is not an input of this policy.
 
 Lifecycle node: the model is loaded in ``on_configure``, nothing is published unless Active;
@@ -65,16 +65,12 @@ from rclpy.qos import qos_profile_parameter_events
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
+from visuomotor_core.goal_filter import GoalFilter
 from visuomotor_core.params import ParamSpec
-from visuomotor_core.policy_runtime import (
-    DEFAULT_ACTION_SCALE,
-    N_JOINTS,
-    GoalFilter,
-    PolicyRuntime,
-    gains_mismatch,
-    load_policy_runtime,
-)
+from visuomotor_core.policy_features import DEFAULT_ACTION_SCALE, N_JOINTS
+from visuomotor_core.policy_runtime import PolicyRuntime, load_policy_runtime
 from visuomotor_core.robot_description import DEFAULT_ROBOT
+from visuomotor_core.sag_estimator import gains_mismatch
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
 from visuomotor_ros import graph
 from visuomotor_ros.callback_guard import CallbackGuard, one_line
@@ -571,7 +567,7 @@ class PolicyNode(LifecycleNode):
                                  force=True)
 
     def _adaptation_values(self) -> dict[str, float]:
-        """The sag estimate and goal integral (visuomotor_core.policy_runtime), if any."""
+        """The sag estimate and the goal integral, for the models that have them."""
         values = {}
         sag, integrator = self._runtime.sag, self._runtime.integrator
         if sag is not None:
