@@ -48,6 +48,11 @@ from visuomotor_core.onnx_session import (
 SMALL_SIZE = 32
 
 
+#: Largest error on perfect keypoints from the test camera (about 2 cm / 0.02 rad off its
+#: calibration) that the pose refinement's calibration prior may leave, m.
+PRIOR_BIAS_M = 0.006
+
+
 @pytest.fixture(scope="module")
 def keypoint_encoder(tmp_path_factory):
     """A 128-px keypoint encoder whose keypoints are the scene's seen by the sim camera
@@ -243,7 +248,9 @@ def test_infer_returns_the_checked_output_and_the_target_from_geometry(keypoint_
     np.testing.assert_allclose(out.keypoints, scene_keypoints(shifted_pose()), atol=1e-4)
     # The calibration is 2 cm / 0.02 rad off; the landmarks put the camera back.
     assert out.pose_refined and out.confidence == 1.0
-    assert np.linalg.norm(out.target_position - TARGET) < 0.002
+    # PRIOR_BIAS_M: the refinement's calibration prior costs millimetres on perfect keypoints
+    # (exactness without it: test_camera_geometry); the calibrated pose alone is 3.6 cm off.
+    assert np.linalg.norm(out.target_position - TARGET) < PRIOR_BIAS_M
 
 
 def test_with_the_true_pose_as_calibration_the_error_is_below_a_millimetre(keypoint_encoder):
@@ -284,7 +291,7 @@ def test_a_target_outside_the_workspace_has_confidence_zero(tmp_path):
     outside = np.array([0.8, 0.0, 0.2])
     out = _runtime(tmp_path, scene_keypoints(shifted_pose(), outside)).infer(_image(128, 128))
     assert out.confidence == 0.0
-    assert np.linalg.norm(out.target_position - outside) < 0.002
+    assert np.linalg.norm(out.target_position - outside) < PRIOR_BIAS_M
 
 
 def test_camera_info_at_twice_the_size_is_accepted_and_positions_do_not_change(
@@ -361,7 +368,7 @@ def test_estimate_batch_gives_positions_and_confidences_per_row(keypoint_encoder
     batch = np.random.default_rng(0).normal(size=(4, 3, 128, 128)).astype(np.float32)
     positions, confidences = runtime.estimate_batch(batch)
     assert positions.shape == (4, 3) and confidences.shape == (4,)
-    assert np.all(np.linalg.norm(positions - TARGET, axis=1) < 0.002)
+    assert np.all(np.linalg.norm(positions - TARGET, axis=1) < PRIOR_BIAS_M)
     np.testing.assert_allclose(confidences, 1.0)
     raw = runtime.run_raw(batch)
     assert raw["keypoints"].shape == (4, len(KEYPOINTS), 2)

@@ -306,7 +306,7 @@ class PoseRefinement:
 
 _REFINE_ITERATIONS = 10
 _REFINE_STEP = 1e-7  # finite-difference step of the Jacobian (m, rad)
-_REFINE_TOLERANCE = 1e-9
+_REFINE_TOLERANCE = 1e-7  # m, rad: far below what a keypoint can resolve
 
 
 def _perturbed(calibration: CameraPose, x: np.ndarray) -> CameraPose:
