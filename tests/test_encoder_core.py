@@ -314,10 +314,30 @@ def test_camera_info_at_twice_the_size_is_accepted_and_positions_do_not_change(
         runtime.infer(_image(128, 128))
 
 
+def test_a_640x480_camera_with_the_trained_vertical_view_is_cropped_about_its_centre(
+        keypoint_encoder):
+    _, manifest = keypoint_encoder
+    runtime = EncoderRuntime(manifest)
+    at_128 = runtime.infer(_image(128, 128)).target_position
+    # The sim camera's vertical field of view on a 640x480 sensor: its centre 480x480 shows
+    # what the model was trained on.
+    k = scale_intrinsics(sim_camera().intrinsics(), (128, 128), (480, 480))
+    k[0, 2] += 80.0
+    runtime.set_camera_info(640, 480, k.ravel())
+    assert runtime.camera.crop == (80, 0) and runtime.camera.model.size == (480, 480)
+    out = runtime.infer(_image(height=480, width=640))
+    np.testing.assert_allclose(out.target_position, at_128, atol=1e-6)
+    expected = (scene_keypoints(shifted_pose()) + 0.5) * 480 / 128 - 0.5 + [80.0, 0.0]
+    np.testing.assert_allclose(out.keypoints, expected, atol=1e-3)
+    with pytest.raises(ImageCameraMismatch, match="camera_info 640x480"):
+        runtime.infer(_image(height=480, width=480))
+
+
 @pytest.mark.parametrize(("width", "height", "scale", "expected"), [
     (256, 256, (1.05, 1.05, 1.0, 1.0), "fx 144.1"),           # another field of view
     (256, 256, (1.0, 0.97, 1.0, 1.0), "fy 133.1"),            # non-square pixels
-    (256, 192, (1.0, 0.75, 1.0, 0.75), "aspect ratio 1.333"),  # another aspect, same fov
+    # another aspect with the same horizontal field of view: its centre crop is a wider view
+    (256, 192, (1.0, 0.75, 1.0, 0.75), "cropped to 192x192 about its centre"),
     (256, 256, (1.0, 1.0, 1.03, 1.0), "cx 65.9"),             # principal point 2 px off
 ])
 def test_camera_info_showing_another_view_is_refused_and_the_camera_kept(

@@ -21,8 +21,11 @@ caller can count and drop it.
 Camera: the model is trained for the manifest's camera (intrinsics at the network-input
 size, calibrated pose). :meth:`EncoderRuntime.set_camera_info` accepts a real camera's
 ``sensor_msgs/CameraInfo`` intrinsics when they show the same view (scaled to the network
-input: fx, fy within 2 %, cx, cy within 1.5 px, aspect ratio within 1 %) and the geometry
-then uses them; images must have that camera's size. Without one, images of any size with
+input: fx, fy within 2 %, cx, cy within 1.5 px) and the geometry then uses them; images must
+have that camera's size. A camera of another aspect ratio (a 640x480 sensor for a square
+model) is cropped about its centre to the trained aspect ratio, and the crop's intrinsics
+must show the view (a 640x480 camera with the trained vertical field of view: its centre
+480x480). Without one, images of any size with
 the manifest camera's aspect ratio are accepted and the manifest's intrinsics scaled to
 them are used. :meth:`EncoderRuntime.set_extrinsics` replaces the calibrated pose.
 """
@@ -111,19 +114,29 @@ class EncoderOutput:
     pose_refined: bool
 
 
+def _crop_text(full: tuple[int, int], crop: tuple[int, int]) -> str:
+    return "" if crop == full else f" cropped to {crop[0]}x{crop[1]} about its centre"
+
+
 @dataclass(frozen=True)
 class CameraState:
     """The camera the runtime serves.
 
     Attributes:
-        model: intrinsics at the camera's image size; from the manifest (at the
+        model: intrinsics of the image the network sees (the camera's image, or its
+            centred crop with the trained aspect ratio); from the manifest (at the
             network-input size) until a CameraInfo is accepted.
         from_camera_info: whether ``model`` came from :meth:`EncoderRuntime.set_camera_info`
-            (images must then have exactly its size).
+            (images must then have exactly ``image_size``).
+        image_size: (width, height) of the camera's images (CameraInfo only).
+        crop: (u0, v0) of the crop's top-left pixel in the camera image; (0, 0) without
+            a crop.
     """
 
     model: CameraModel
     from_camera_info: bool
+    image_size: tuple[int, int] = (0, 0)
+    crop: tuple[int, int] = (0, 0)
 
 
 def check_outputs(outputs: dict[str, np.ndarray], embedding_dim: int,
@@ -285,14 +298,18 @@ class EncoderRuntime:
                 principal point, see the module docstring) or K is not a pinhole matrix;
                 the camera in use is kept.
         """
-        model = self._matching_camera(int(width), int(height), k)
-        self._camera = CameraState(model, from_camera_info=True)
+        model, crop = self._matching_camera(int(width), int(height), k)
+        self._camera = CameraState(model, True, (int(width), int(height)), crop)
 
     def use_manifest_camera(self) -> None:
         """Go back to the manifest's intrinsics (images of any size with its aspect)."""
         self._camera = CameraState(self.geometry.camera, from_camera_info=False)
 
-    def _matching_camera(self, width: int, height: int, k) -> CameraModel:
+    def _matching_camera(self, width: int, height: int, k
+                         ) -> tuple[CameraModel, tuple[int, int]]:
+        """The model of what the network will see of this camera and the crop's offset:
+        a camera of another aspect ratio (a 640x480 sensor for a square model) is cropped
+        about its centre to the trained aspect, whose intrinsics must then match."""
         mismatch = f"{self.spec.label}: camera model mismatch:"
         matrix = np.asarray(k, np.float64).reshape(-1)
         if width <= 0 or height <= 0 or matrix.shape != (9,) or \
@@ -307,30 +324,35 @@ class EncoderRuntime:
                                      f" is not a pinhole matrix [fx, 0, cx, 0, fy, cy, 0, 0, "
                                      f"1] with fx, fy > 0")
         trained = self.geometry.camera
-        aspect = width / height
-        if abs(aspect / trained.aspect - 1.0) > CAMERA_ASPECT_TOLERANCE:
-            raise ModelContractError(
-                f"{mismatch} camera_info {width}x{height} has aspect ratio {aspect:.4g}, the "
-                f"model's camera {trained.width}x{trained.height} {trained.aspect:.4g} "
-                f"(tolerance {CAMERA_ASPECT_TOLERANCE:.0%})")
-        at_input = scale_intrinsics(matrix, (width, height), trained.size)
+        full = (width, height)
+        crop_size = full
+        if abs((width / height) / trained.aspect - 1.0) > CAMERA_ASPECT_TOLERANCE:
+            crop_size = ((min(width, round(height * trained.aspect)), height)
+                         if width / height > trained.aspect
+                         else (width, min(height, round(width / trained.aspect))))
+        u0, v0 = (width - crop_size[0]) // 2, (height - crop_size[1]) // 2
+        matrix = matrix.copy()
+        matrix[0, 2] -= u0
+        matrix[1, 2] -= v0
+        width, height = crop_size
+        at_input = scale_intrinsics(matrix, crop_size, trained.size)
         for name, i in (("fx", 0), ("fy", 1)):
             got, want = at_input[i, i], trained.k[i, i]
             if abs(got / want - 1.0) > CAMERA_FOCAL_TOLERANCE:
                 raise ModelContractError(
                     f"{mismatch} {name} {got:.5g} px at the network input "
-                    f"{trained.width}x{trained.height} (camera_info {width}x{height}: "
-                    f"{matrix[i, i]:.5g} px), the model's camera {want:.5g} px (tolerance "
-                    f"{CAMERA_FOCAL_TOLERANCE:.0%})")
+                    f"{trained.width}x{trained.height} (camera_info {full[0]}x{full[1]}"
+                    f"{_crop_text(full, crop_size)}: {matrix[i, i]:.5g} px), the model's "
+                    f"camera {want:.5g} px (tolerance {CAMERA_FOCAL_TOLERANCE:.0%})")
         for name, i in (("cx", 0), ("cy", 1)):
             got, want = at_input[i, 2], trained.k[i, 2]
             if abs(got - want) > CAMERA_CENTRE_TOLERANCE_PX:
                 raise ModelContractError(
                     f"{mismatch} {name} {got:.5g} px at the network input "
-                    f"{trained.width}x{trained.height} (camera_info {width}x{height}: "
-                    f"{matrix[i, 2]:.5g} px), the model's camera {want:.5g} px (tolerance "
-                    f"{CAMERA_CENTRE_TOLERANCE_PX} px)")
-        return CameraModel(width, height, matrix)
+                    f"{trained.width}x{trained.height} (camera_info {full[0]}x{full[1]}"
+                    f"{_crop_text(full, crop_size)}: {matrix[i, 2]:.5g} px), the model's "
+                    f"camera {want:.5g} px (tolerance {CAMERA_CENTRE_TOLERANCE_PX} px)")
+        return CameraModel(width, height, matrix), (u0, v0)
 
     def set_extrinsics(self, position, quaternion_xyzw) -> None:
         """Calibrated pose of the camera's optical frame (REP-103) in the base frame: a
@@ -349,10 +371,10 @@ class EncoderRuntime:
         """Intrinsics at the network-input size for an image of this size."""
         model = camera.model
         if camera.from_camera_info:
-            if (width, height) != model.size:
+            if (width, height) != camera.image_size:
                 raise ImageCameraMismatch(
                     f"image {width}x{height} does not fit the camera: camera_info "
-                    f"{model.width}x{model.height}")
+                    f"{camera.image_size[0]}x{camera.image_size[1]}")
         elif abs((width / height) / model.aspect - 1.0) > CAMERA_ASPECT_TOLERANCE:
             raise ImageCameraMismatch(
                 f"image {width}x{height} does not fit the camera: aspect ratio "
@@ -377,9 +399,13 @@ class EncoderRuntime:
         """
         start = time.perf_counter()
         camera, calibration = self._camera, self._calibration  # one consistent view
-        self._preprocessor(image, colour_order, out=self._input[0])
+        if not (isinstance(image, np.ndarray) and image.ndim == 3):
+            self._preprocessor(image, colour_order, out=self._input[0])  # raises ValueError
         height, width = image.shape[:2]
         k_input = self._camera_for(camera, width, height)
+        (u0, v0), seen = camera.crop, camera.model.size
+        self._preprocessor(image[v0:v0 + seen[1], u0:u0 + seen[0]], colour_order,
+                           out=self._input[0])
         outputs = self.run_raw(self._input)
         check_outputs(outputs, self.embedding_dim, self.geometry.keypoint_count)
         keypoints = outputs["keypoints"][0].astype(np.float64)
@@ -393,7 +419,7 @@ class EncoderRuntime:
             target_position=estimate.position,
             confidence=estimate.confidence,
             inference_time=time.perf_counter() - start,
-            keypoints=scale_pixels(keypoints, self._net_size, (width, height)),
+            keypoints=scale_pixels(keypoints, self._net_size, seen) + np.array([u0, v0]),
             pose_refined=estimate.pose_refined,
         )
 

@@ -404,19 +404,34 @@ def role_timer() -> None:
 
 
 def role_camera(topic: str, rate: float = 30.0) -> None:
-    """640×480 rgb8 frames at ``rate`` Hz, stamped with the wall clock at publication."""
+    """640×480 rgb8 frames at ``rate`` Hz, stamped with the wall clock at publication, with
+    their CameraInfo: the sim camera's vertical field of view on a 640×480 sensor, as a
+    driver would publish it (the encoder uses its centre 480×480)."""
+    from dataclasses import replace
+
+    from sensor_msgs.msg import CameraInfo
+
     from visuomotor_ros.image_conversion import numpy_to_image
+    from visuomotor_sim.camera import CameraConfig, PinholeCamera
 
     rclpy.init()
     node = Node("bench_camera")
     publisher = node.create_publisher(Image, topic, SENSOR_QOS)
+    info_publisher = node.create_publisher(CameraInfo, graph.CAMERA_INFO, SENSOR_QOS)
+    camera = PinholeCamera(replace(CameraConfig(), width=640, height=480)).camera_info()
+    info = CameraInfo(width=camera["width"], height=camera["height"],
+                      distortion_model=camera["distortion_model"], d=camera["d"],
+                      k=camera["k"], r=camera["r"], p=camera["p"])
+    info.header.frame_id = camera["frame_id"]
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
 
     def publish() -> None:
         msg = numpy_to_image(frame, encoding="rgb8")
         msg.header.stamp = node.get_clock().now().to_msg()
-        msg.header.frame_id = "camera_optical_frame"
+        msg.header.frame_id = camera["frame_id"]
+        info.header.stamp = msg.header.stamp
+        info_publisher.publish(info)
         publisher.publish(msg)
 
     node.create_timer(1.0 / rate, publish)
