@@ -278,10 +278,11 @@ def test_extrinsics_that_are_no_pose_are_refused_and_the_calibration_kept(keypoi
     np.testing.assert_allclose(runtime.calibration.rotation, np.eye(3))
 
 
-def test_a_hidden_landmark_costs_the_refinement_and_scales_confidence(tmp_path):
+def test_hidden_landmarks_cost_the_refinement_and_scale_confidence(tmp_path):
     visibility = np.ones(len(KEYPOINTS))
     visibility[KEYPOINTS.index("target_foot")] = 0.9
-    visibility[KEYPOINTS.index("robot_shoulder")] = 0.2
+    for name in ("robot_shoulder", "robot_base", "table_corner_left"):  # one landmark left
+        visibility[KEYPOINTS.index(name)] = 0.2
     out = _runtime(tmp_path, visibility=visibility).infer(_image(128, 128))
     assert not out.pose_refined
     assert out.confidence == pytest.approx(0.9 * 0.3, abs=1e-6)
