@@ -218,14 +218,16 @@ def test_calibration_two_cm_off_is_recovered_by_the_landmarks_and_not_without_th
     with_prior = cg.estimate_target(SPEC, keypoints, ALL_SEEN, K)
     assert with_prior.pose_refined and _error(with_prior) < 0.005
     blind = ALL_SEEN.copy()
-    blind[LANDMARK_ROWS[:3]] = 0.3  # one landmark left: fewer than min_landmarks (2)
+    blind[LANDMARK_ROWS[0]] = 0.3  # three landmarks left: fewer than min_landmarks (4)
     calibrated = cg.estimate_target(SPEC, keypoints, blind, K)
     assert not calibrated.pose_refined and calibrated.pose_status == cg.POSE_TOO_FEW_LANDMARKS
     assert _error(calibrated) > 0.01  # what the refinement is for
-    # Two landmarks and the calibration prior still recover most of the displacement.
+    # Allowed down to two landmarks, the calibration prior still recovers most of the
+    # displacement from them.
     two = ALL_SEEN.copy()
     two[LANDMARK_ROWS[:2]] = 0.3
-    partial = cg.estimate_target(SPEC, keypoints, two, K)
+    partial = cg.estimate_target(SPEC, keypoints, two, K, limits=cg.GeometryLimits(
+        min_landmarks=cg.MIN_REFINE_LANDMARKS))
     assert partial.pose_refined and _error(partial) < 0.5 * _error(calibrated)
 
 
