@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from visuomotor_core.rotations import quaternion_from_rotation, rotation_from_rotvec
+
 OPTICAL_FRAME_ID = "camera_optical_frame"
 
 # Optical frame (z forward, y down) -> OpenGL camera frame (z backward, y up).
@@ -77,41 +79,6 @@ def look_at_rotation(eye, look_at, up) -> np.ndarray:
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return np.stack([x, y, z], axis=1)
-
-
-def rotation_from_rotvec(rotvec) -> np.ndarray:
-    """Rodrigues' formula: rotation matrix (3, 3) for a rotation vector (rad)."""
-    r = np.asarray(rotvec, float)
-    angle = float(np.linalg.norm(r))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = r / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
-
-
-def quaternion_from_rotation(rot: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) of a rotation matrix (ROS/PyBullet order)."""
-    m = np.asarray(rot, float)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    if trace > 0.0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s,
-             0.25 * s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s,
-             (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s,
-             (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s,
-             (m[1, 0] - m[0, 1]) / s]
-    quat = np.asarray(q)
-    return quat / np.linalg.norm(quat)
 
 
 @dataclass(frozen=True)

@@ -290,16 +290,7 @@ class ArmWorld:
 
     # ------------------------------------------------------------------ commands
     def apply_command(self, values: np.ndarray, mode: str = "effort") -> None:
-        """Queue an arm command; it reaches the joints after the actuation delay.
-
-        Args:
-            values: (7,) torques (N·m, ``"effort"``), positions (rad, ``"position"``) or
-                velocities (rad/s, ``"velocity"``) for the arm joints.
-            mode: one of :data:`COMMAND_MODES` (an enum with such a ``.value`` works too).
-
-        Raises:
-            ValueError: unknown mode, wrong length or non-finite values (nothing is queued).
-        """
+        """Queue an arm command (:meth:`visuomotor_sim.robot.SimRobot.apply_command`)."""
         self.arm.apply_command(values, mode)
 
     def step(self, n: int = 1) -> None:

@@ -717,7 +717,7 @@ class ControllerNode(LifecycleNode):
             values = {
                 **summary.as_dict(),
                 "trigger": self.params["trigger"],
-                "loop_misses": counters.misses,
+                "loop_misses": self._loop_misses(),
                 "loop_consecutive_misses": counters.consecutive_misses,
                 "loop_overruns": counters.overruns,
                 "loop_skipped_periods": counters.skipped_periods,
@@ -727,13 +727,11 @@ class ControllerNode(LifecycleNode):
                 "rt_refused": "; ".join(self.loop.realtime.refused) or "none",
             }
             if self.params["trigger"] == "lockstep":
-                # Sim-time periods are exact in lockstep: no deadline can be missed.
-                values["loop_misses"] = 0
                 values["wall_rate_hz"] = summary.rate_hz
             return values
         summary = self.stamp_periods.summary()
         return {**summary.as_dict(), "trigger": self.params["trigger"],
-                "loop_misses": summary.total_deadline_misses}
+                "loop_misses": self._loop_misses()}
 
     def _loop_misses(self) -> int:
         """Deadline misses so far (0 in lockstep, where sim-time periods are exact)."""
