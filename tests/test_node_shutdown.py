@@ -132,3 +132,52 @@ def test_signal_during_construction_exits_zero(sig):
     assert process.finish() == 0, process.output
     assert "Traceback" not in process.output
     assert "spinning" not in process.output  # it stops instead of starting to spin
+
+
+ORPHAN_WATCH = """
+    # A launcher (this script's child) starts a node process and is then SIGKILLed, as
+    # `ros2 launch` can be, or dies of a SIGTERM it does not pass on. This script is a
+    # child subreaper (Linux), so the orphaned node becomes its child: it reports how the
+    # node ended.
+    import ctypes, os, signal, subprocess, sys, time
+    PR_SET_CHILD_SUBREAPER = 36
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    node_cmd = sys.argv[1:]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\\n"
+         "child = subprocess.Popen(sys.argv[1:])\\n"
+         "print(child.pid, flush=True)\\n"
+         "time.sleep(600)\\n", *node_cmd],
+        stdout=subprocess.PIPE)
+    node_pid = int(launcher.stdout.readline())
+    ready = []
+    signal.signal(signal.SIGUSR1, lambda *_: ready.append(True))  # the node is up
+    while not ready:
+        time.sleep(0.05)
+    print("killing the launcher", flush=True)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(node_pid, os.WNOHANG)
+        if pid == node_pid:
+            print(f"node ended: {os.waitstatus_to_exitcode(status)}", flush=True)
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(node_pid, signal.SIGKILL)
+        print("node still running 30 s after its launcher died", flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_node_ends_cleanly_when_its_launcher_is_killed():
+    """No orphan keeps running (a controller still commanding) when the launcher dies."""
+    process = Process([*_script(ORPHAN_WATCH), str(_installed("visuomotor_ros", "encoder_node"))])
+    process.wait_for("runs on")  # the node is configured and spinning
+    process.popen.send_signal(signal.SIGUSR1)
+    process.wait_for("killing the launcher")
+    assert process.finish() == 0, process.output
+    assert "node ended: 0" in process.output, process.output
+    assert "Traceback" not in process.output

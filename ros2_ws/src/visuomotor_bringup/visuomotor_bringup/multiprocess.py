@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import os
 import shlex
 import signal
@@ -41,8 +40,7 @@ from pathlib import Path
 from typing import TextIO
 
 from visuomotor_bringup import plan as bringup_plan
-
-_PR_SET_PDEATHSIG = 1
+from visuomotor_core.rt_loop import set_parent_death_signal
 
 
 def executable_path(package: str, executable: str) -> Path:
@@ -63,10 +61,7 @@ def executable_path(package: str, executable: str) -> Path:
 
 def _in_own_group_dying_with_parent() -> None:  # runs in the child between fork and exec
     os.setpgid(0, 0)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: no parent-death signal
-        pass
+    set_parent_death_signal(signal.SIGTERM)
 
 
 class _Child:

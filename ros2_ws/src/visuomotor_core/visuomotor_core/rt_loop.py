@@ -44,6 +44,7 @@ PACINGS: tuple[str, ...] = ("deadline", "free")
 
 _CLOCK_MONOTONIC = 1
 _TIMER_ABSTIME = 1
+_PR_SET_PDEATHSIG = 1
 _PR_SET_TIMERSLACK = 29
 _MCL_CURRENT, _MCL_FUTURE = 1, 2
 #: Ticks between two readings of the loop thread's CPU time.
@@ -179,6 +180,19 @@ class RealtimeReport:
 
     applied: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``; kept across exec). False where the system has no such call.
+
+    A node started by a launcher (``ros2 launch``, the multi-process bringup) then ends
+    with the launcher however the launcher ends, SIGKILL included, instead of running on
+    as an orphan — a controller still commanding with nobody to stop it.
+    """
+    if _LIBC is None:
+        return False
+    return _LIBC.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
 
 
 def apply_realtime_settings(config: LoopConfig) -> RealtimeReport:

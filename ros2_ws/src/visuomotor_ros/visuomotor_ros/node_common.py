@@ -7,6 +7,7 @@ ROS-free core and publish. What they have in common lives here once.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -42,6 +43,7 @@ from rclpy.qos import (
 )
 
 from visuomotor_core.params import ParamSpec, validate
+from visuomotor_core.rt_loop import set_parent_death_signal
 
 #: Camera images and camera info: best effort, keep only the newest frame so a
 #: slow consumer drops frames instead of building a backlog.
@@ -289,6 +291,11 @@ def _stop_on_signals() -> threading.Event:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
+    # The launcher's death (``ros2 launch`` itself gets a SIGTERM or a SIGKILL, which
+    # upstream launch does not pass on to its processes) ends this process like a SIGTERM.
+    parent = os.getppid()
+    if set_parent_death_signal(signal.SIGTERM) and os.getppid() != parent:
+        stop.set()  # the parent died before the request took effect
     return stop
 
 
