@@ -12,8 +12,8 @@ pytest.importorskip("torch")
 from visuomotor_core.robot_model import RobotModel
 from visuomotor_core.sag_estimator import SagEstimator, SagEstimatorConfig
 from visuomotor_models import train_policy
-from visuomotor_models.expert import ArmModel, ExpertConfig, ReachExpert
 from visuomotor_models.policy_sim import ReachSim
+from visuomotor_sim.expert import ArmModel, ExpertConfig, ReachExpert
 from visuomotor_sim.robot import ARM_JOINT_NAMES, robot_urdf_path
 
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])

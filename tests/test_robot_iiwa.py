@@ -144,8 +144,8 @@ def test_sim_robot_process_holds_and_tracks_the_iiwa_by_the_robot_parameter():
 
 @pytest.mark.parametrize("name", ROBOTS)
 def test_privileged_expert_reaches_placed_targets_with_each_robot(name):
-    from visuomotor_models.expert import ExpertConfig, ReachExpert
     from visuomotor_sim.env import EnvConfig, VisualReachEnv
+    from visuomotor_sim.expert import ExpertConfig, ReachExpert
 
     robot = load_robot(name)
     env = VisualReachEnv(EnvConfig(world=WorldConfig(robot=name), render_images=False))
@@ -167,3 +167,32 @@ def test_privileged_expert_reaches_placed_targets_with_each_robot(name):
     finally:
         env.close()
         expert.close()
+
+
+def test_demo_runs_the_iiwa_graph_with_the_privileged_expert():
+    """``demo --robot iiwa --expert``: the whole sim graph on the iiwa by the robot
+    argument alone (sim, controller, supervisor, the expert in place of the learned
+    models), episodes reset through the sim and policy reset services."""
+    from visuomotor_ros.demo import run_episodes
+
+    results, stats, sim_seconds, _ = run_episodes(3, 0, "nominal", robot="iiwa", expert=True)
+    assert len(results) == 3
+    assert all(r.success for r in results), [(r.seed, r.error) for r in results]
+    assert stats.control_rate() == pytest.approx(1000.0, rel=0.02)  # commands per sim second
+    assert stats.frames >= 0.9 * 20.0 * sim_seconds  # the camera at 20 Hz of sim time
+
+
+def test_demo_with_the_panda_models_refuses_the_iiwa_with_both_names(capsys):
+    from visuomotor_ros.demo import main
+
+    assert main(["--robot", "iiwa", "--episodes", "1"]) == 2  # "loop failed", nothing run
+    error = capsys.readouterr().err
+    assert "manifest 'panda'" in error and "iiwa" in error, error
+
+
+def test_demo_refuses_an_unknown_robot():
+    from visuomotor_ros.demo import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--robot", "ur5"])
+    assert exit_info.value.code == 2

@@ -26,9 +26,9 @@ import numpy as np
 
 from visuomotor_core.manifest import read_manifest
 from visuomotor_core.policy_runtime import load_policy_runtime
-from visuomotor_models.expert import ExpertConfig, ReachExpert
 from visuomotor_models.export import write_manifest_entry
 from visuomotor_models.policy_sim import EpisodeResult, ReachSim, SimConfig
+from visuomotor_sim.expert import ExpertConfig, ReachExpert
 
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PROFILES = ("nominal", "training", "heldout")

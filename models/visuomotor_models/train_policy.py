@@ -8,7 +8,7 @@ profile (state-only sim, no rendering), and exports them to ONNX with manifest e
 
 Recipe (per model, identical budget):
 
-1. Iteration 0: the privileged expert (:mod:`visuomotor_models.expert`, knows the true
+1. Iteration 0: the privileged expert (:mod:`visuomotor_sim.expert`, knows the true
    target and dynamics) drives the episodes with exploration noise; every step is stored
    as (observation, history, privileged dynamics vector e, expert action, the expert's sag
    offset).
@@ -52,7 +52,6 @@ from visuomotor_core.policy_features import (
 )
 from visuomotor_core.policy_runtime import PolicyConfig, PolicyStep
 from visuomotor_core.sag_estimator import SagEstimator, SagEstimatorConfig
-from visuomotor_models.expert import ExpertConfig, ReachExpert
 from visuomotor_models.export import (
     export_onnx,
     model_entry,
@@ -67,6 +66,7 @@ from visuomotor_models.policy import (
     TeacherPolicy,
 )
 from visuomotor_models.policy_sim import ReachSim, SimConfig
+from visuomotor_sim.expert import ExpertConfig, ReachExpert
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "artifacts"
 MODEL_NAMES = {"history": "policy", "no_history": "policy_no_history"}

@@ -88,7 +88,7 @@ def _controller(task: Task, sim):
     key = (task.policy, task.artifacts, sim.config.action_scale, tuple(sim.kp))
     if key not in _CONTROLLERS:
         if task.policy == EXPERT:
-            from visuomotor_models.expert import ExpertConfig, ReachExpert
+            from visuomotor_sim.expert import ExpertConfig, ReachExpert
 
             _CONTROLLERS[key] = ReachExpert(ExpertConfig(action_scale=sim.config.action_scale,
                                                          kp=tuple(sim.kp)))

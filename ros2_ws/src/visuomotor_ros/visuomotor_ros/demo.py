@@ -2,13 +2,16 @@
 
     python -m visuomotor_ros.demo --episodes 10 --profile nominal --seed 0
     python -m visuomotor_ros.demo --episodes 3 --record runs/demo_bag
+    python -m visuomotor_ros.demo --robot iiwa --expert --episodes 5
 
 Sim, encoder, policy and controller run as separate rclpy nodes in one process
 (the in-process runner, same parameter files as ``ros2 launch``) on sim time,
 the sim stepping in lockstep with the 1 kHz controller. A supervisor node
 resets each episode through ``sim/reset_episode`` (then ``policy/reset``: new
 dynamics, new target), waits for the task to end and collects rates and per-stage
-latencies from the loop's own topics. Exit status: 0 when the success rate reaches
+latencies from the loop's own topics. ``--expert`` puts the simulator's privileged
+expert in place of the encoder and policy (no learned model: any robot with a
+description runs, ``--robot iiwa``). Exit status: 0 when the success rate reaches
 ``--min-success``, 1 otherwise, 2 when the loop stalled.
 """
 
@@ -26,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
+from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
-from visuomotor_ros.node_common import SENSOR_QOS, time_to_seconds
+from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
 from visuomotor_ros.runner import GraphRunner
 
 #: Camera frames remembered while waiting for their policy targets (~5 s at 20 Hz).
@@ -170,12 +175,12 @@ class OracleEncoder(Node):
     the features of every camera frame (same topic, same stamps). Running the loop with
     it isolates the policy and controller from perception error."""
 
-    def __init__(self, context) -> None:
+    def __init__(self, context, robot: str = DEFAULT_ROBOT) -> None:
         from sensor_msgs.msg import Image
 
         super().__init__("oracle_encoder", context=context)
         self._target = None
-        self._base_frame = graph.robot().base_frame
+        self._base_frame = graph.robot(robot).base_frame
         self._pub = self.create_publisher(EncoderFeatures, graph.ENCODER_FEATURES, 10)
         self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
         self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
@@ -193,6 +198,76 @@ class OracleEncoder(Node):
         self._pub.publish(features)
 
 
+class ExpertPolicy(Node):
+    """Diagnostic stand-in for the encoder and the policy (``--expert``): the simulator's
+    privileged expert (:mod:`visuomotor_sim.expert`) acts on every camera frame with what
+    only the simulator knows — the true target and the episode's dynamics, read from the
+    sim's world in this process — and publishes joint targets as the policy does (same
+    topic, the frame's stamp, ``q + action * action_scale``). It needs no learned model,
+    so every robot with a description runs the loop with it. ``policy/reset`` restarts
+    its integral with the new episode's dynamics, as the supervisor calls it."""
+
+    def __init__(self, context, world, robot: str = DEFAULT_ROBOT) -> None:
+        from sensor_msgs.msg import Image
+
+        from visuomotor_sim.expert import ExpertConfig, ReachExpert
+
+        super().__init__("expert_policy", context=context)
+        self._world = world
+        self._robot = graph.robot(robot)
+        self._expert = ReachExpert(ExpertConfig(robot=robot, kp=self._robot.kp))
+        self._index = {name: i for i, name in enumerate(self._robot.arm_joints)}
+        self._q: np.ndarray | None = None
+        self._target: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS, LATEST_QOS)
+        self.create_subscription(JointState, graph.JOINT_STATES, self._on_joint_state,
+                                 SENSOR_QOS)
+        self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
+        self.create_subscription(Image, graph.CAMERA_IMAGE, self._on_image, SENSOR_QOS)
+        self.create_service(Trigger, graph.POLICY_RESET, self._on_reset)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            return
+        q = np.full(len(self._index), np.nan)
+        for name, value in zip(msg.name, msg.position, strict=True):
+            if name in self._index:
+                q[self._index[name]] = value
+        if np.all(np.isfinite(q)):
+            self._q = q
+
+    def _on_status(self, msg: TaskStatus) -> None:
+        p = msg.target_position
+        self._target = np.array([p.x, p.y, p.z])
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            self._expert.reset(self._world.dynamics)
+        response.success, response.message = True, "expert reset with the episode's dynamics"
+        return response
+
+    def _on_image(self, msg) -> None:
+        q, target = self._q, self._target
+        if q is None or target is None:
+            return
+        start = time.perf_counter()
+        with self._lock:
+            action = self._expert.act(q, target)
+        targets = JointTargets()
+        targets.header.stamp = msg.header.stamp
+        targets.header.frame_id = self._robot.base_frame
+        targets.name = list(self._robot.arm_joints)
+        targets.position = (q + action * self._expert.config.action_scale).tolist()
+        targets.policy_stamp = self.get_clock().now().to_msg()
+        targets.inference_time = time.perf_counter() - start
+        self._pub.publish(targets)
+
+    def destroy_node(self) -> None:
+        self._expert.close()
+        super().destroy_node()
+
+
 def run_episodes(
     episodes: int,
     seed: int,
@@ -201,25 +276,39 @@ def run_episodes(
     wall_timeout: float = 180.0,
     overrides: dict | None = None,
     oracle_target: bool = False,
+    robot: str = DEFAULT_ROBOT,
+    expert: bool = False,
 ) -> tuple[list[EpisodeResult], LoopStats, float, float]:
     """Run ``episodes`` episodes; returns (results, stats, sim seconds, wall seconds).
 
-    ``oracle_target`` replaces the encoder node by :class:`OracleEncoder`.
+    ``robot`` names the robot description every node reads. ``oracle_target`` replaces
+    the encoder node by :class:`OracleEncoder`; ``expert`` replaces the encoder and the
+    policy by :class:`ExpertPolicy`.
     """
-    node_overrides = {"sim": {"profile": profile, "seed": seed, "start_episode": False}}
+    node_overrides: dict[str, dict] = {
+        role: {"robot": robot} for role in (spec.role for spec in graph.nodes(sim=True))}
+    node_overrides["sim"].update(profile=profile, seed=seed, start_episode=False)
     for role, values in (overrides or {}).items():
         node_overrides.setdefault(role, {}).update(values)
     roles = [spec.role for spec in graph.nodes(sim=True)]
-    if oracle_target:
+    if oracle_target or expert:
         roles.remove("encoder")
+    if expert:
+        roles.remove("policy")
     runner = GraphRunner(sim=True, use_sim_time=True, overrides=node_overrides, roles=roles)
     results: list[EpisodeResult] = []
     recorder = None
     with runner:
+        policy = runner.nodes.get("policy")
+        if policy is not None and getattr(policy, "configure_error", ""):
+            raise RuntimeError(f"policy node: {policy.configure_error}")
         supervisor = Supervisor(runner.context)
         runner.add_node(supervisor)
-        if oracle_target:
-            runner.add_node(OracleEncoder(runner.context))
+        if expert:
+            runner.add_node(ExpertPolicy(runner.context, runner.nodes["sim"].hardware.world,
+                                         robot))
+        elif oracle_target:
+            runner.add_node(OracleEncoder(runner.context, robot))
         if record is not None:
             from visuomotor_ros.recording import BagRecorder
 
@@ -391,6 +480,16 @@ def main(argv: list[str] | None = None) -> int:
         help="diagnostic: replace the encoder by the sim's true target (isolates perception)",
     )
     parser.add_argument(
+        "--robot", default=DEFAULT_ROBOT,
+        help=f"robot description every node reads ({DEFAULT_ROBOT}); the committed "
+        "models were trained for one robot and refuse another: use --expert for the others",
+    )
+    parser.add_argument(
+        "--expert", action="store_true",
+        help="diagnostic: the simulator's privileged expert (true target, true dynamics) "
+        "in place of the encoder and the policy; runs any robot with a description",
+    )
+    parser.add_argument(
         "--domain-id", type=int,
         help="ROS_DOMAIN_ID of the graph (default: the environment's), e.g. to watch it in RViz",
     )
@@ -408,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--randomization {args.randomization}: no such file")
         os.environ["VISUOMOTOR_RANDOMIZATION"] = str(args.randomization.resolve())
     try:
+        graph.robot(args.robot)
+    except (OSError, ValueError) as error:
+        parser.error(f"--robot {args.robot}: {error}")
+    try:
         overrides = parse_param_overrides(args.param)
     except ValueError as error:
         parser.error(str(error))
@@ -423,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results, stats, sim_seconds, wall = run_episodes(
             args.episodes, args.seed, args.profile, args.record,
-            args.episode_wall_timeout, overrides, args.oracle_target,
+            args.episode_wall_timeout, overrides, args.oracle_target, args.robot, args.expert,
         )
     except (TimeoutError, RuntimeError) as error:
         print(f"loop failed: {error}", file=sys.stderr)
