@@ -389,6 +389,28 @@ def test_non_finite_state_holds_with_a_reason_and_finite_output(model):
     assert command.mode is Mode.HOLD and "velocities" in command.reason
 
 
+def test_target_during_a_joint_state_fault_keeps_the_hold_until_the_state_recovers(model):
+    controller = make(model)
+    tick(controller, 0.0)
+    controller.set_target(HOME, 0.0, 0.0)
+    assert tick(controller, DT).mode is Mode.TRACKING
+    bad = HOME.copy()
+    bad[3] = np.nan
+    assert tick(controller, 2 * DT, q=bad).mode is Mode.HOLD
+    # A target arriving while the fault lasts is accepted as the goal, but the
+    # controller stays in HOLD and keeps naming the fault, tick after tick.
+    for k in range(3, 8):
+        assert controller.set_target(HOME + 0.01, k * DT, k * DT).accepted
+        assert controller.mode is Mode.HOLD and "not finite" in controller.reason
+        command = tick(controller, k * DT, q=bad)
+        assert command.mode is Mode.HOLD and "not finite" in command.reason
+    # The state recovers: still holding, until a fresh target.
+    command = tick(controller, 8 * DT)
+    assert command.mode is Mode.HOLD and "recovered" in command.reason
+    assert controller.set_target(HOME + 0.01, 9 * DT, 9 * DT).accepted
+    assert tick(controller, 9 * DT).mode is Mode.TRACKING
+
+
 def test_wrong_length_state_holds_instead_of_raising(model):
     controller = make(model)
     tick(controller, 0.0)

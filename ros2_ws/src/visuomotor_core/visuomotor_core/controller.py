@@ -495,10 +495,11 @@ class JointController:
         self._last_target_time = now
         if self._wall_clock is not None:
             self._last_target_wall = self._wall_clock()
-        if self._mode is Mode.HOLD:
+        if self._mode is Mode.HOLD and not self._showing_fault:
+            # While a joint-state fault lasts the controller keeps holding (the target
+            # waits as the goal); once the state recovers a fresh target resumes tracking.
             self._mode = Mode.TRACKING
             self._reason = ""
-            self._showing_fault = False
         self.targets_accepted += 1
         return TargetResult(True, "")
 
