@@ -23,7 +23,7 @@ lint: setup
 
 BENCH_ARGS ?= --hog
 bench: setup  ## benchmarks: real-time topology (one process per node, with a CPU hog), sim/render, encoder, control law
-	$(RUN) python -m visuomotor_ros.bench_realtime $(BENCH_ARGS)
+	$(RUN) python -m visuomotor_bringup.bench_realtime $(BENCH_ARGS)
 	$(RUN) python -m visuomotor_sim.bench
 	$(RUN) python -m visuomotor_models.bench_encoder
 	$(RUN) python -m visuomotor_ros.bench_image_conversion

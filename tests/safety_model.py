@@ -24,7 +24,7 @@ from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.joint_state_check import MEASURED_SPEED_FACTOR
 from visuomotor_core.robot_model import RobotModel
 
-URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
+URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_description/urdf/panda.urdf"
 MODEL = RobotModel.from_urdf_file(URDF)
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 N = MODEL.n

@@ -18,7 +18,7 @@ from visuomotor_core.controller_config import (
 from visuomotor_core.params import defaults, validate
 from visuomotor_core.robot_model import RobotModel
 
-URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
+URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_description/urdf/panda.urdf"
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 ZERO = np.zeros(7)
 DT = 1e-3

@@ -13,7 +13,7 @@ from visuomotor_core.controller import JointController, Mode
 from visuomotor_core.controller_config import ControllerConfig
 from visuomotor_core.robot_model import RobotModel
 
-URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
+URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_description/urdf/panda.urdf"
 HOME = np.array([0.0, -0.5, 0.0, -2.2, 0.0, 1.7, 0.785])
 STEP = np.array([0.3, 0.3, -0.3, 0.3, 0.3, -0.3, 0.3])
 DT = 1e-3

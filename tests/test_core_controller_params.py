@@ -89,7 +89,7 @@ def test_schema_helpers():
 
 
 # ----------------------------------------------------------------- ranges from physics
-URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
+URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_description/urdf/panda.urdf"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from visuomotor_core.robot_description import load_robot
 from visuomotor_core.robot_model import Payload, RobotModel
 
-URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_bringup/urdf/panda.urdf"
+URDF = Path(__file__).resolve().parents[1] / "ros2_ws/src/visuomotor_description/urdf/panda.urdf"
 GRAVITY = (0.0, 0.0, -9.81)
 N_CONFIGS = 40
 

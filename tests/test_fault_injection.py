@@ -1,4 +1,4 @@
-"""Fault injection (visuomotor_ros.fault_injection) through the suite's own code: three of its
+"""Fault injection (visuomotor_bringup.fault_injection) through the suite's own code: three of its
 cheapest cases against the running graph, one process per node.
 
 * the policy process stopped (SIGSTOP) mid-run on the sim graph: the controller holds within
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from visuomotor_ros import fault_injection
+from visuomotor_bringup import fault_injection
 
 pytestmark = pytest.mark.slow
 

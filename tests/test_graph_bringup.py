@@ -20,6 +20,8 @@ import yaml
 from visuomotor_ros import graph
 
 ROOT = Path(__file__).resolve().parents[1]
+BRINGUP = "visuomotor_bringup"
+DESCRIPTION = "visuomotor_description"
 LAUNCH_NAMES = ("sim_bringup.launch.py", "robot_bringup.launch.py")
 
 
@@ -37,10 +39,27 @@ def test_process_executable_is_installed(spec):
     assert os.access(executable, os.X_OK)
 
 
-def test_bringup_console_script_is_installed():
-    executable = _prefix(graph.BRINGUP_PACKAGE) / "lib" / graph.BRINGUP_PACKAGE / \
-        "visuomotor-bringup"
+@pytest.mark.parametrize("script", ["visuomotor-bringup", "bench-realtime", "fault-injection"])
+def test_bringup_console_script_is_installed(script):
+    executable = _prefix(BRINGUP) / "lib" / BRINGUP / script
     assert executable.is_file() and os.access(executable, os.X_OK)
+
+
+def test_params_files_are_installed_with_the_nodes():
+    installed = graph.package_share(graph.ROS_PACKAGE) / "config"
+    assert graph.params_path("controller.yaml") == installed / "controller.yaml"
+    assert sorted(p.name for p in installed.glob("*.yaml")) == sorted(
+        spec.params_file for spec in graph.GRAPH)
+
+
+@pytest.mark.parametrize("robot", ["panda", "iiwa"])
+def test_robot_descriptions_are_installed_with_the_description_package(robot):
+    from visuomotor_core.robot_description import description_path, load_robot
+
+    installed = graph.package_share(DESCRIPTION) / "urdf"
+    assert description_path(robot) == installed / f"{robot}.yaml"
+    assert load_robot(robot).urdf.name == f"{robot}.urdf"
+    assert (installed / f"{robot}.urdf").is_file()
 
 
 @pytest.mark.parametrize("spec", graph.GRAPH, ids=lambda s: s.role)
@@ -93,7 +112,7 @@ def test_committed_models_are_installed():
 
 
 def test_rviz_config_is_installed():
-    rviz = graph.package_share(graph.BRINGUP_PACKAGE) / "rviz" / "visuomotor.rviz"
+    rviz = graph.package_share(BRINGUP) / "rviz" / "visuomotor.rviz"
     assert rviz.is_file()
     text = rviz.read_text()
     for topic in (graph.CAMERA_IMAGE, graph.ENCODER_TARGET, graph.TARGET_MARKER, graph.POLICY_GOAL):
@@ -103,7 +122,7 @@ def test_rviz_config_is_installed():
 def _launch_files() -> list[Path]:
     """The installed launch files (``ros2 launch visuomotor_bringup <file>``) and the
     top-level entry points (``ros2 launch launch/<file>``)."""
-    installed = graph.package_share(graph.BRINGUP_PACKAGE) / "launch"
+    installed = graph.package_share(BRINGUP) / "launch"
     return [folder / name for folder in (installed, ROOT / "launch") for name in LAUNCH_NAMES]
 
 
@@ -118,7 +137,7 @@ def _load_as_ros2_launch_does(path: Path):
 
 
 def test_launch_files_are_installed_with_the_bringup_package():
-    installed = graph.package_share(graph.BRINGUP_PACKAGE) / "launch"
+    installed = graph.package_share(BRINGUP) / "launch"
     assert sorted(p.name for p in installed.glob("*.launch.py")) == sorted(LAUNCH_NAMES)
     assert not (ROOT / "launch" / "_bringup_common.py").exists()
 

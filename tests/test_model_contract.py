@@ -32,7 +32,7 @@ from visuomotor_core.robot_model import RobotModel
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "models" / "artifacts"
-URDF = ROOT / "ros2_ws" / "src" / "visuomotor_bringup" / "urdf" / "panda.urdf"
+URDF = ROOT / "ros2_ws" / "src" / "visuomotor_description" / "urdf" / "panda.urdf"
 SIZE = 32
 
 

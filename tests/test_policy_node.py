@@ -274,7 +274,7 @@ def test_configure_refuses_a_model_trained_for_another_rate(ros_context, params,
 
 
 def test_configure_refuses_a_model_trained_for_another_robot(ros_context, tmp_path):
-    text = (ARTIFACTS.parents[1] / "ros2_ws" / "src" / "visuomotor_bringup" / "urdf" /
+    text = (ARTIFACTS.parents[1] / "ros2_ws" / "src" / "visuomotor_description" / "urdf" /
             "panda.urdf").read_text()
     urdf = tmp_path / "fr3.urdf"
     urdf.write_text(text.replace('<robot name="panda"', '<robot name="fr3"', 1))
@@ -282,7 +282,7 @@ def test_configure_refuses_a_model_trained_for_another_robot(ros_context, tmp_pa
     assert message.endswith("policy.onnx: robot: manifest 'panda', URDF fr3.urdf 'fr3'")
 
 
-def test_default_controller_rate_comes_from_the_bringup_controller_yaml(graph):
+def test_default_controller_rate_comes_from_the_shipped_controller_yaml(graph):
     import yaml
 
     from visuomotor_ros import graph as graph_module

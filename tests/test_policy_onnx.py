@@ -24,14 +24,15 @@ from visuomotor_models.policy import MemorylessPolicy, PolicyNetConfig, StudentP
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "models" / "artifacts"
-BRINGUP = ROOT / "ros2_ws" / "src" / "visuomotor_bringup"
+URDF = ROOT / "ros2_ws" / "src" / "visuomotor_description" / "urdf" / "panda.urdf"
+CONTROLLER_YAML = ROOT / "ros2_ws" / "src" / "visuomotor_ros" / "config" / "controller.yaml"
 PARITY_TOLERANCE = 1e-4
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 
 
 @pytest.fixture(scope="module")
 def model() -> RobotModel:
-    return RobotModel.from_urdf_file(str(BRINGUP / "urdf" / "panda.urdf"), JOINTS)
+    return RobotModel.from_urdf_file(str(URDF), JOINTS)
 
 
 def _inputs(batch: int, history: int, seed: int = 0):
@@ -86,7 +87,7 @@ def test_sag_estimator_gains_match_the_shipped_controller_config():
     """The gains the policy was trained with are the controller's: the robot description's,
     unless controller.yaml overrides them."""
     record = json.loads((ARTIFACTS / "manifest.json").read_text())["models"]["policy"]
-    params = yaml.safe_load((BRINGUP / "config" / "controller.yaml").read_text())
+    params = yaml.safe_load(CONTROLLER_YAML.read_text())
     kp = next(iter(params.values()))["ros__parameters"].get("kp", list(load_robot().kp))
     assert record["policy"]["sag_estimator"]["kp"] == kp
 

@@ -249,8 +249,8 @@ def test_goal_filter_steps_by_smoothing_times_confidence_and_never_on_doubt(step
 
 
 # --------------------------------------------------------------------------- sag estimator
-URDF = (Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "visuomotor_bringup" / "urdf"
-        / "panda.urdf")
+URDF = (Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "visuomotor_description"
+        / "urdf" / "panda.urdf")
 
 
 @pytest.fixture(scope="module")

@@ -433,7 +433,7 @@ class FramePolicy(Node):
 @pytest.fixture
 def robot_process() -> Iterator:
     """The sim and the controller composed as in the sim robot process (the runner's
-    roles 'sim' and 'controller', the bringup's parameter files), plus a frame policy."""
+    roles 'sim' and 'controller', the nodes' parameter files), plus a frame policy."""
     runners: list[GraphRunner] = []
 
     def start(sim: dict | None = None, controller: dict | None = None):

@@ -11,21 +11,21 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
         ("share/" + PACKAGE + "/rviz", glob("rviz/*.rviz")),
-        ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf") + glob("urdf/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="visuomotor maintainers",
     maintainer_email="maintainers@visuomotor.dev",
-    description="Launch files, multi-process bringup, parameter files, RViz configuration and "
-    "robot description of the visuomotor loop.",
+    description="Launch files, multi-process bringup, RViz configuration, real-time benchmark "
+    "and fault injection of the visuomotor loop.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
             "visuomotor-bringup = visuomotor_bringup.multiprocess:main",
+            "bench-realtime = visuomotor_bringup.bench_realtime:main",
+            "fault-injection = visuomotor_bringup.fault_injection:main",
         ]
     },
 )

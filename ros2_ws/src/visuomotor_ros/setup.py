@@ -1,3 +1,5 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 PACKAGE = "visuomotor_ros"
@@ -9,6 +11,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -24,9 +27,7 @@ setup(
             "sim_robot = visuomotor_ros.sim_robot:main",
             "demo = visuomotor_ros.demo:main",
             "bench-controller = visuomotor_ros.bench_controller:main",
-            "bench-realtime = visuomotor_ros.bench_realtime:main",
             "bench-image-conversion = visuomotor_ros.bench_image_conversion:main",
-            "fault-injection = visuomotor_ros.fault_injection:main",
         ]
     },
 )

@@ -10,11 +10,11 @@ The launch arguments (:data:`ARGUMENTS`) are strings, as on the command line
 ``ValueError`` that says what to do instead, before anything is started.
 
 Parameters reach a process as one generated YAML document
-(:meth:`ProcessPlan.parameters`): each node's sections of the bringup's parameter
-files merged with the launch arguments' overrides, keyed ``/**/<node name>`` so
-they apply in any namespace (a file keyed by the bare node name matches only a
-node in the root namespace, and ``-p`` cannot address one node of a multi-node
-process).
+(:meth:`ProcessPlan.parameters`): each node's sections of its parameter files
+(``config/<node>.yaml`` of visuomotor_ros, :func:`visuomotor_ros.graph.params_path`)
+merged with the launch arguments' overrides, keyed ``/**/<node name>`` so they apply
+in any namespace (a file keyed by the bare node name matches only a node in the root
+namespace, and ``-p`` cannot address one node of a multi-node process).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ STEP_MODES = {"lockstep": "lockstep", "realtime": "deadline"}
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 _TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"
 _NAME = re.compile(rf"^/?{_TOKEN}(/{_TOKEN})*$")
+#: This package: it ships the launch files and the RViz configuration.
+PACKAGE = "visuomotor_bringup"
 RVIZ_CONFIG = "visuomotor.rviz"
 
 
@@ -69,8 +71,8 @@ ARGUMENTS: dict[str, Argument] = {
         "", "Namespace of every node, e.g. arm: moves every relative topic and service "
         "(/clock, /diagnostics stay absolute)"),
     "robot": Argument(
-        DEFAULT_ROBOT, "The robot: its description urdf/<robot>.yaml in this package names "
-        "the joints, frames, URDF and default gains of every node (one per <robot>.yaml)"),
+        DEFAULT_ROBOT, "The robot: its description urdf/<robot>.yaml in visuomotor_description "
+        "names the joints, frames, URDF and default gains of every node (one per <robot>.yaml)"),
     "rviz": Argument("false", "Start RViz with the bundled configuration (where rviz2 is "
                      "installed)", ("true", "false")),
     "execution_provider": Argument(
@@ -122,7 +124,8 @@ class ProcessPlan:
         package, executable: ``lib/<package>/<executable>`` in the install prefix.
         namespace: absolute namespace (``/arm``), or ``""`` for the root namespace.
         node_names: names of the nodes the process holds (empty: unknown, e.g. rviz2).
-        params_files: the bringup parameter files its nodes read (absolute).
+        params_files: the parameter files its nodes read (absolute; visuomotor_ros's
+            ``config/<node>.yaml``).
         overrides: parameter values on top of the files, per node name; ``"/**"``
             applies to every node of the process.
         remappings: ``(from, to)`` topic remappings for the whole process.
@@ -293,7 +296,7 @@ def optional_processes(
                      "robot model")
     if values["rviz"] == "true":
         if installed("rviz2"):
-            config = graph.package_share(graph.BRINGUP_PACKAGE) / "rviz" / RVIZ_CONFIG
+            config = graph.package_share(PACKAGE) / "rviz" / RVIZ_CONFIG
             plans.append(ProcessPlan(
                 role="rviz",
                 package="rviz2",

@@ -6,9 +6,11 @@ default gains and the margins and scales that tighten the URDF's joint limits. E
 layer (controller, sim, training, nodes) reads the robot from here, so a robot is
 described once. Units: rad, N·m/rad, N·m·s/rad; frames REP-103.
 
-Descriptions are found by robot name: ``<name>.yaml`` in the bringup package's ``urdf``
-folder, looked up in the ament prefixes (``AMENT_PREFIX_PATH``, without importing ROS),
-then in the source checkout (``VISUOMOTOR_ROOT`` or this file's checkout).
+Descriptions are found by robot name: ``<name>.yaml`` in the ``urdf`` folder of the
+visuomotor_description package (data only), looked up in the ament prefixes
+(``share/visuomotor_description/urdf`` under ``AMENT_PREFIX_PATH``, without importing ROS),
+then in the source checkout (``ros2_ws/src/visuomotor_description/urdf`` under
+``VISUOMOTOR_ROOT`` or this file's checkout).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import yaml
 #: The robot used where none is named.
 DEFAULT_ROBOT = "panda"
 #: The package that ships the URDFs and their descriptions, and its folder for them.
-DESCRIPTION_PACKAGE = "visuomotor_bringup"
+DESCRIPTION_PACKAGE = "visuomotor_description"
 DESCRIPTION_FOLDER = "urdf"
 
 _REQUIRED = ("name", "urdf", "base_frame", "tool_frame", "grasp_link", "arm_joints", "home",

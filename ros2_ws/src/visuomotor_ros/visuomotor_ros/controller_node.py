@@ -143,7 +143,7 @@ NODE_SCHEMA = (
 )
 #: The robot parameter, declared first: the other parameters' defaults are its robot's.
 ROBOT_SPEC = ParamSpec("robot", str, DEFAULT_ROBOT,
-                       "the robot (its description urdf/<robot>.yaml in the bringup package "
+                       "the robot (its description urdf/<robot>.yaml in visuomotor_description "
                        "names the joints, frames, URDF and the default gains and limits)",
                        read_only=True)
 

@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--param", action="append", default=[], metavar="ROLE.NAME=VALUE",
-        help="override a node parameter from the bringup YAML for this run, e.g. "
+        help="override a node parameter from its config YAML for this run, e.g. "
         "policy.goal_smoothing=0.2 or policy.manifest_path=runs/p/manifest.json "
         f"(roles: {', '.join(spec.role for spec in graph.nodes(sim=True))}); repeatable",
     )

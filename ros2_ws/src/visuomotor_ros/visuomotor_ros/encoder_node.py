@@ -103,7 +103,7 @@ SCHEMA: list[ParamSpec] = check_schema([
               "ONNX Runtime intra-op threads (0 = runtime's choice). Applied at configure.",
               min=0, max=64),
     ParamSpec("robot", str, DEFAULT_ROBOT, "The robot (its description urdf/<robot>.yaml in "
-              "the bringup package names the base frame).", read_only=True),
+              "visuomotor_description names the base frame).", read_only=True),
     ParamSpec("base_frame", str, "",
               "Frame of the target estimate (must be the model's geometry base frame); "
               "empty: the robot description's base frame. Applied at configure."),

@@ -2,8 +2,9 @@
 
 One description serves the launch files (``launch/*.launch.py``) and the
 in-process runner (:mod:`visuomotor_ros.runner`), so both start the same nodes
-with the same parameter files and remappings. ROS-free: importable without
-rclpy or launch.
+with the same parameter files and remappings. The parameter files ship with
+this package (``config/<node>.yaml``, installed to ``share/visuomotor_ros/config``).
+ROS-free: importable without rclpy or launch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from visuomotor_core.robot_description import DEFAULT_ROBOT, RobotDescription, load_robot
 
-BRINGUP_PACKAGE = "visuomotor_bringup"
+#: The package of the nodes, their executables and their parameter files.
+ROS_PACKAGE = "visuomotor_ros"
 MODELS_PACKAGE = "visuomotor_models"
 
 # Topic and service names of the loop (see README, "Topics"). Relative, so a
@@ -51,7 +53,7 @@ class NodeSpec:
     Attributes:
         role: short name used by the runner, the bringup and the launch files.
         name: node name; the key of its section in ``params_file``.
-        params_file: file name in ``share/visuomotor_bringup/config``.
+        params_file: file name in ``share/visuomotor_ros/config``.
         factory: ``module:attribute`` creating the node in-process.
     """
 
@@ -143,26 +145,25 @@ def source_root() -> Path:
 
 
 def package_share(package: str) -> Path:
-    """``share/<package>`` from the ament index, else the package's source folder."""
+    """``share/<package>`` from the ament index, else the package's source folder
+    (``ros2_ws/src/<package>``; ``models`` for visuomotor_models)."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory(package))
     except Exception:  # not installed / no ament index: fall back to the checkout
         root = source_root()
-        candidates = {
-            BRINGUP_PACKAGE: root / "ros2_ws" / "src" / BRINGUP_PACKAGE,
-            MODELS_PACKAGE: root / "models",
-        }
-        if package not in candidates:
+        source = (root / "models" if package == MODELS_PACKAGE
+                  else root / "ros2_ws" / "src" / package)
+        if not source.is_dir():
             raise
-        return candidates[package]
+        return source
 
 
 def params_path(spec_or_file: NodeSpec | str) -> Path:
-    """Absolute path of a node's parameter file in the bringup package."""
+    """Absolute path of a node's parameter file (``config/`` of this package)."""
     name = spec_or_file.params_file if isinstance(spec_or_file, NodeSpec) else spec_or_file
-    return package_share(BRINGUP_PACKAGE) / "config" / name
+    return package_share(ROS_PACKAGE) / "config" / name
 
 
 def model_path(file_name: str) -> Path:
@@ -171,7 +172,8 @@ def model_path(file_name: str) -> Path:
 
 
 def robot(name: str = DEFAULT_ROBOT) -> RobotDescription:
-    """The robot's description (joints, frames, home, gains; beside its URDF in bringup)."""
+    """The robot's description (joints, frames, home, gains; beside its URDF in
+    visuomotor_description)."""
     return load_robot(name)
 
 

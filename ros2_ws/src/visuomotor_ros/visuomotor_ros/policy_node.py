@@ -35,11 +35,11 @@ Lifecycle node: the model is loaded in ``on_configure``, nothing is published un
 ``autostart`` configures and activates at start. Loading checks the manifest against the
 ONNX graph and against this deployment: the robot (the URDF's robot name), the camera rate
 (``policy_rate_hz``) and the controller rate (``control_rate_hz``, by default the
-``rate_hz`` of bringup's controller.yaml). A failure there returns FAILURE with one log
+``rate_hz`` of visuomotor_ros's controller.yaml). A failure there returns FAILURE with one log
 line and an ERROR on ``/diagnostics``; the node stays up, unconfigured.
 
 The sag estimator computes against the controller's own stiffness ``kp``: at configure the
-``kp`` of controller_node in bringup's controller.yaml when set there, else the robot
+``kp`` of controller_node in visuomotor_ros's controller.yaml when set there, else the robot
 description's default (the controller's default too), checked against the ``kp`` the model
 was trained with (the manifest's ``sag_estimator`` record; a warning on a mismatch). It then
 asks the running controller node (``controller_node`` in this node's namespace) for its
@@ -108,7 +108,7 @@ CONTROLLER_NODE = "controller_node"
 
 SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("robot", str, DEFAULT_ROBOT, "the robot (its description urdf/<robot>.yaml in "
-              "the bringup package: joints, frames, URDF, default gains)", read_only=True),
+              "visuomotor_description: joints, frames, URDF, default gains)", read_only=True),
     ParamSpec("model_name", str, "policy", "manifest entry of the policy to run",
               read_only=True, choices=("policy", "policy_no_history")),
     ParamSpec("model_path", str, "", "ONNX file; empty = the manifest entry's file next to "
@@ -129,7 +129,7 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "per features message; must equal the rate the model was trained for",
               unit="Hz", min=1.0, max=1000.0, read_only=True),
     ParamSpec("control_rate_hz", float, 0.0, "joint controller rate; must equal the rate the "
-              "model was trained for; 0 = rate_hz of controller_node in bringup's "
+              "model was trained for; 0 = rate_hz of controller_node in visuomotor_ros's "
               "controller.yaml", unit="Hz", min=0.0, max=100000.0, read_only=True),
     ParamSpec("max_state_age", float, 0.2, "joint states older or further ahead than this "
               "(by header stamp) are refused", unit="s", min=0.001, max=5.0),

@@ -61,7 +61,7 @@ MAX_SEED = 2**32 - 1
 
 SCHEMA = (
     ParamSpec("robot", str, DEFAULT_ROBOT, "the simulated robot (its description "
-              "urdf/<robot>.yaml in the bringup package)", read_only=True),
+              "urdf/<robot>.yaml in visuomotor_description)", read_only=True),
     ParamSpec("physics_hz", float, 1000.0, "Physics rate (an integer multiple of the "
               "controller's rate)", "Hz", 100.0, 5000.0, read_only=True),
     ParamSpec("camera_rate_hz", float, 20.0, "Camera frame rate (sim time)", "Hz", 1.0, 120.0,

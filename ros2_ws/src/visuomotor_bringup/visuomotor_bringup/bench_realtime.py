@@ -68,7 +68,7 @@ IMAGE_TOPIC = "bench/image"
 
 # ---------------------------------------------------------------------- processes
 def _self(role: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "visuomotor_ros.bench_realtime", "--role", role, *args]
+    return [sys.executable, "-m", "visuomotor_bringup.bench_realtime", "--role", role, *args]
 
 
 class Processes:

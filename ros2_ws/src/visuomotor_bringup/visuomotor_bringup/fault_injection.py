@@ -394,7 +394,7 @@ def _file_name(case: str) -> str:
 
 
 def _module(*args: str) -> list[str]:
-    return [sys.executable, "-m", "visuomotor_ros.fault_injection", *args]
+    return [sys.executable, "-m", "visuomotor_bringup.fault_injection", *args]
 
 
 # ====================================================================== observer
