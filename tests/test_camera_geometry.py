@@ -22,6 +22,8 @@ from keypoint_model import (
 
 from visuomotor_core import camera_geometry as cg
 from visuomotor_core.manifest import ModelContractError
+from visuomotor_core.rotations import rotation_and_right_jacobian, rotvec_from_rotation
+from visuomotor_models.bench_encoder import refine_pose_numeric
 from visuomotor_sim.camera import CameraPose as SimPose
 from visuomotor_sim.camera import rotation_from_rotvec
 
@@ -309,6 +311,77 @@ def test_landmarks_that_do_not_fit_one_pose_are_refused():
     assert cg.estimate_target(SPEC, keypoints, ALL_SEEN, K).pose_refined
     assert cg.estimate_target(SPEC, keypoints, ALL_SEEN, K, limits=strict).pose_status == \
         cg.POSE_REPROJECTION
+
+
+# ---------------------------------------------------------------- the analytic Jacobian
+@settings(max_examples=60, deadline=None)
+@given(rotvec=st.tuples(*[st.floats(-2.0, 2.0)] * 3), scale=st.sampled_from(
+    [1e-12, 1e-6, 0.999e-3, 1.001e-3, 0.05, 1.0]))
+@example(rotvec=(0.0, 0.0, 0.0), scale=1.0)
+def test_rotation_and_right_jacobian_match_rodrigues_and_its_derivative(rotvec, scale):
+    w = np.asarray(rotvec) * scale
+    rotation, jacobian = rotation_and_right_jacobian(w)
+    # (rotation_from_rotvec returns the identity below 1e-12 rad.)
+    np.testing.assert_allclose(rotation, rotation_from_rotvec(w), rtol=0.0, atol=1e-12)
+    # Exp(w)^T Exp(w + h e_i) = Exp(h J e_i) + O(h^2); central differences cancel the h^2.
+    h = 1e-6
+    for i, step in enumerate(np.eye(3) * h):
+        turn = (rotation_from_rotvec(w - step).T @ rotation_from_rotvec(w + step)) / (2 * h)
+        column = (turn - turn.T)[[2, 0, 1], [1, 2, 0]] / 2
+        np.testing.assert_allclose(column, jacobian[:, i], rtol=0.0, atol=1e-8)
+
+
+def _pose_difference(a: cg.CameraPose, b: cg.CameraPose) -> tuple[float, float]:
+    """(m, rad) between two poses; the angle from the rotation vector, exact near zero."""
+    return (float(np.linalg.norm(a.position - b.position)),
+            float(np.linalg.norm(rotvec_from_rotation(a.rotation.T @ b.rotation))))
+
+
+def test_the_analytic_refinement_equals_the_finite_difference_one_on_random_cases():
+    """The Gauss-Newton with the analytic Jacobian reaches the pose that the one with a
+    finite-difference Jacobian (the refinement it replaced) reaches, with the same outcome,
+    on cameras up to 6 cm and 0.12 rad off, 0-2 px of keypoint noise, 2-4 landmarks, with
+    and without the prior."""
+    rng = np.random.default_rng(11)
+    landmarks = SPEC.landmark_points
+    calibration = SPEC.calibration
+    k_inv = np.linalg.inv(K)
+    statuses = set()
+    for case in range(400):
+        limits = [cg.GeometryLimits(min_landmarks=2), cg.GeometryLimits(),
+                  cg.GeometryLimits(min_landmarks=2, calibration_sigma_m=100.0,
+                                    calibration_sigma_rad=100.0)][case % 3]
+        off = rng.uniform(0.0, 1.0) ** 2
+        true = cg.CameraPose(calibration.position + rng.uniform(-0.06, 0.06, 3) * off,
+                             calibration.rotation @ rotation_from_rotvec(
+                                 rng.uniform(-0.12, 0.12, 3) * off))
+        seen = np.sort(rng.choice(len(landmarks), rng.integers(2, len(landmarks) + 1),
+                                  replace=False))
+        noise = rng.choice([0.0, 0.3, 2.0])
+        pixels = cg.project(landmarks[seen], true, K) + rng.normal(0.0, noise, (len(seen), 2))
+        new = cg.refine_pose(landmarks[seen], pixels, K, calibration, limits)
+        old = refine_pose_numeric(landmarks[seen], pixels, K, calibration, limits)
+        statuses.add(new.status)
+        assert (new.status, new.refined) == (old.status, old.refined)
+        moved, turned = _pose_difference(new.pose, old.pose)
+        assert moved < 1e-6 and turned < 1e-6, (case, moved, turned)
+        assert new.rms_px == pytest.approx(old.rms_px, abs=1e-6, nan_ok=True)
+        target = rng.uniform(WORKSPACE["low"], WORKSPACE["high"])
+        centre, foot = cg.project(np.array([target, [*target[:2], 0.0]]), true, K)
+        at_new, _ = cg.target_from_keypoints(centre, foot, new.pose, k_inv, 0.0)
+        at_old, _ = cg.target_from_keypoints(centre, foot, old.pose, k_inv, 0.0)
+        assert np.linalg.norm(at_new - at_old) < 1e-6
+    assert statuses == {cg.POSE_REFINED, cg.POSE_TOO_FEW_LANDMARKS, cg.POSE_MOVED_TOO_FAR,
+                        cg.POSE_REPROJECTION}
+
+
+def test_a_refinement_with_a_landmark_behind_the_camera_fails_and_keeps_the_calibration():
+    pixels = scene_keypoints(shifted_pose())[LANDMARK_ROWS]
+    landmarks = SPEC.landmark_points.copy()
+    landmarks[0] = SPEC.calibration.position  # at the optical centre: no pixel
+    result = cg.refine_pose(landmarks, pixels, K, SPEC.calibration, cg.GeometryLimits())
+    assert not result.refined and result.status == cg.POSE_FAILED
+    assert result.pose is SPEC.calibration
 
 
 # ---------------------------------------------------------------- confidence

@@ -57,6 +57,7 @@ import numpy as np
 from visuomotor_core.manifest import ModelContractError
 from visuomotor_core.rotations import (
     quaternion_from_rotation,
+    rotation_and_right_jacobian,
     rotation_angle,
     rotation_from_quaternion,
     rotation_from_rotvec,
@@ -267,7 +268,6 @@ class PoseRefinement:
 
 
 _REFINE_ITERATIONS = 10
-_REFINE_STEP = 1e-7  # finite-difference step of the Jacobian (m, rad)
 _REFINE_TOLERANCE = 1e-7  # m, rad: far below what a keypoint can resolve
 
 
@@ -278,35 +278,76 @@ def _perturbed(calibration: CameraPose, x: np.ndarray) -> CameraPose:
                       calibration.rotation @ rotation_from_rotvec(x[3:]))
 
 
+#: ``(q @ _SKEW_BASIS).reshape(3, 3)`` is the cross-product matrix ``[q]x`` of q (3,).
+_SKEW_BASIS = np.array([[0, 0, 0, 0, 0, -1, 0, 1, 0],
+                        [0, 0, 1, 0, 0, 0, -1, 0, 0],
+                        [0, -1, 0, 1, 0, 0, 0, 0, 0]], np.float64)
+
+
+def _reprojection_and_jacobian(x: np.ndarray, objects: np.ndarray, k: np.ndarray,
+                               calibration: CameraPose) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (N, 2) of ``objects`` (N, 3) seen from ``_perturbed(calibration, x)`` and
+    their Jacobian (N, 2, 6) with respect to ``x``.
+
+    With ``R = R_cal Exp(w)``, ``p = p_cal + t`` and ``q = R^T (X - p)`` the optical-frame
+    point: ``dq/dt = -R^T`` and ``dq/dw = [q]x J_r(w)`` (``J_r``: the right Jacobian of
+    :func:`~visuomotor_core.rotations.rotation_and_right_jacobian`); the pinhole
+    ``pixel = (K q)[:2] / (K q)[2]`` gives ``d pixel/dq = (K[:2] - pixel K[2]) / (K q)[2]``.
+    """
+    turn, right_jacobian = rotation_and_right_jacobian(x[3:])
+    rotation = calibration.rotation @ turn
+    optical = (objects - (calibration.position + x[:3])) @ rotation
+    uvw = optical @ k.T
+    depth = uvw[:, 2:3]
+    pixels = uvw[:, :2] / depth
+    d_optical = (k[:2] - pixels[:, :, None] * k[2]) / depth[:, :, None]  # (N, 2, 3)
+    d_position = d_optical @ -rotation.T
+    skews = (optical @ _SKEW_BASIS).reshape(-1, 3, 3)
+    d_rotvec = d_optical @ (skews @ right_jacobian)
+    return pixels, np.concatenate([d_position, d_rotvec], axis=2)
+
+
 def refine_pose(object_points: np.ndarray, image_points: np.ndarray, k: np.ndarray,
                 calibration: CameraPose, limits: GeometryLimits) -> PoseRefinement:
     """Refine ``calibration`` with a 6-DoF PnP on landmarks (N, 3) base frame, m, seen at
     ``image_points`` (N, 2) with intrinsics ``k`` (the pixels' scale is the one of
     ``limits.keypoint_sigma_px`` and of the RMS limit): the maximum a posteriori pose under
     the calibration prior (see the module docstring). The calibration is returned when the
-    result fails a check."""
+    result fails a check.
+
+    The unknown ``x`` is the optical centre's offset ``x[:3]`` (m, base frame) and the
+    rotation vector ``x[3:]`` (rad, optical frame) turning the calibration
+    (``R = R_cal Exp(x[3:])``), its prior ``x / sigma``: Gauss-Newton on the reprojection
+    (weighted by ``1 / keypoint_sigma_px``) and the prior with the analytic Jacobian,
+    each step solved through the normal equations (the prior keeps them positive
+    definite), until no component of the step exceeds ``_REFINE_TOLERANCE``.
+    """
     if len(object_points) < limits.min_landmarks:
         return PoseRefinement(calibration, False, POSE_TOO_FEW_LANDMARKS, math.nan)
     objects = np.asarray(object_points, np.float64)
     pixels = np.asarray(image_points, np.float64)
     k = np.asarray(k, np.float64)
-    prior = np.array([limits.calibration_sigma_m] * 3 + [limits.calibration_sigma_rad] * 3)
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        reprojection = (project(objects, _perturbed(calibration, x), k) - pixels).ravel()
-        return np.concatenate([reprojection / limits.keypoint_sigma_px, x / prior])
+    weight = 1.0 / limits.keypoint_sigma_px ** 2
+    prior_weight = 1.0 / np.array([limits.calibration_sigma_m] * 3
+                                  + [limits.calibration_sigma_rad] * 3) ** 2
+    prior_normal = np.diag(prior_weight)
 
     x = np.zeros(6)
     with np.errstate(all="ignore"):
         for _ in range(_REFINE_ITERATIONS):
-            r = residuals(x)
-            jacobian = np.column_stack([(residuals(x + step) - r) / _REFINE_STEP
-                                        for step in np.eye(6) * _REFINE_STEP])
-            if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jacobian))):
+            projected, jacobian = _reprojection_and_jacobian(x, objects, k, calibration)
+            jacobian = jacobian.reshape(-1, 6)
+            normal = weight * (jacobian.T @ jacobian) + prior_normal
+            gradient = weight * (jacobian.T @ (projected - pixels).ravel()) + prior_weight * x
+            # A non-finite pixel or derivative makes these sums non-finite too.
+            if not (np.isfinite(normal).all() and np.isfinite(gradient).all()):
                 return PoseRefinement(calibration, False, POSE_FAILED, math.nan)
-            delta = np.linalg.lstsq(jacobian, -r, rcond=None)[0]
-            x = x + delta
-            if float(np.max(np.abs(delta))) < _REFINE_TOLERANCE:
+            try:
+                delta = np.linalg.solve(normal, gradient)
+            except np.linalg.LinAlgError:
+                return PoseRefinement(calibration, False, POSE_FAILED, math.nan)
+            x = x - delta
+            if float(np.abs(delta).max()) < _REFINE_TOLERANCE:
                 break
     if not np.all(np.isfinite(x)):
         return PoseRefinement(calibration, False, POSE_FAILED, math.nan)

@@ -1,5 +1,6 @@
 """Rotations in numpy: quaternions (x, y, z, w, ROS/PyBullet order), rotation vectors and
-matrices. One implementation for the core's camera geometry and the sim's camera."""
+matrices, and the right Jacobian of the rotation vector (for Gauss-Newton on a pose). One
+implementation for the core's camera geometry and the sim's camera."""
 
 from __future__ import annotations
 
@@ -69,3 +70,38 @@ def rotation_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     k = np.asarray(rotvec, np.float64) / angle
     kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
     return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
+
+
+
+#: Below this angle (rad) :func:`rotation_and_right_jacobian` uses Taylor series (relative
+#: error < 1e-15).
+_SERIES_ANGLE = 1e-3
+
+
+def rotation_and_right_jacobian(rotvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation matrix ``R`` (3, 3) of the rotation vector ``w`` (rad) and its right
+    Jacobian ``J`` (3, 3): for a small ``d``, ``Exp(w + d) ~= Exp(w) Exp(J d)``.
+
+    With ``a = |w|`` and ``W = [w]x``: ``R = I + sin(a)/a W + (1 - cos a)/a^2 W^2`` (as
+    :func:`rotation_from_rotvec`) and ``J = I - (1 - cos a)/a^2 W + (a - sin a)/a^3 W^2``.
+    """
+    x, y, z = (float(v) for v in rotvec)
+    a2 = x * x + y * y + z * z
+    if a2 < _SERIES_ANGLE * _SERIES_ANGLE:
+        s = 1.0 - a2 / 6.0 * (1.0 - a2 / 20.0)  # sin(a) / a
+        c = 0.5 - a2 / 24.0 * (1.0 - a2 / 30.0)  # (1 - cos a) / a^2
+        d = 1.0 / 6.0 - a2 / 120.0 * (1.0 - a2 / 42.0)  # (a - sin a) / a^3
+    else:
+        a = math.sqrt(a2)
+        s = math.sin(a) / a
+        c = (1.0 - math.cos(a)) / a2
+        d = (a - math.sin(a)) / (a2 * a)
+    # W^2 = w w^T - a^2 I
+    xx, yy, zz, xy, xz, yz = x * x - a2, y * y - a2, z * z - a2, x * y, x * z, y * z
+    rotation = np.array([[1.0 + c * xx, c * xy - s * z, c * xz + s * y],
+                         [c * xy + s * z, 1.0 + c * yy, c * yz - s * x],
+                         [c * xz - s * y, c * yz + s * x, 1.0 + c * zz]])
+    jacobian = np.array([[1.0 + d * xx, d * xy + c * z, d * xz - c * y],
+                         [d * xy - c * z, 1.0 + d * yy, d * yz + c * x],
+                         [d * xz + c * y, d * yz - c * x, 1.0 + d * zz]])
+    return rotation, jacobian
