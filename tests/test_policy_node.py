@@ -15,7 +15,12 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
 from visuomotor_interfaces.msg import EncoderFeatures, JointTargets
-from visuomotor_ros.node_common import LATEST_QOS, seconds_to_time, time_to_seconds
+from visuomotor_ros.node_common import (
+    LATEST_QOS,
+    SENSOR_QOS,
+    seconds_to_time,
+    time_to_seconds,
+)
 from visuomotor_ros.policy_node import JOINT_NAMES, PolicyNode
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "models" / "artifacts"
@@ -95,6 +100,89 @@ def test_targets_carry_the_camera_stamp_and_stay_near_the_measured_state(graph):
     delta = np.asarray(msg.position) - np.asarray(HOME)
     assert np.all(np.abs(delta) <= node._params["action_scale"] + 1e-9)
     assert len(msg.dynamics_latent) > 0 and msg.inference_time > 0.0
+
+
+def _stamped_state(peer, offset: float, age: float = 0.0) -> JointState:
+    """A usable state: HOME with ``offset`` rad added to the first joint, stamped ``age`` s
+    ago."""
+    msg = JointState(name=list(JOINT_NAMES), position=[HOME[0] + offset, *HOME[1:]],
+                     velocity=[0.0] * 7)
+    msg.header.stamp = seconds_to_time(time_to_seconds(peer.get_clock().now().to_msg()) - age)
+    return msg
+
+
+def _publish_and_wait_until_delivered(graph_, states: list[JointState]) -> None:
+    """Publish ``states`` in order and spin until a listener in this process has the last
+    one (then the policy node's reader has it too)."""
+    _, peer, executor, _, _, states_pub = graph_
+    heard: list[JointState] = []
+    listener = peer.create_subscription(JointState, "joint_states", heard.append,
+                                        SENSOR_QOS)
+    try:
+        for state in states:
+            states_pub.publish(state)
+        last = states[-1].header.stamp
+        assert spin_until(executor, lambda: any(
+            (m.header.stamp.sec, m.header.stamp.nanosec) == (last.sec, last.nanosec)
+            for m in heard), TIMEOUT)
+    finally:
+        peer.destroy_subscription(listener)
+
+
+def test_the_policy_acts_on_the_newest_joint_state_published_before_the_features(graph):
+    node, peer, executor, received, features_pub, _ = graph
+    action_scale = node._params["action_scale"]
+    for count, newest in enumerate((0.6, -0.6, 0.3), start=1):
+        # Older states 1 rad away on the first joint: targets near them cannot be taken for
+        # targets near the newest (they stay within action_scale of the state acted on).
+        older = [_stamped_state(peer, newest - 1.0, age=0.05 - 0.001 * i) for i in range(20)]
+        _publish_and_wait_until_delivered(graph, [*older, _stamped_state(peer, newest)])
+        stamp = peer.get_clock().now().to_msg()
+        features_pub.publish(_features(stamp))
+        assert _wait_for_targets(executor, received, count)
+        assert node._q[0] == pytest.approx(HOME[0] + newest) and node._q[1:].tolist() == HOME[1:]
+        targets = received[-1]
+        assert (targets.header.stamp.sec, targets.header.stamp.nanosec) == \
+            (stamp.sec, stamp.nanosec)
+        assert abs(targets.position[0] - (HOME[0] + newest)) <= action_scale + 1e-9
+    assert node.counters["refused_joint_state"] == 0
+
+
+def test_features_after_a_refused_newest_joint_state_are_refused(graph):
+    node, peer, executor, received, features_pub, _ = graph
+    refused = node.counters["refused_joint_state"]
+    _publish_and_wait_until_delivered(graph, [_stamped_state(peer, 0.0),
+                                              _stamped_state(peer, 0.0, age=10.0)])
+    features_pub.publish(_features(peer.get_clock().now().to_msg()))
+    assert spin_until(executor, lambda: node.counters["refused_no_joint_state"] == 1, TIMEOUT)
+    assert node.counters["refused_joint_state"] == refused + 1 and received == []
+    _publish_and_wait_until_delivered(graph, [_stamped_state(peer, 0.0)])
+    _act(graph, 1)
+
+
+def test_joint_states_are_read_by_a_subscription_no_executor_wakes_for(graph):
+    node, peer, executor, _, _, _ = graph
+    subscription = node._subs[1]
+    assert subscription.msg_type is JointState
+    assert subscription.topic_name == node.resolve_topic_name("joint_states")
+    assert subscription not in list(node.subscriptions)  # what an executor waits on
+    assert all(subscription not in list(n.subscriptions) for n in executor.get_nodes())
+    assert spin_until(executor, lambda: ("policy_node_joint_states", "/") in
+                      peer.get_node_names_and_namespaces(), TIMEOUT)
+
+
+def test_cleanup_removes_the_joint_state_reader_and_configure_makes_a_new_one(graph):
+    node, peer, executor, _, _, _ = graph
+    assert spin_until(executor, lambda: peer.count_subscribers("joint_states") == 1, TIMEOUT)
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+    assert node._joint_states is None and node._subs == []
+    assert spin_until(executor, lambda: peer.count_subscribers("joint_states") == 0, TIMEOUT)
+    node.trigger_configure()
+    node.trigger_activate()
+    assert spin_until(executor, lambda: peer.count_subscribers("joint_states") == 1, TIMEOUT)
+    _send_state(graph)
+    _act(graph, 1)
 
 
 def test_diagnostics_report_the_sag_estimate(graph):

@@ -148,6 +148,57 @@ class JointOrder:
         return sorted(set(self.joint_names) - set(names))
 
 
+class LatestMessageReader:
+    """A subscription read on demand: :meth:`take_latest` hands the newest waiting message
+    to ``callback``; no executor wakes for the messages in between.
+
+    For a fast stream of which a node needs only the newest sample at its own, slower
+    pace (1 kHz ``joint_states`` read once per camera frame): a subscription of the node
+    itself would wake its executor for every message. The subscription belongs to a
+    helper node, ``<node name>_<suffix>`` in the node's namespace, that no executor spins;
+    the topic is ``topic`` resolved by ``node`` (its namespace and remappings). Use a
+    KEEP_LAST ``qos`` of depth 1: the middleware then keeps only the newest message.
+    The helper node has no parameter, logger or type-description services.
+
+    Not thread-safe: call :meth:`take_latest` from one callback group of ``node``.
+    """
+
+    def __init__(self, node: Node, msg_type: type, topic: str, qos: QoSProfile,
+                 callback: Callable[[Any], None], suffix: str) -> None:
+        self._reader = Node(
+            f"{node.get_name()}_{suffix}", namespace=node.get_namespace(),
+            context=node.context, use_global_arguments=False, enable_rosout=False,
+            start_parameter_services=False,
+            parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        #: The subscription; its ``callback`` is the one :meth:`take_latest` calls.
+        self.subscription = self._reader.create_subscription(
+            msg_type, node.resolve_topic_name(topic), callback, qos)
+
+    def take_latest(self) -> bool:
+        """Take every waiting message and call the callback with the newest; False when
+        none was waiting (or the reader is destroyed)."""
+        subscription = self.subscription
+        latest = None
+        try:
+            with subscription.handle:
+                while True:
+                    taken = subscription.handle.take_message(subscription.msg_type,
+                                                             subscription.raw)
+                    if taken is None:
+                        break
+                    latest = taken[0]
+        except InvalidHandle:
+            return False
+        if latest is None:
+            return False
+        subscription.callback(latest)
+        return True
+
+    def destroy(self) -> None:
+        """Destroy the helper node and with it the subscription."""
+        self._reader.destroy_node()
+
+
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     unit = f" [{spec.unit}]" if getattr(spec, "unit", "") else ""
     descriptor = ParameterDescriptor(

@@ -26,7 +26,13 @@ A joint state is refused (and the last one forgotten, so no features are acted o
 good one arrives) when a joint is missing or named twice, ``position`` or ``velocity`` do
 not have one entry per name, its stamp is more than ``max_state_age`` old or ahead, or an
 arm joint's value is not finite or physically impossible (see ``STATE_POSITION_MARGIN``).
-Every refusal logs a throttled warning. Only the target estimate of the features and its
+Every refusal logs a throttled warning. Joint states are read, not handled one by one: the
+newest is taken and checked when a features message arrives, and every
+``_STATE_POLL_PERIOD`` in between, from a depth-1 subscription on a helper node
+(``<node name>_joint_states``) that no executor spins
+(:class:`visuomotor_ros.node_common.LatestMessageReader`), so a 1 kHz ``joint_states``
+stream does not wake this node's executor a thousand times a second; a state replaced
+before it was taken is neither used nor checked. Only the target estimate of the features and its
 confidence are used (the goal filter weighs estimates by confidence and ignores those below
 ``goal_min_confidence``, see :class:`visuomotor_core.goal_filter.GoalFilter`); the
 embedding is not an input of this policy.
@@ -80,6 +86,7 @@ from visuomotor_ros.node_common import (
     SENSOR_QOS,
     DiagnosticsReporter,
     JointOrder,
+    LatestMessageReader,
     ThrottledWarnings,
     declare_schema,
     now_seconds,
@@ -95,6 +102,9 @@ _LATENCY_WINDOW = 256
 _WARN_PERIOD = 2.0  # s, minimum interval between two warnings of one kind
 _STATUS_PERIOD = 1.0  # s, /diagnostics while not active
 _KP_QUERY_PERIOD = 0.5  # s, how often configure's query waits for the controller to be up
+#: s: between features messages, the newest joint state is also taken this often, so a
+#: refused one is counted and the state's validity is current while no features arrive.
+_STATE_POLL_PERIOD = 0.1
 #: A joint state is refused as impossible (a corrupt message, not a robot state) when a
 #: position lies beyond the URDF limits by more than this, rad ...
 STATE_POSITION_MARGIN = 0.5
@@ -185,6 +195,8 @@ class PolicyNode(LifecycleNode):
         self._latencies = np.zeros(_LATENCY_WINDOW)
         self._reset_counters()
         self._subs: list = []
+        self._joint_states: LatestMessageReader | None = None
+        self._state_timer = None
         self._reset_srv = None
         self._targets_pub = self._goal_pub = None
         self._kp_client = self._kp_timer = None
@@ -337,12 +349,19 @@ class PolicyNode(LifecycleNode):
         self._targets_pub = self.create_publisher(JointTargets, graph.POLICY_TARGETS,
                                                   LATEST_QOS)
         self._goal_pub = self.create_publisher(PointStamped, graph.POLICY_GOAL, DEFAULT_QOS)
+        # Best effort, newest only: matches reliable and best-effort drivers alike. Joint
+        # states come at up to 1 kHz and only the newest is needed once per features
+        # message: they are taken then (and every _STATE_POLL_PERIOD), not handled by the
+        # executor one by one.
+        self._joint_states = LatestMessageReader(
+            self, JointState, graph.JOINT_STATES, SENSOR_QOS,
+            self._guard(self._on_joint_state), suffix="joint_states")
+        self._state_timer = self.create_timer(_STATE_POLL_PERIOD,
+                                              self._guard(self._joint_states.take_latest))
         self._subs = [
             self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES,
                                      self._guard(self._on_features), LATEST_QOS),
-            # Best effort, newest only: matches reliable and best-effort drivers alike.
-            self.create_subscription(JointState, graph.JOINT_STATES,
-                                     self._guard(self._on_joint_state), SENSOR_QOS),
+            self._joint_states.subscription,
             # The controller's live gain changes, for the sag estimator.
             self.create_subscription(ParameterEvent, graph.PARAMETER_EVENTS,
                                      self._guard(self._on_parameter_event),
@@ -380,8 +399,22 @@ class PolicyNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        self._release_joint_states()
+        super().destroy_node()
+
+    def _release_joint_states(self) -> None:
+        if self._state_timer is not None:
+            self.destroy_timer(self._state_timer)
+            self._state_timer = None
+        if self._joint_states is not None:
+            self._subs.remove(self._joint_states.subscription)
+            self._joint_states.destroy()
+            self._joint_states = None
+
     def _release(self) -> None:
         self._active = False
+        self._release_joint_states()
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -477,6 +510,7 @@ class PolicyNode(LifecycleNode):
     def _on_features(self, msg: EncoderFeatures) -> None:
         if not self._active:
             return
+        self._joint_states.take_latest()
         now = now_seconds(self)
         age = now - time_to_seconds(msg.header.stamp)
         max_age = self._params["max_feature_age"]
