@@ -572,6 +572,8 @@ class PolicyNode(LifecycleNode):
             self._rate_start = now
 
     def _report(self, now: float) -> None:
+        if not self._diagnostics.due():
+            return  # the values (percentiles) only when a report goes out
         n = min(self._latency_count, _LATENCY_WINDOW)
         window = self._latencies[:n]
         elapsed = now - self._rate_start if self._rate_start is not None else 0.0
