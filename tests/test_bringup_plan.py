@@ -175,6 +175,7 @@ def test_robot_topics_are_remapped_only_when_changed():
                                     r"robot_bringup\)"),
     (False, {"step_mode": "lockstep"}, r"unknown argument 'step_mode'"),
     (True, {"rvis": "true"}, r"unknown argument 'rvis'; sim_bringup takes: .*rviz"),
+    (False, {"dds_profile": "/nonexistent/fastdds.xml"}, r"dds_profile:=.*no such file"),
 ])
 def test_refused_arguments_say_why(sim, given, message):
     with pytest.raises(ValueError, match=message):
@@ -289,3 +290,42 @@ def test_parse_assignments_takes_launch_syntax():
 def test_describe_exit_names_code_or_signal():
     assert plan.describe_exit(1) == "exited with code 1"
     assert plan.describe_exit(-9) == "was killed by SIGKILL"
+
+
+@pytest.mark.parametrize("sim", [True, False], ids=["sim", "robot"])
+def test_every_process_gets_the_bundled_dds_profile_by_default(sim, monkeypatch):
+    for name in plan.DDS_PROFILE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    processes = plan.plan(sim, {}) + plan.optional_processes(sim, {}, lambda p: True)[0]
+    bundled = graph.package_share(plan.PACKAGE) / "dds" / plan.DDS_PROFILE
+    for process in processes:
+        assert dict(process.environment) == {name: str(bundled)
+                                             for name in plan.DDS_PROFILE_VARIABLES}
+    # The profile enlarges Fast DDS's shared-memory segment past a 640x480 rgb8 image,
+    # keeps UDPv4 for other hosts, and is the default participant profile.
+    import xml.etree.ElementTree as ElementTree
+
+    ns = {"dds": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ElementTree.parse(bundled).getroot()
+    transports = {d.findtext("dds:type", namespaces=ns): d
+                  for d in root.iterfind(".//dds:transport_descriptor", ns)}
+    assert set(transports) == {"SHM", "UDPv4"}
+    assert int(transports["SHM"].findtext("dds:segment_size", namespaces=ns)) >= 2 * 640 * 480 * 3
+    participant = root.find(".//dds:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//dds:useBuiltinTransports", namespaces=ns) == "false"
+    used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", ns)]
+    assert sorted(used) == sorted(d.findtext("dds:transport_id", namespaces=ns)
+                                  for d in transports.values())
+
+
+def test_a_dds_profile_of_the_environment_is_kept_and_none_sets_nothing(tmp_path):
+    own = tmp_path / "own.xml"
+    own.write_text("<profiles/>")
+    assert plan.dds_environment("default", {"FASTRTPS_DEFAULT_PROFILES_FILE": "/x.xml"}) == ()
+    assert plan.dds_environment("default", {"FASTDDS_DEFAULT_PROFILES_FILE": "/x.xml"}) == ()
+    assert plan.dds_environment("none", {}) == ()
+    given = plan.plan(False, {"dds_profile": str(own)})
+    assert all(dict(p.environment) == {name: str(own) for name in plan.DDS_PROFILE_VARIABLES}
+               for p in given)
+    assert all(p.environment == () for p in plan.plan(False, {"dds_profile": "none"}))

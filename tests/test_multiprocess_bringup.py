@@ -55,6 +55,24 @@ def test_processes_start_from_the_ament_index_with_generated_parameters():
         "--ros-args", "-r", "__ns:=/arm", "--params-file", "/params/controller.yaml"]
 
 
+def test_each_process_runs_with_its_plan_environment(tmp_path):
+    """The plan's variables (the DDS profile) reach the child on top of the environment."""
+    out = tmp_path / "env.txt"
+    process = plan.ProcessPlan(
+        role="probe", package="p", executable="e", namespace="", node_names=(),
+        params_files=(), overrides={},
+        arguments=("-c", f"import os; open({str(out)!r}, 'w').write("
+                         "os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] + ' ' + "
+                         "os.environ['KEPT'])"),
+        environment=(("FASTRTPS_DEFAULT_PROFILES_FILE", "/profile.xml"),))
+    bringup = Bringup([process], output=io.StringIO(), env={**os.environ, "KEPT": "yes"},
+                      resolve=lambda package, executable: sys.executable)
+    bringup.start()
+    assert _wait_until(lambda: not bringup.alive())
+    bringup.stop("done")
+    assert out.read_text() == "/profile.xml yes"
+
+
 def test_stop_sends_sigint_and_every_process_ends_cleanly(robot_bringup):
     assert _wait_until(lambda: _started(robot_bringup)), robot_bringup.returncodes()
     assert robot_bringup.alive()

@@ -13,6 +13,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/rviz", glob("rviz/*.rviz")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/dds", glob("dds/*.xml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from visuomotor_bringup import plan
+from visuomotor_bringup.multiprocess import Bringup
 from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
@@ -82,8 +85,11 @@ class Processes:
 
     def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen:
         log = open(self._log_dir / f"{name}.log", "w")
+        # The stand-in drivers run with the bringup's DDS profile, as the README asks of
+        # a camera driver (large images need the writer's shared-memory segment to fit).
+        env = {**os.environ, **dict(plan.dds_environment("default"))}
         child = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         log.close()
         self._children.append((name, child))
         return child
@@ -111,11 +117,6 @@ def _graph(sim: bool, arguments: dict[str, str], log_dir: Path, roles: Sequence[
            rt_priority: int = 0, controller: dict[str, Any] | None = None):
     """The deployed graph from the multi-process bringup (the plan ``ros2 launch`` runs),
     restricted to ``roles``; the controller's loop at SCHED_FIFO ``rt_priority``."""
-    from dataclasses import replace
-
-    from visuomotor_bringup import plan
-    from visuomotor_bringup.multiprocess import Bringup
-
     processes = []
     extra = {"rt_priority": rt_priority, **(controller or {})}
     for process in plan.plan(sim, arguments):
@@ -407,8 +408,6 @@ def role_camera(topic: str, rate: float = 30.0) -> None:
     """640×480 rgb8 frames at ``rate`` Hz, stamped with the wall clock at publication, with
     their CameraInfo: the sim camera's vertical field of view on a 640×480 sensor, as a
     driver would publish it (the encoder uses its centre 480×480)."""
-    from dataclasses import replace
-
     from sensor_msgs.msg import CameraInfo
 
     from visuomotor_ros.image_conversion import numpy_to_image

@@ -82,6 +82,7 @@ def _node(process: bringup_plan.ProcessPlan) -> Any:
         parameters=[write_parameters(process)],
         remappings=list(process.remappings),
         arguments=list(process.arguments),
+        additional_env=dict(process.environment) or None,
         output="screen",
         emulate_tty=True,
         **kwargs,

@@ -152,7 +152,7 @@ class Bringup:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self._env,
+            env={**self._env, **dict(process.environment)},
             preexec_fn=_in_own_group_dying_with_parent,
         )
         child = _Child(process, popen, self._keep_lines)

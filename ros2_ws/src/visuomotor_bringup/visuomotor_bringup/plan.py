@@ -19,6 +19,7 @@ namespace, and ``-p`` cannot address one node of a multi-node process).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections.abc import Callable, Mapping
@@ -47,6 +48,10 @@ _NAME = re.compile(rf"^/?{_TOKEN}(/{_TOKEN})*$")
 #: This package: it ships the launch files and the RViz configuration.
 PACKAGE = "visuomotor_bringup"
 RVIZ_CONFIG = "visuomotor.rviz"
+#: The bundled Fast DDS profile (``dds/`` of this package) and the variables that name a
+#: profile file to Fast DDS (the older name first; Fast DDS reads either).
+DDS_PROFILE = "fastdds.xml"
+DDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,11 @@ ARGUMENTS: dict[str, Argument] = {
     "command_interface": Argument(
         "effort", "Controller output: effort (N·m), position (rad) or velocity (rad/s); "
         "must match the ros2_control controller behind command_topic", COMMAND_INTERFACES),
+    "dds_profile": Argument(
+        "default", "Fast DDS XML profile of every process (FASTRTPS_DEFAULT_PROFILES_FILE): "
+        "default = the bundled dds/fastdds.xml (8 MB shared-memory segments, so 640x480 "
+        "images are not fragmented over UDP) unless the environment already names one; a "
+        "file; or none"),
 }
 
 
@@ -131,6 +141,8 @@ class ProcessPlan:
         remappings: ``(from, to)`` topic remappings for the whole process.
         arguments: command-line arguments before ``--ros-args``.
         required: when it exits, the whole graph is shut down.
+        environment: ``(name, value)`` variables set for the process on top of the
+            launcher's environment (the DDS profile).
     """
 
     role: str
@@ -143,6 +155,7 @@ class ProcessPlan:
     remappings: tuple[tuple[str, str], ...] = ()
     arguments: tuple[str, ...] = ()
     required: bool = False
+    environment: tuple[tuple[str, str], ...] = ()
 
     def parameters(self) -> dict[str, dict[str, dict[str, Any]]]:
         """The process's parameter document: each node's file sections, then the overrides.
@@ -224,6 +237,12 @@ def resolve(sim: bool, given: Mapping[str, str]) -> dict[str, str]:
             if not path.is_file():
                 errors.append(f"{key}:={values[key]}: no such file")
             values[key] = str(path)
+    if values["dds_profile"] not in ("default", "none"):
+        path = Path(values["dds_profile"]).expanduser().absolute()
+        if not path.is_file():
+            errors.append(f"dds_profile:={values['dds_profile']}: no such file (default, "
+                          "none or an XML profile file)")
+        values["dds_profile"] = str(path)
     if sim and "profile" in values:
         errors += _check_profile(values["profile"])
     try:
@@ -235,6 +254,23 @@ def resolve(sim: bool, given: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
+def dds_environment(
+    value: str, environ: Mapping[str, str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The variables that give the graph's processes the DDS profile ``value`` (a resolved
+    ``dds_profile``): none for ``none``; for ``default`` the bundled profile, unless
+    ``environ`` (default: this process's environment) already names a profile, which the
+    processes then inherit."""
+    environ = os.environ if environ is None else environ
+    if value == "none":
+        return ()
+    if value == "default":
+        if any(environ.get(name) for name in DDS_PROFILE_VARIABLES):
+            return ()
+        value = str(graph.package_share(PACKAGE) / "dds" / DDS_PROFILE)
+    return tuple((name, value) for name in DDS_PROFILE_VARIABLES)
+
+
 def plan(sim: bool, given: Mapping[str, str]) -> list[ProcessPlan]:
     """The graph's processes (``graph.processes(sim)``) as the bringup starts them.
 
@@ -244,6 +280,7 @@ def plan(sim: bool, given: Mapping[str, str]) -> list[ProcessPlan]:
     values = resolve(sim, given)
     use_sim_time = values["use_sim_time"] == "true"
     remappings = _remappings(values)
+    environment = dds_environment(values["dds_profile"])
     plans = []
     for process in graph.processes(sim):
         # Every node of the graph reads its robot from the same description.
@@ -264,6 +301,7 @@ def plan(sim: bool, given: Mapping[str, str]) -> list[ProcessPlan]:
             overrides=overrides,
             remappings=remappings,
             required=process.required,
+            environment=environment,
         ))
     return plans
 
@@ -277,6 +315,7 @@ def optional_processes(
     """
     values = resolve(sim, given)
     use_sim_time = values["use_sim_time"] == "true"
+    environment = dds_environment(values["dds_profile"])
     plans, notes = [], []
     if installed("robot_state_publisher"):
         plans.append(ProcessPlan(
@@ -290,6 +329,7 @@ def optional_processes(
                                "robot_description":
                                    graph.urdf_path(values["robot"]).read_text()}},
             remappings=_remappings(values),
+            environment=environment,
         ))
     elif values["rviz"] == "true":
         notes.append("robot_state_publisher is not installed: RViz gets no TF for the "
@@ -308,6 +348,7 @@ def optional_processes(
                 # The robot's base frame as the fixed frame, whichever robot runs.
                 arguments=("-d", str(config),
                            "--fixed-frame", load_robot(values["robot"]).base_frame),
+                environment=environment,
             ))
         else:
             notes.append("rviz:=true but rviz2 is not installed: starting without RViz "
