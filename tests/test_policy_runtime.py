@@ -451,3 +451,33 @@ def test_runtime_switches_turn_the_sag_offset_and_goal_integral_off(robot):
     assert runtime.sag.theta.any()  # the estimate kept running
     runtime.sag_enabled = True
     assert np.abs(runtime(q, np.zeros(7), goal).sag_offset).max() > 1e-3
+
+
+def test_act_on_estimate_feeds_the_filtered_goal_and_returns_it():
+    session = _FakeSession()
+    runtime = PolicyRuntime(session, _hand, PolicyConfig())
+    goal_filter = GoalFilter()
+    first = np.array([0.6, 0.1, 0.2])
+    goal, _ = runtime.act_on_estimate(Q, QD, first, goal_filter, confidence=0.9)
+    np.testing.assert_allclose(goal, first)
+    np.testing.assert_allclose(session.feeds["observation"][0, 20:23], first - _hand(Q))
+    # An estimate below min_confidence leaves the goal, and the observation, unchanged.
+    goal, _ = runtime.act_on_estimate(Q, QD, first + 0.05, goal_filter, confidence=0.1)
+    np.testing.assert_allclose(goal, first)
+    np.testing.assert_allclose(session.feeds["observation"][0, 20:23], first - _hand(Q))
+
+
+def test_evaluations_filter_the_goal_as_the_graphs_policy_node_does():
+    """evaluate_policy and the experiments build GoalFilter() with its defaults; the graph's
+    policy node builds it from policy.yaml: the two must be the same filter."""
+    import yaml
+
+    from visuomotor_ros import graph
+
+    params = yaml.safe_load(graph.params_path("policy.yaml").read_text())
+    values = next(iter(params.values()))["ros__parameters"]
+    default = GoalFilter()
+    assert (values["goal_smoothing"], values["goal_freeze_radius"],
+            values["goal_jump_distance"], values["goal_min_confidence"]) == (
+        default.smoothing, default.freeze_radius, default.jump_distance,
+        default.min_confidence)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from visuomotor_core.goal_filter import GoalFilter
 from visuomotor_core.manifest import read_manifest
 from visuomotor_core.policy_runtime import load_policy_runtime
 from visuomotor_models.export import write_manifest_entry
@@ -65,11 +66,16 @@ def summarize(results: list[EpisodeResult]) -> dict:
 def policy_controller(sim: ReachSim, artifacts: Path, name: str):
     runtime = load_policy_runtime(artifacts / "manifest.json", name, sim.model,
                                   action_scale=sim.config.action_scale)
+    goal_filter = GoalFilter()  # the policy node's filter, as in the graph
 
     def act(q, qd):
-        return runtime(q, qd, sim.target_estimate).action
+        return runtime.act_on_estimate(q, qd, sim.target_estimate, goal_filter)[1].action
 
-    return act, lambda dynamics: runtime.reset()
+    def reset(dynamics) -> None:
+        runtime.reset()
+        goal_filter.reset()
+
+    return act, reset
 
 
 def expert_controller(sim: ReachSim):

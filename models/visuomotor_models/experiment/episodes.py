@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from visuomotor_core.goal_filter import GoalFilter
 from visuomotor_models.experiment.config import EXPERT
 from visuomotor_models.experiment.plan import Task
 
@@ -117,6 +118,7 @@ def run_state_only(task: Task) -> dict:
     controller = _controller(task, sim)
     q, qd = sim.reset(task.profile, task.seed)
     expert = task.policy == EXPERT
+    goal_filter = GoalFilter()  # the policy node's filter, as in the graph
     if expert:
         controller.reset(sim.dynamics)
     else:
@@ -133,7 +135,7 @@ def run_state_only(task: Task) -> dict:
         if expert:
             action = controller.act(q, target)
         else:
-            output = controller(q, qd, sim.target_estimate)
+            _, output = controller.act_on_estimate(q, qd, sim.target_estimate, goal_filter)
             action = output.action
             if trace is not None:
                 trace["t"].append(round(step * period, 4))

@@ -219,6 +219,16 @@ class PolicyStep:
             self.sag.record_target(targets)
         return targets
 
+    def act_on_estimate(self, q: np.ndarray, qd: np.ndarray, estimate: np.ndarray,
+                        goal_filter: GoalFilter,
+                        confidence: float = 1.0) -> tuple[np.ndarray, PolicyOutput]:
+        """The policy on the goal ``goal_filter`` keeps from a target ``estimate`` (m) of
+        the given ``confidence``: the one path of the graph's policy node and of the
+        evaluations. Returns (goal (3,), output)."""
+        hand = self.hand(q)
+        goal = goal_filter.update(estimate, hand, confidence)
+        return goal, self(q, qd, goal, hand)
+
     def __call__(self, q: np.ndarray, qd: np.ndarray, target: np.ndarray,
                  hand: np.ndarray | None = None) -> PolicyOutput:
         """Decide the next joint targets from the state measured now and the target estimate

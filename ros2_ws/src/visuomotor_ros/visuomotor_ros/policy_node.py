@@ -543,10 +543,9 @@ class PolicyNode(LifecycleNode):
 
     def _act(self, msg: EncoderFeatures, target: np.ndarray, now: float) -> None:
         """Filter the estimate into the goal (see GoalFilter), run the policy, publish."""
-        hand = self._runtime.hand(self._q)
-        goal = self._goal_filter.update(target, hand, msg.confidence)
         try:
-            out = self._runtime(self._q, self._qd, goal, hand)
+            goal, out = self._runtime.act_on_estimate(self._q, self._qd, target,
+                                                      self._goal_filter, msg.confidence)
         except FloatingPointError as err:
             self.counters["inference_errors"] += 1
             self.get_logger().error(str(err), throttle_duration_sec=2.0)
