@@ -181,3 +181,34 @@ def test_node_ends_cleanly_when_its_launcher_is_killed():
     assert process.finish() == 0, process.output
     assert "node ended: 0" in process.output, process.output
     assert "Traceback" not in process.output
+
+
+STUCK = """
+    import time
+    from rclpy.node import Node
+    from visuomotor_ros import node_common
+
+    node_common.SHUTDOWN_TIMEOUT = 2.0
+
+    def build():
+        node = Node("stuck")
+
+        def stuck_in_a_callback():
+            print("stuck", flush=True)
+            while True:  # never returns: the executor cannot stop
+                time.sleep(0.05)
+
+        node.create_timer(0.1, stuck_in_a_callback)
+        return [node]
+
+    node_common.run_nodes(build)
+"""
+
+
+def test_a_process_that_cannot_stop_ends_with_its_stacks_after_the_shutdown_timeout():
+    process = Process(_script(STUCK))
+    process.wait_for("stuck")
+    process.signal(signal.SIGINT, group=False)
+    assert process.finish() == 1, process.output
+    # faulthandler's dump names where it hung.
+    assert "in stuck_in_a_callback" in process.output, process.output

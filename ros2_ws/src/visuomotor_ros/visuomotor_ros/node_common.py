@@ -7,6 +7,7 @@ ROS-free core and publish. What they have in common lives here once.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import threading
@@ -326,6 +327,11 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+#: Seconds a node process may take to end after its first SIGINT/SIGTERM (launch sends
+#: SIGTERM after 5 s and SIGKILL after 15 s; the multi-process bringup SIGKILLs after 10 s).
+SHUTDOWN_TIMEOUT = 8.0
+
+
 def _stop_on_signals() -> threading.Event:
     """Make SIGINT and SIGTERM set the returned event instead of raising.
 
@@ -338,6 +344,13 @@ def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            # Bounded shutdown: should the process still be here SHUTDOWN_TIMEOUT s after
+            # the first signal (a callback or a native teardown call that does not return),
+            # faulthandler's own thread, which needs no GIL, prints every thread's stack
+            # and ends the process with status 1, instead of waiting for a SIGKILL that
+            # says nothing about where it hung.
+            faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
