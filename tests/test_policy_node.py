@@ -162,7 +162,7 @@ def test_features_after_a_refused_newest_joint_state_are_refused(graph):
 
 def test_joint_states_are_read_by_a_subscription_no_executor_wakes_for(graph):
     node, peer, executor, _, _, _ = graph
-    subscription = node._subs[1]
+    subscription = node._joint_states.subscription
     assert subscription.msg_type is JointState
     assert subscription.topic_name == node.resolve_topic_name("joint_states")
     assert subscription not in list(node.subscriptions)  # what an executor waits on
@@ -467,7 +467,7 @@ def test_any_joint_state_is_used_only_when_valid_and_never_raises(graph, message
     msg = JointState(name=names, position=position, velocity=velocity, effort=effort)
     msg.header.stamp = _stamp(node, stamp_kind)
     refused = node.counters["refused_joint_state"]
-    node._subs[1].callback(msg)  # the callback the subscription runs, guard included
+    node._joint_states.subscription.callback(msg)  # its callback, guard included
     usable = _usable(node, names, position, velocity, stamp_kind)
     assert node._have_state == usable
     assert node.counters["refused_joint_state"] == refused + (not usable)
@@ -504,7 +504,7 @@ def test_any_features_message_is_acted_on_only_when_valid_and_never_raises(graph
     node, peer = graph[:2]
     target, stamp_kind, frame, embedding, valid = message
     if not node._have_state:
-        node._subs[1].callback(_state(peer))
+        node._joint_states.subscription.callback(_state(peer))
     msg = _features(_stamp(node, stamp_kind), target)
     msg.target_frame_id = frame
     msg.embedding = embedding

@@ -72,7 +72,6 @@ def rotation_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
 
 
-
 #: Below this angle (rad) :func:`rotation_and_right_jacobian` uses Taylor series (relative
 #: error < 1e-15).
 _SERIES_ANGLE = 1e-3

@@ -36,7 +36,7 @@ from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
-from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
+from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, JointOrder, time_to_seconds
 from visuomotor_ros.runner import GraphRunner
 
 #: Camera frames remembered while waiting for their policy targets (~5 s at 20 Hz).
@@ -216,7 +216,7 @@ class ExpertPolicy(Node):
         self._world = world
         self._robot = graph.robot(robot)
         self._expert = ReachExpert(ExpertConfig(robot=robot, kp=self._robot.kp))
-        self._index = {name: i for i, name in enumerate(self._robot.arm_joints)}
+        self._order = JointOrder(self._robot.arm_joints)
         self._q: np.ndarray | None = None
         self._target: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -228,12 +228,10 @@ class ExpertPolicy(Node):
         self.create_service(Trigger, graph.POLICY_RESET, self._on_reset)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
+        index = self._order.index(msg.name)
+        if index is None or len(msg.position) != len(msg.name):
             return
-        q = np.full(len(self._index), np.nan)
-        for name, value in zip(msg.name, msg.position, strict=True):
-            if name in self._index:
-                q[self._index[name]] = value
+        q = np.asarray(msg.position, np.float64)[index]
         if np.all(np.isfinite(q)):
             self._q = q
 

@@ -361,7 +361,6 @@ class PolicyNode(LifecycleNode):
         self._subs = [
             self.create_subscription(EncoderFeatures, graph.ENCODER_FEATURES,
                                      self._guard(self._on_features), LATEST_QOS),
-            self._joint_states.subscription,
             # The controller's live gain changes, for the sag estimator.
             self.create_subscription(ParameterEvent, graph.PARAMETER_EVENTS,
                                      self._guard(self._on_parameter_event),
@@ -408,7 +407,6 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._state_timer)
             self._state_timer = None
         if self._joint_states is not None:
-            self._subs.remove(self._joint_states.subscription)
             self._joint_states.destroy()
             self._joint_states = None
 
