@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -365,6 +366,78 @@ def _spin(executor) -> None:
         executor.spin()
     except ExternalShutdownException:
         pass
+
+
+def test_output_thread_publishes_what_was_announced_and_survives_a_failing_publish(
+        ros_context):
+    from visuomotor_ros.node_common import OutputThread
+
+    node = Node("outputs_owner", context=ros_context)
+    calls: list[frozenset[str]] = []
+
+    def publish(kinds: frozenset[str]) -> None:
+        calls.append(kinds)
+        if "bad" in kinds:
+            raise RuntimeError("publisher gone")
+
+    outputs = OutputThread(node, "test-outputs", publish)
+    try:
+        outputs.announce("bad")
+        assert wait_for(lambda: outputs.guard.total == 1)
+        outputs.announce("clock")
+        assert wait_for(lambda: frozenset({"clock"}) in calls)
+        assert calls[0] == frozenset({"bad"})
+    finally:
+        outputs.stop()
+        node.destroy_node()
+    count = len(calls)
+    outputs.announce("late")  # after stop: nothing runs
+    time.sleep(0.05)
+    assert len(calls) == count
+
+
+def test_topic_hardware_without_a_tick_callback_is_read_by_the_loop_not_by_an_executor(
+        ros_context):
+    """``trigger: deadline``: read() takes the newest joint state from the middleware
+    itself; the owner node has no joint_states subscription for an executor to wake on."""
+    from visuomotor_core.hardware import JointSample
+    from visuomotor_ros.topic_hardware import TopicHardware
+
+    robot = Node("robot_driver", context=ros_context, namespace="arm")
+    owner = Node("hardware_owner", context=ros_context, namespace="arm")
+    hardware = TopicHardware(owner, ARM_JOINTS, graph.DEFAULT_COMMAND_TOPIC)
+    states = robot.create_publisher(JointState, graph.JOINT_STATES, LATEST_QOS)
+    try:
+        assert [s.topic_name for s in owner.subscriptions] == []
+        assert wait_for(lambda: states.get_subscription_count() > 0)
+        sample = JointSample.zeros(len(ARM_JOINTS))
+        hardware.read(sample)
+        assert sample.sequence == 0  # nothing published yet
+        for k in range(3):  # three waiting: the newest is taken
+            msg = JointState(name=list(ARM_JOINTS), position=[float(k)] * 7,
+                             velocity=[0.0] * 7)
+            msg.header.stamp = seconds_to_time(1.0 + k)
+            states.publish(msg)
+
+        def newest() -> bool:
+            hardware.read(sample)
+            return sample.stamp == 3.0
+
+        assert wait_for(newest)  # no executor spins either node
+        assert sample.position.tolist() == [2.0] * 7
+        states.publish(JointState(name=list(ARM_JOINTS[:-1]), position=[0.0] * 6,
+                                  velocity=[0.0] * 6))
+
+        def dropped() -> bool:
+            hardware.read(sample)
+            return hardware.dropped == 1
+
+        assert wait_for(dropped)
+        assert sample.stamp == 3.0  # the malformed one changed nothing
+    finally:
+        hardware.close()
+        owner.destroy_node()
+        robot.destroy_node()
 
 
 def test_topic_hardware_maps_joint_states_by_name_and_drops_malformed_ones(ros_context):

@@ -229,6 +229,26 @@ def test_permitted_fifo_priority_and_affinity_are_applied_to_the_loop_thread_onl
     assert len(os.sched_getaffinity(0)) >= 1
 
 
+@pytest.mark.skipif(not _fifo_permitted(), reason="SCHED_FIFO not permitted on this machine")
+def test_io_priority_raises_the_other_threads_below_the_loop_while_it_runs():
+    """The threads the loop shares the GIL with get SCHED_FIFO io_priority while the loop
+    runs (no priority inversion) and normal scheduling back when it stops."""
+    seen: list[tuple[int, int]] = []
+    main = threading.get_native_id()
+    loop = ControlLoop(lambda: seen.append((os.sched_getscheduler(main),
+                                            os.sched_getparam(main).sched_priority)),
+                       LoopConfig(rate_hz=200.0, priority=20, io_priority=10))
+    loop.start()
+    try:
+        assert wait_until(lambda: len(seen) > 2, 10.0, 0.005)
+    finally:
+        loop.stop()
+    assert seen[-1] == (os.SCHED_FIFO, 10)
+    assert any("SCHED_FIFO priority 10 for the process's" in line
+               for line in loop.realtime.applied), loop.realtime.applied
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "restored when the loop ended"
+
+
 def test_without_rt_settings_only_the_timer_slack_is_applied():
     report, policy = _settings_in_thread(LoopConfig(rate_hz=100.0))
     assert report.refused == []
@@ -289,10 +309,17 @@ def test_refused_fifo_priority_and_memory_lock_are_reported_and_the_loop_still_r
     ("tolerance", 0.0, "tolerance"),
     ("max_consecutive_misses", 0, "max_consecutive_misses"),
     ("priority", 100, "priority"),
+    ("io_priority", 5, "io_priority"),  # with priority 0: nothing to stay below
 ])
 def test_invalid_loop_configurations_are_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
         LoopConfig(**{field: value})
+
+
+def test_io_priority_must_stay_below_the_loop_priority():
+    with pytest.raises(ValueError, match="io_priority"):
+        LoopConfig(priority=50, io_priority=50)
+    assert LoopConfig(priority=50, io_priority=49).io_priority == 49
 
 
 def test_negative_cpus_are_refused():

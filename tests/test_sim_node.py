@@ -486,3 +486,27 @@ def test_lockstep_waits_for_the_policys_answer_and_stops_waiting_without_one(rob
     assert _wait(lambda: len(policy.frames) >= frames + MAX_UNANSWERED + 3)
     assert counters.lockstep_timeouts == timeouts + MAX_UNANSWERED, \
         "after MAX_UNANSWERED frames without an answer the physics stops waiting"
+
+
+def test_clocks_driven_by_the_sim_follow_sim_time_without_a_clock_subscription(
+        make_sim, ros_context):
+    """Nodes of the robot process read the sim's clock without /clock subscriptions (which
+    would wake their executor hundreds of times a second); the others still get /clock."""
+    sim = make_sim(loop=False)
+    neighbour = Node("neighbour", context=ros_context,
+                     parameter_overrides=[Parameter("use_sim_time", value=True)])
+    try:
+        assert [s.topic_name for s in neighbour.subscriptions] == ["/clock"]
+        sim.node.drive_clocks([sim.node, neighbour])
+        assert "/clock" not in [s.topic_name for s in neighbour.subscriptions]
+        assert "/clock" not in [s.topic_name for s in sim.node.subscriptions]
+        clocks = sim.record(Clock, "/clock", BEST_EFFORT_QOS)
+        sim.start_loop()
+        assert sim.spin_until(lambda: len(clocks) >= 3)
+        published = time_to_seconds(clocks[-1].clock)
+        for node in (sim.node, neighbour):
+            now = node.get_clock().now().nanoseconds * 1e-9
+            assert published <= now <= sim.hardware.now() + 1e-9
+            assert now > 0.0
+    finally:
+        neighbour.destroy_node()

@@ -116,9 +116,11 @@ class Processes:
 def _graph(sim: bool, arguments: dict[str, str], log_dir: Path, roles: Sequence[str] = (),
            rt_priority: int = 0, controller: dict[str, Any] | None = None):
     """The deployed graph from the multi-process bringup (the plan ``ros2 launch`` runs),
-    restricted to ``roles``; the controller's loop at SCHED_FIFO ``rt_priority``."""
+    restricted to ``roles``; the controller's loop at SCHED_FIFO ``rt_priority``, the
+    other Python threads of its process at ``rt_priority - 10`` (``io_priority``)."""
     processes = []
-    extra = {"rt_priority": rt_priority, **(controller or {})}
+    extra = {"rt_priority": rt_priority, "io_priority": max(0, rt_priority - 10),
+             **(controller or {})}
     for process in plan.plan(sim, arguments):
         if roles and process.role not in roles:
             continue

@@ -16,7 +16,13 @@ write``). Two pacings:
 
 Real-time settings, applied in the loop thread where the system permits and
 reported (``RealtimeReport``) where it does not: SCHED_FIFO priority, CPU
-affinity, locked memory (``mlockall``), and a 1 ns timer slack. The garbage
+affinity, locked memory (``mlockall``), and a 1 ns timer slack. In CPython the
+loop thread shares the GIL with the process's other Python threads (the
+executor, output threads): one of them preempted by another process while it
+holds the GIL stalls the loop until the scheduler runs it again, whatever the
+loop's priority (priority inversion). ``io_priority`` gives the process's
+other threads (Python's and the middleware's) a SCHED_FIFO priority below the
+loop's for as long as the loop runs. The garbage
 collector is kept out of the tick, and the interpreter's thread switch
 interval is shortened so that a woken loop thread gets the GIL within
 ``switch_interval``: automatic collection is disabled while the
@@ -49,6 +55,11 @@ _PR_SET_TIMERSLACK = 29
 _MCL_CURRENT, _MCL_FUTURE = 1, 2
 #: Ticks between two readings of the loop thread's CPU time.
 CPU_WINDOW = 1000
+#: The interpreter's switch interval while a tick runs, s: a thread that starts waiting
+#: for the GIL during the tick asks the loop to drop it only after this long, so the tick
+#: runs through (the short ``switch_interval`` is back before the loop sleeps, so the loop,
+#: waking, gets the GIL from the others that soon).
+TICK_SWITCH_INTERVAL = 5e-3
 #: Young objects allowed before the loop collects generation 0 after a tick.
 _GEN0_BUDGET = 700
 
@@ -136,6 +147,9 @@ class LoopConfig:
         priority: SCHED_FIFO priority of the loop thread, 1-99; 0 keeps the default policy.
         cpu_affinity: CPUs the loop thread may run on; empty: any.
         lock_memory: ``mlockall`` the process so no page fault reaches the loop.
+        io_priority: SCHED_FIFO priority of the process's other threads while the loop
+            runs (restored when it ends), below ``priority``; 0 leaves them. Threads they
+            start meanwhile inherit it.
         full_collect_period: s between full garbage collections.
         switch_interval: the interpreter's thread switch interval while the loop runs,
             s (``sys.setswitchinterval``): how long another thread may hold the GIL
@@ -150,6 +164,7 @@ class LoopConfig:
     priority: int = 0
     cpu_affinity: tuple[int, ...] = ()
     lock_memory: bool = False
+    io_priority: int = 0
     full_collect_period: float = 30.0
     switch_interval: float = 2e-4
 
@@ -168,6 +183,10 @@ class LoopConfig:
             raise ValueError(f"cpu_affinity must list CPUs >= 0, got {list(self.cpu_affinity)}")
         if not 0 <= self.priority <= 99:
             raise ValueError(f"priority must be 0-99, got {self.priority}")
+        if self.io_priority and not 0 < self.io_priority < self.priority:
+            raise ValueError(f"io_priority must be 0 or 1 to priority - 1 ({self.priority - 1}),"
+                             f" got {self.io_priority}: the loop thread must stay above the "
+                             "threads it shares the GIL with")
 
     @property
     def period_ns(self) -> int:
@@ -227,6 +246,37 @@ def apply_realtime_settings(config: LoopConfig) -> RealtimeReport:
                 "(needs a memlock limit for this user)"
             )
     return report
+
+
+def raise_other_threads(priority: int, exclude: int) -> tuple[list[int], str]:
+    """SCHED_FIFO ``priority`` for every thread of this process (``/proc/self/task``:
+    Python's and the middleware's) except the one of native id ``exclude``; (thread ids
+    raised, why not all: '' when all were)."""
+    raised: list[int] = []
+    try:
+        tids = sorted(int(name) for name in os.listdir("/proc/self/task"))
+    except OSError as error:
+        return raised, f"SCHED_FIFO priority {priority} for the other threads: {error}"
+    for tid in tids:
+        if tid == exclude:
+            continue
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+        except (OSError, AttributeError) as error:
+            return raised, f"SCHED_FIFO priority {priority} for the other threads: {error}"
+        raised.append(tid)
+    return raised, ""
+
+
+def restore_threads(tids: list[int]) -> None:
+    """Normal scheduling for ``tids`` (threads that ended meanwhile are skipped)."""
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
 
 
 @dataclass
@@ -302,8 +352,18 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ thread
     def _run(self, ready: threading.Event) -> None:
+        raised: list[int] = []
         try:
             self.realtime = apply_realtime_settings(self.config)
+            if self.config.io_priority:
+                raised, refused = raise_other_threads(self.config.io_priority,
+                                                      threading.get_native_id())
+                if refused:
+                    self.realtime.refused.append(refused)
+                else:
+                    self.realtime.applied.append(
+                        f"SCHED_FIFO priority {self.config.io_priority} for the process's "
+                        f"{len(raised)} other threads")
             ready.set()
             if self.config.pacing == "deadline":
                 self._run_deadlines()
@@ -313,6 +373,7 @@ class ControlLoop:
             if self._on_error is not None:
                 self._on_error(error)
         finally:
+            restore_threads(raised)
             ready.set()
             _GC_HOLD.release()
 
@@ -323,10 +384,14 @@ class ControlLoop:
         next_start = time.monotonic_ns() + period
         last_start: int | None = None
         next_full_gc = time.monotonic() + self.config.full_collect_period
+        short, hold = self.config.switch_interval, TICK_SWITCH_INTERVAL
+        setswitchinterval = sys.setswitchinterval
         while not self._stop.is_set():
             sleep_until_ns(next_start)
             start = time.monotonic_ns()
+            setswitchinterval(hold)
             self._tick()
+            setswitchinterval(short)
             end = time.monotonic_ns()
             counters.ticks += 1
             if last_start is not None:

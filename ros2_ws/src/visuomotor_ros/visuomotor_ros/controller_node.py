@@ -19,9 +19,10 @@ HOLD and ERROR on ``/diagnostics``.
 
 rclpy only carries the I/O around the loop: targets, services and parameters
 arrive on the executor; ``controller/state``, the RViz text and
-``/diagnostics`` are built on the executor when the loop announces them (a
-guard condition), so no DDS work runs inside a tick except the command itself
-(topics backend). Commands go out only while the node is active.
+``/diagnostics`` are built by an output thread when the loop announces them
+(:class:`visuomotor_ros.node_common.OutputThread`: no executor wake-up, whose
+wait-set rebuild would hold the GIL the loop needs), so no DDS work runs inside
+a tick except the command itself (topics backend). Commands go out only while the node is active.
 
 Safety (``docs/safety.md``):
 
@@ -87,6 +88,7 @@ from visuomotor_ros.node_common import (
     LATEST_QOS,
     DiagnosticsReporter,
     JointOrder,
+    OutputThread,
     ThrottledWarnings,
     declare_schema,
     on_set_validated,
@@ -136,6 +138,10 @@ NODE_SCHEMA = (
     ParamSpec("rt_priority", int, 0, "SCHED_FIFO priority of the loop thread (0: normal "
               "scheduling); applied where permitted, logged where not", "", 0, 99,
               read_only=True),
+    ParamSpec("io_priority", int, 0, "SCHED_FIFO priority of the process's other threads "
+              "(executor, output threads, middleware) while the loop runs, below rt_priority "
+              "(0: normal): they share the GIL with the loop, and one preempted while "
+              "holding it stalls the loop", "", 0, 98, read_only=True),
     ParamSpec("cpu_affinity", int, [-1], "CPUs the loop thread may run on ([-1]: any)", "",
               -1, 1023, read_only=True),
     ParamSpec("lock_memory", bool, False, "mlockall the process (no page faults in the loop)",
@@ -238,6 +244,7 @@ class ControllerNode(LifecycleNode):
         self._wall = wall_clock
         self.hardware: Hardware | None = None
         self.loop: ControlLoop | None = None
+        self._outputs: OutputThread | None = None
         self._lock = threading.Lock()
         self._tick_lock = threading.Lock()
         self._last_tick_wall = -math.inf
@@ -313,6 +320,7 @@ class ControllerNode(LifecycleNode):
             wall = None if p["trigger"] == "lockstep" else self._wall
             controller = JointController(config, model, wall_clock=wall)
             self._check_topology(p)
+            self._loop_config(config.rate_hz)  # ValueError: e.g. io_priority >= rt_priority
         except ValueError as error:
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -336,7 +344,8 @@ class ControllerNode(LifecycleNode):
         )
         self._pub_text = self.create_publisher(Marker, graph.CONTROLLER_STATUS_TEXT, DEFAULT_QOS)
         self._diagnostics = DiagnosticsReporter(self, "actuator controller")
-        self._guard = self.create_guard_condition(self._publish_announced)
+        self._outputs = OutputThread(self, "controller-outputs",
+                                     lambda _due: self._publish_announced())
         self._input_subs = [
             self.create_subscription(
                 JointTargets, graph.POLICY_TARGETS, self._on_targets, LATEST_QOS,
@@ -381,16 +390,17 @@ class ControllerNode(LifecycleNode):
             raise ValueError("trigger 'lockstep' needs hardware 'sim' (a robot's clock cannot "
                              "wait); use 'deadline' or 'joint_states'")
 
-    def _loop_config(self) -> LoopConfig:
+    def _loop_config(self, rate_hz: float | None = None) -> LoopConfig:
         p = self.params
         return LoopConfig(
-            rate_hz=self.controller.config.rate_hz,
+            rate_hz=self.controller.config.rate_hz if rate_hz is None else rate_hz,
             pacing="free" if p["trigger"] == "lockstep" else "deadline",
             tolerance=p["deadline_tolerance"],
             max_consecutive_misses=p["max_consecutive_misses"],
             priority=p["rt_priority"],
             cpu_affinity=tuple(int(c) for c in p["cpu_affinity"] if c >= 0),
             lock_memory=p["lock_memory"],
+            io_priority=p["io_priority"],
         )
 
     def _start_loop(self) -> None:
@@ -447,6 +457,9 @@ class ControllerNode(LifecycleNode):
         """Stop the loop and the backstop; destroy every entity configure created."""
         self._stop_loop()
         self._stop_backstop()
+        if self._outputs is not None:
+            self._outputs.stop()
+            self._outputs = None
         with self._tick_lock:
             if isinstance(self.hardware, TopicHardware):
                 self.hardware.close()
@@ -472,6 +485,8 @@ class ControllerNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         self._stop_loop()
+        if self._outputs is not None:
+            self._outputs.stop()
         super().destroy_node()
 
     # ------------------------------------------------------------------ parameters
@@ -645,9 +660,9 @@ class ControllerNode(LifecycleNode):
         return 1.0 / self.params["state_rate_hz"] - 0.5 * self.controller.config.period
 
     def _announce(self, now: float, command: Any) -> None:
-        """In the loop: snapshot this tick for controller/state and wake the executor, which
-        builds the messages (so a state message describes one tick, whatever the executor's
-        delay)."""
+        """In the loop: snapshot this tick for controller/state and wake the output thread,
+        which builds the messages (so a state message describes one tick, whatever the
+        thread's delay)."""
         self._last_state_pub = now
         snapshot = self._snapshot
         with self._lock:
@@ -659,24 +674,24 @@ class ControllerNode(LifecycleNode):
             snapshot.reference[:] = q_ref
             snapshot.measured[:] = self._sample.position
             snapshot.command[:] = self._last_command
-        self._guard.trigger()
+        self._outputs.announce()
 
     def _on_overrun(self, misses: int) -> None:
         with self._lock:
             if self.controller is not None:
                 self.controller.hold(OVERRUN_REASON)
         self._overrun = True
-        self._guard.trigger()
+        self._outputs.announce()
 
     def _on_loop_error(self, error: BaseException) -> None:
         with self._lock:
             if self.controller is not None:
                 self.controller.hold(f"control loop stopped: {error!r}")
         self._loop_error = error
-        self._guard.trigger()
+        self._outputs.announce()
 
     def _publish_announced(self) -> None:
-        """On the executor: controller/state, the RViz text, /diagnostics, mode-change logs."""
+        """On the output thread: controller/state, the RViz text, /diagnostics, mode-change logs."""
         controller = self.controller
         if controller is None:
             return

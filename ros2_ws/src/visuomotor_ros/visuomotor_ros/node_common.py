@@ -45,6 +45,7 @@ from rclpy.qos import (
 
 from visuomotor_core.params import ParamSpec, validate
 from visuomotor_core.rt_loop import set_parent_death_signal
+from visuomotor_ros.callback_guard import CallbackGuard
 
 #: Camera images and camera info: best effort, keep only the newest frame so a
 #: slow consumer drops frames instead of building a backlog.
@@ -147,6 +148,60 @@ class JointOrder:
     def missing(self, names: Sequence[str]) -> list[str]:
         """The joints of this order absent from ``names``."""
         return sorted(set(self.joint_names) - set(names))
+
+
+class OutputThread:
+    """Publishes what a control loop announces, from a thread of its own.
+
+    The loop calls :meth:`announce` (a set insertion and a condition notify, a few µs)
+    and goes on; this thread wakes and calls ``publish(kinds)`` with every kind announced
+    since its last call. An executor could do the publishing (a guard condition), but
+    each of its wake-ups rebuilds the wait set of every entity of the process's nodes in
+    Python, holding the GIL for hundreds of µs — at 100-200 wake-ups a second, the time
+    the loop thread waits for the GIL. A plain thread blocked on a condition costs only
+    the publishing.
+
+    An exception from ``publish`` is logged on ``node``'s logger (throttled, counted in
+    :attr:`guard`) and the thread goes on; once the node's context is shut down the
+    thread ends quietly.
+    """
+
+    def __init__(self, node: Node, name: str,
+                 publish: Callable[[frozenset[str]], None]) -> None:
+        self._alive = node.context.ok
+        self.guard = CallbackGuard(node.get_logger(), alive=self._alive)
+        self._publish = self.guard(publish)
+        self._due: set[str] = set()
+        self._ready = threading.Condition()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def announce(self, kind: str = "") -> None:
+        """Note ``kind`` as due and wake the thread (any thread may call it)."""
+        with self._ready:
+            self._due.add(kind)
+            self._ready.notify()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the thread after the publication in progress (idempotent)."""
+        with self._ready:
+            self._running = False
+            self._ready.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while self._running and not self._due:
+                    self._ready.wait()
+                if not self._running:
+                    return
+                due, self._due = frozenset(self._due), set()
+            if not self._alive():
+                return
+            self._publish(due)
 
 
 class LatestMessageReader:

@@ -163,6 +163,9 @@ class GraphRunner:
                 )
                 self.nodes[spec.role] = node
                 self.add_node(node)
+            if self.use_sim_time and "sim" in self.nodes:
+                # One process: the sim sets every graph node's clock as it publishes /clock.
+                self.nodes["sim"].drive_clocks(list(self.nodes.values()))
         except Exception:
             self.stop()
             raise

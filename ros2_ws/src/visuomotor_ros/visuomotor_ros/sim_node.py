@@ -10,22 +10,25 @@ plus ``/clock``, the task status, an RViz marker of the true target and
 ``/diagnostics``; services reset an episode (seed + randomization profile) and
 place the target, each validating its request and answering with a reason.
 
-Threads: the control loop only announces due outputs (a guard condition); this
-node's executor builds and publishes the messages; a frame thread publishes each
-camera frame as the render worker delivers it. No DDS work runs in the loop.
+Threads: the control loop only announces due outputs; an output thread
+(:class:`visuomotor_ros.node_common.OutputThread`) builds and publishes the
+messages, and a frame thread publishes each camera frame as the render worker
+delivers it. No DDS work runs in the loop, and the executor wakes only for the
+services, the policy's targets and parameter changes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
@@ -45,6 +48,7 @@ from visuomotor_ros.node_common import (
     LATEST_QOS,
     SENSOR_QOS,
     DiagnosticsReporter,
+    OutputThread,
     declare_schema,
     on_set_validated,
     seconds_to_time,
@@ -112,9 +116,6 @@ class SimNode(Node):
             )
         self.params = declare_schema(self, SCHEMA)
         p = self.params
-        self._outputs_due: set[str] = set()
-        self._outputs_lock = threading.Lock()
-        self._guard = self.create_guard_condition(self._publish_due)
         self.hardware = SimHardware(
             SimHardwareConfig(
                 physics_hz=p["physics_hz"], camera_rate_hz=p["camera_rate_hz"],
@@ -157,10 +158,12 @@ class SimNode(Node):
                                  LATEST_QOS)
         self._joint_msg = JointState(name=list(self.hardware.joint_names))
         self._clock_msg = Clock()
+        self._driven_clocks: list[Any] = []
         self._info_template = self._camera_info_msg()
         self._rate_window = (time.perf_counter(), 0.0, 0)
         self._done_reported = 0
         self.frames_published = 0
+        self._outputs = OutputThread(self, "sim-outputs", self._publish_due)
         if p["start_episode"]:
             self.reset_episode(p["seed"], p["profile"])
         self._running = True
@@ -234,23 +237,43 @@ class SimNode(Node):
 
     # ---------------------------------------------------------------- outputs
     def _announce(self, kind: str) -> None:
-        """Called in the control loop: note the output and wake the executor."""
-        with self._outputs_lock:
-            wake = not self._outputs_due
-            self._outputs_due.add(kind)
-        if wake:
-            self._guard.trigger()
+        """Called in the control loop: note the output and wake the output thread (the
+        loop can step the physics before the node has finished constructing)."""
+        outputs = getattr(self, "_outputs", None)
+        if outputs is not None:
+            outputs.announce(kind)
 
-    def _publish_due(self) -> None:
-        with self._outputs_lock:
-            due, self._outputs_due = self._outputs_due, set()
+    def _publish_due(self, due: frozenset[str]) -> None:
         for kind in OUTPUTS:
             if kind in due:
                 getattr(self, f"_publish_{kind}")()
 
+    def drive_clocks(self, nodes: Sequence[Node]) -> None:
+        """Set the ROS clocks of ``nodes`` — nodes of this process following sim time,
+        this node included — directly each time ``/clock`` is published, in place of their
+        own ``/clock`` subscriptions (destroyed here).
+
+        The clock a node reads is the same as through the subscription; what goes is an
+        executor wake-up per node and ``/clock`` message (hundreds a second), each of
+        which holds the GIL the control loop of this process needs. Other processes
+        still follow ``/clock``.
+        """
+        for node in nodes:
+            for subscription in list(node.subscriptions):
+                if subscription.topic_name == graph.CLOCK:
+                    node.destroy_subscription(subscription)
+            clock = node.get_clock()
+            clock.set_ros_time_override(Time.from_msg(seconds_to_time(self.hardware.now())))
+            self._driven_clocks.append(clock)
+
     def _publish_clock(self) -> None:
-        self._clock_msg.clock = seconds_to_time(self.hardware.now())
+        now = self.hardware.now()
+        self._clock_msg.clock = seconds_to_time(now)
         self._pub_clock.publish(self._clock_msg)
+        if self._driven_clocks:
+            stamp = Time.from_msg(self._clock_msg.clock)
+            for clock in self._driven_clocks:
+                clock.set_ros_time_override(stamp)
 
     def _publish_joint_state(self) -> None:
         self.hardware.observed_state(self._observed)
@@ -351,6 +374,9 @@ class SimNode(Node):
     def destroy_node(self) -> None:
         """Stop the frame thread and the render worker, disconnect PyBullet (idempotent)."""
         self._running = False
+        outputs = getattr(self, "_outputs", None)
+        if outputs is not None:
+            outputs.stop()
         thread = getattr(self, "_frame_thread", None)
         if thread is not None and thread.is_alive():
             thread.join(timeout=2.0)

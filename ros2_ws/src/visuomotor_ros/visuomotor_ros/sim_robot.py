@@ -30,6 +30,7 @@ def build(**kwargs: Any) -> list[Node]:
     except BaseException:
         sim.destroy_node()
         raise
+    sim.drive_clocks([sim, controller])  # the sim node runs on sim time only
     return [sim, controller]
 
 

@@ -3,9 +3,15 @@
 ``joint_states`` (sensor_msgs/JointState) in, a ros2_control forward-command
 topic (std_msgs/Float64MultiArray, one value per arm joint in the
 controller's order) out, as with ros2_control's ``forward_command_controller``
-on the robot side. The subscription callback (executor thread) maps the
-message onto the arm's joint order and drops it into a single-slot mailbox;
-the control loop takes the newest sample without waiting. Malformed samples
+on the robot side. With a control loop of its own (``trigger: deadline``) the
+loop thread reads ``joint_states`` itself: :meth:`TopicHardware.read` takes the
+newest waiting message from a subscription no executor spins
+(:class:`visuomotor_ros.node_common.LatestMessageReader`), so the 1 kHz stream
+wakes no executor, whose per-message wait-set rebuild would hold the GIL the
+loop needs. With ``trigger: joint_states`` the subscription is the executor's
+and its callback ticks the controller. Either way the message is mapped onto
+the arm's joint order and dropped into a single-slot mailbox that the tick
+takes without waiting. Malformed samples
 (missing joints, arrays shorter than the name list) are dropped and counted;
 whether a sample is usable (finite, plausible, fresh) is the controller's
 judgement.
@@ -23,7 +29,13 @@ from std_msgs.msg import Float64MultiArray
 
 from visuomotor_core.hardware import JointSample, LatestSample
 from visuomotor_ros import graph
-from visuomotor_ros.node_common import LATEST_QOS, JointOrder, ThrottledWarnings, time_to_seconds
+from visuomotor_ros.node_common import (
+    LATEST_QOS,
+    JointOrder,
+    LatestMessageReader,
+    ThrottledWarnings,
+    time_to_seconds,
+)
 
 #: Joint states: newest only; best effort, so that publishers of either reliability
 #: (a reliable driver, a best-effort bridge) are matched.
@@ -40,8 +52,9 @@ class TopicHardware:
         joint_names: the arm joints, in the controller's order.
         command_topic: forward-command topic (relative: moved by the namespace).
         on_sample: called in the executor thread after each accepted sample (the
-            ``joint_states`` trigger ticks the controller here).
-        callback_group: of the joint-state subscription.
+            ``joint_states`` trigger ticks the controller here). None: the subscription
+            is read by :meth:`read` (the caller's thread) instead of an executor.
+        callback_group: of the executor's joint-state subscription.
     """
 
     lockstep = False
@@ -65,15 +78,25 @@ class TopicHardware:
         self.samples = 0
         self.dropped = 0
         self._publisher = node.create_publisher(Float64MultiArray, command_topic, LATEST_QOS)
-        self._subscription = node.create_subscription(
-            JointState, graph.JOINT_STATES, self._on_joint_state, JOINT_STATE_QOS,
-            callback_group=callback_group,
-        )
+        self._reader: LatestMessageReader | None = None
+        if on_sample is None:
+            self._reader = LatestMessageReader(node, JointState, graph.JOINT_STATES,
+                                               JOINT_STATE_QOS, self._on_joint_state,
+                                               "joint_states")
+        else:
+            self._subscription = node.create_subscription(
+                JointState, graph.JOINT_STATES, self._on_joint_state, JOINT_STATE_QOS,
+                callback_group=callback_group,
+            )
 
     def now(self) -> float:
         return self._node.get_clock().now().nanoseconds * 1e-9
 
     def read(self, sample: JointSample) -> None:
+        """The newest sample (taken from the middleware first when no executor delivers
+        them). Callers serialise reads (the controller's tick lock)."""
+        if self._reader is not None:
+            self._reader.take_latest()
         self._mailbox.take(sample)
 
     def write(self, command: np.ndarray, interface: str) -> None:
@@ -84,7 +107,10 @@ class TopicHardware:
         """Nothing: the robot's driver runs its own loop."""
 
     def close(self) -> None:
-        self._node.destroy_subscription(self._subscription)
+        if self._reader is not None:
+            self._reader.destroy()
+        else:
+            self._node.destroy_subscription(self._subscription)
         self._node.destroy_publisher(self._publisher)
 
     def _on_joint_state(self, msg: JointState) -> None:
