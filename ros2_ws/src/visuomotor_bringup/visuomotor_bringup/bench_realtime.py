@@ -10,11 +10,15 @@ Scenarios (``--only`` picks some):
 
 * ``topics`` — the controller with the topics backend (``trigger: deadline``)
   fed by a separate process publishing ``joint_states`` at 1 kHz, seen from a
-  subscriber here: command rate, inter-arrival p50/p99/max, gaps over 1.5 ms;
+  subscriber here: command rate, inter-arrival p50/p99/max, gaps over 1.5 ms,
+  on the times this process's middleware received the messages (the DDS
+  reader's reception timestamps; ``*_callback_*``: when the probe's Python
+  callback ran, which adds the probe's own executor jitter);
   the loop's own figures (rate, jitter p99, misses, CPU of the loop thread).
   Baseline: a bare rclpy 1 kHz timer publishing the same message type.
 * ``image`` — 640×480 rgb8 Image from another process to a subscriber here:
-  stamp → receipt p50/p99 at 30 Hz.
+  stamp → middleware receipt p50/p99 at 30 Hz (``image_callback_*``: stamp → the
+  probe's callback, with the message converted to Python).
 * ``sim_realtime`` — the sim graph (robot process: physics + camera +
   controller; encoder; policy) paced on the wall clock: real-time factor over
   the window, loop rate, jitter p99, misses, camera stamp → joint command p99.
@@ -141,25 +145,36 @@ class Probe(Node):
         super().__init__("bench_probe", context=context)
         self.lock = threading.Lock()
         self.arrivals: dict[str, list[float]] = {}
+        self.callback_arrivals: dict[str, list[float]] = {}
         self.latencies: dict[str, list[float]] = {}
+        self.callback_latencies: dict[str, list[float]] = {}
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.modes: list[int] = []
         self.status: TaskStatus | None = None
 
     def watch_arrivals(self, topic: str, msg_type: type, qos: Any = LATEST_QOS) -> None:
-        self.arrivals[topic] = []
+        """Arrival times of ``topic``'s messages: when this process's middleware received
+        each one (``arrivals``, the DDS reader's reception timestamp, s) and when its
+        callback ran here (``callback_arrivals``: adds this probe's own executor delay)."""
+        received = self.arrivals[topic] = []
+        called = self.callback_arrivals[topic] = []
 
-        def callback(_msg: Any, topic: str = topic) -> None:
-            self.arrivals[topic].append(time.monotonic())
+        def callback(_msg: Any, info: Any) -> None:
+            called.append(time.monotonic())
+            received.append(info["received_timestamp"] * 1e-9)
 
         self.create_subscription(msg_type, topic, callback, qos)
 
     def watch_latency(self, topic: str, msg_type: type, qos: Any = SENSOR_QOS) -> None:
-        """Wall-clock age of each message's header stamp at receipt."""
-        self.latencies[topic] = []
+        """Wall-clock age of each message's header stamp when this process's middleware
+        received it (``latencies``) and when its callback ran (``callback_latencies``)."""
+        received = self.latencies[topic] = []
+        called = self.callback_latencies[topic] = []
 
-        def callback(msg: Any, topic: str = topic) -> None:
-            self.latencies[topic].append(time.time() - time_to_seconds(msg.header.stamp))
+        def callback(msg: Any, info: Any) -> None:
+            stamp = time_to_seconds(msg.header.stamp)
+            called.append(time.time() - stamp)
+            received.append(info["received_timestamp"] * 1e-9 - stamp)
 
         self.create_subscription(msg_type, topic, callback, qos)
 
@@ -231,6 +246,14 @@ class ProbeRunner:
 def _wait(condition, timeout: float) -> bool:
     return wait_until(condition, timeout, 0.05)
 
+def _window(probe: Probe, topic: str, duration: float) -> tuple[list[float], list[float]]:
+    """``topic``'s arrivals over the next ``duration`` s: (middleware receipts, callbacks)."""
+    probe.arrivals[topic].clear()
+    probe.callback_arrivals[topic].clear()
+    time.sleep(duration)
+    return list(probe.arrivals[topic]), list(probe.callback_arrivals[topic])
+
+
 def _gaps(arrivals: Sequence[float]) -> dict[str, float]:
     times = np.asarray(arrivals)
     if times.size < 3:
@@ -263,11 +286,10 @@ def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[st
         procs.start("feeder", _self("feeder", "--rate", "1000"))
         with _graph(False, {}, log_dir, ("controller",), rt_priority) as _robot:
             _wait(lambda: len(probe.arrivals[command_topic]) > 500, 30.0)
-            probe.arrivals[command_topic].clear()
-            time.sleep(duration)
-            arrivals = list(probe.arrivals[command_topic])
+            arrivals, called = _window(probe, command_topic, duration)
             diag = probe.values("controller_node")
     results.update({f"controller_{k}": v for k, v in _gaps(arrivals).items()})
+    results["controller_callback_gap_p99_ms"] = _gaps(called)["gap_p99_ms"]
     ticks = _f(diag, "period_count")
     results["controller_loop_rate_hz"] = _f(diag, "rate_hz")
     results["controller_loop_jitter_p99_us"] = _f(diag, "jitter_p99_s", 1e6)
@@ -278,10 +300,9 @@ def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[st
         probe.watch_arrivals("/" + BASELINE_TOPIC, Float64MultiArray)
         procs.start("timer", _self("timer"))
         _wait(lambda: len(probe.arrivals["/" + BASELINE_TOPIC]) > 500, 30.0)
-        probe.arrivals["/" + BASELINE_TOPIC].clear()
-        time.sleep(duration)
-        arrivals = list(probe.arrivals["/" + BASELINE_TOPIC])
+        arrivals, called = _window(probe, "/" + BASELINE_TOPIC, duration)
     results.update({f"timer_{k}": v for k, v in _gaps(arrivals).items()})
+    results["timer_callback_gap_p99_ms"] = _gaps(called)["gap_p99_ms"]
     return results
 
 
@@ -292,12 +313,16 @@ def scenario_image(duration: float, log_dir: Path, rt_priority: int) -> dict[str
         procs.start("camera", _self("camera", "--topic", IMAGE_TOPIC))
         _wait(lambda: len(probe.latencies[topic]) > 10, 30.0)
         probe.latencies[topic].clear()
+        probe.callback_latencies[topic].clear()
         time.sleep(duration)
         latencies = np.asarray(probe.latencies[topic])
+        called = np.asarray(probe.callback_latencies[topic])
     if latencies.size == 0:
         return {"image_p50_ms": math.nan, "image_p99_ms": math.nan, "image_rate_hz": 0.0}
     return {"image_p50_ms": float(np.percentile(latencies, 50)) * 1e3,
             "image_p99_ms": float(np.percentile(latencies, 99)) * 1e3,
+            "image_callback_p50_ms": float(np.percentile(called, 50)) * 1e3,
+            "image_callback_p99_ms": float(np.percentile(called, 99)) * 1e3,
             "image_rate_hz": latencies.size / duration}
 
 

@@ -162,10 +162,12 @@ class GraphRunner:
                     context=self.context, parameter_overrides=_parameters(values), **extra
                 )
                 self.nodes[spec.role] = node
-                self.add_node(node)
             if self.use_sim_time and "sim" in self.nodes:
-                # One process: the sim sets every graph node's clock as it publishes /clock.
+                # One process: the sim sets every graph node's clock as it publishes /clock
+                # (before any executor waits on the /clock subscriptions this destroys).
                 self.nodes["sim"].drive_clocks(list(self.nodes.values()))
+            for node in self.nodes.values():
+                self.add_node(node)
         except Exception:
             self.stop()
             raise
@@ -181,7 +183,8 @@ class GraphRunner:
         # Stop spinning first and wait for the spin threads, so no callback is
         # running on a node while it is destroyed.
         self._spinner.shutdown()
-        for node in reversed(self._spun):
+        unspun = [node for node in self.nodes.values() if node not in self._spun]
+        for node in [*reversed(self._spun), *reversed(unspun)]:
             try:
                 node.destroy_node()
             except Exception:  # noqa: BLE001 - teardown must reach every node
