@@ -40,7 +40,7 @@ settings.register_profile("safety-controller-ci", max_examples=120, stateful_ste
                           deadline=None, suppress_health_check=_HEALTH)
 settings.register_profile("safety-controller-nightly", max_examples=2500,
                           stateful_step_count=100, deadline=None, suppress_health_check=_HEALTH)
-settings.register_profile("safety-node-ci", max_examples=60, stateful_step_count=80,
+settings.register_profile("safety-node-ci", max_examples=75, stateful_step_count=80,
                           deadline=None, suppress_health_check=_HEALTH)
 settings.register_profile("safety-node-nightly", max_examples=1200, stateful_step_count=120,
                           deadline=None, suppress_health_check=_HEALTH)
