@@ -54,6 +54,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -69,6 +70,10 @@ from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
 SCENARIOS = ("topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
 #: Gaps between commands longer than this count as missed 1 kHz packets.
 GAP_LIMIT = 1.5e-3
+#: The probe's reader of a 1 kHz stream: reliable, deep enough for the probe's executor
+#: to fall behind by a second without losing a message.
+PROBE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                       reliability=ReliabilityPolicy.RELIABLE)
 BASELINE_TOPIC = "bench/timer_commands"
 IMAGE_TOPIC = "bench/image"
 
@@ -152,10 +157,12 @@ class Probe(Node):
         self.modes: list[int] = []
         self.status: TaskStatus | None = None
 
-    def watch_arrivals(self, topic: str, msg_type: type, qos: Any = LATEST_QOS) -> None:
+    def watch_arrivals(self, topic: str, msg_type: type, qos: Any = PROBE_QOS) -> None:
         """Arrival times of ``topic``'s messages: when this process's middleware received
         each one (``arrivals``, the DDS reader's reception timestamp, s) and when its
-        callback ran here (``callback_arrivals``: adds this probe's own executor delay)."""
+        callback ran here (``callback_arrivals``: adds this probe's own executor delay).
+        The reader keeps a deep history, so a message the probe's executor takes late is
+        still counted at its reception time instead of being replaced by the next one."""
         received = self.arrivals[topic] = []
         called = self.callback_arrivals[topic] = []
 
