@@ -34,7 +34,7 @@ Safety (``docs/safety.md``):
   with nothing latched answers ``success: false``.
 * Cleanup destroys every entity configure created (publishers, the topics
   backend's command publisher and joint-state subscription, subscriptions,
-  services, timers, guard conditions), so a reconfigure never doubles one.
+  services, timers, the output thread), so a reconfigure never doubles one.
 * The watchdogs run on the node's clock and on the wall clock (the
   controller's ``wall_clock``), so a frozen ``/clock`` cannot keep a target or a
   joint state alive. With the topics backend a steady-clock backstop timer also
