@@ -902,3 +902,16 @@ def test_sim_rate_change_live_keeps_an_integer_number_of_steps_per_cycle(make_si
     t0 = rig.hardware.now()
     assert wait_for(lambda: rig.hardware.now() > t0 + 0.1)
     assert round((rig.hardware.now() - t0) * 1e9) % 2_000_000 == 0, "2 ms per cycle"
+
+
+def test_destroying_the_controller_removes_its_joint_state_reader_from_the_graph(ros_context):
+    """The topics backend's reader is a node of its own: destroy_node (no cleanup before)
+    must take it along, or a /joint_states subscriber outlives the controller."""
+    peer = Node("graph_peer", context=ros_context)
+    controller = ControllerNode(context=ros_context)
+    try:
+        assert wait_for(lambda: peer.count_subscribers("/joint_states") == 1)
+        controller.destroy_node()
+        assert wait_for(lambda: peer.count_subscribers("/joint_states") == 0)
+    finally:
+        peer.destroy_node()

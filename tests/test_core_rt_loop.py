@@ -233,17 +233,37 @@ def test_permitted_fifo_priority_and_affinity_are_applied_to_the_loop_thread_onl
 def test_io_priority_raises_the_other_threads_below_the_loop_while_it_runs():
     """The threads the loop shares the GIL with get SCHED_FIFO io_priority while the loop
     runs (no priority inversion) and normal scheduling back when it stops."""
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, int]] = []
     main = threading.get_native_id()
-    loop = ControlLoop(lambda: seen.append((os.sched_getscheduler(main),
-                                            os.sched_getparam(main).sched_priority)),
-                       LoopConfig(rate_hz=200.0, priority=20, io_priority=10))
+    # Another real-time thread above io_priority (a second loop) keeps its priority.
+    higher_ready, release = threading.Event(), threading.Event()
+    higher: list[int] = []
+
+    def other_loop() -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(15))
+        higher.append(threading.get_native_id())
+        higher_ready.set()
+        release.wait(10.0)
+
+    other = threading.Thread(target=other_loop, daemon=True)
+    other.start()
+    assert higher_ready.wait(5.0)
+
+    def tick() -> None:
+        seen.append((os.sched_getscheduler(main), os.sched_getparam(main).sched_priority,
+                     os.sched_getparam(higher[0]).sched_priority))
+
+    loop = ControlLoop(tick, LoopConfig(rate_hz=200.0, priority=20, io_priority=10))
     loop.start()
     try:
         assert wait_until(lambda: len(seen) > 2, 10.0, 0.005)
     finally:
         loop.stop()
-    assert seen[-1] == (os.SCHED_FIFO, 10)
+    after = os.sched_getparam(higher[0]).sched_priority
+    release.set()
+    other.join(5.0)
+    assert seen[-1] == (os.SCHED_FIFO, 10, 15)
+    assert after == 15, "the higher thread's priority is neither lowered nor reset"
     assert any("SCHED_FIFO priority 10 for the process's" in line
                for line in loop.realtime.applied), loop.realtime.applied
     assert os.sched_getscheduler(0) == os.SCHED_OTHER, "restored when the loop ended"

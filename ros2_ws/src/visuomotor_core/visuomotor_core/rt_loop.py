@@ -148,8 +148,9 @@ class LoopConfig:
         cpu_affinity: CPUs the loop thread may run on; empty: any.
         lock_memory: ``mlockall`` the process so no page fault reaches the loop.
         io_priority: SCHED_FIFO priority of the process's other threads while the loop
-            runs (restored when it ends), below ``priority``; 0 leaves them. Threads they
-            start meanwhile inherit it.
+            runs (their scheduling is given back when it ends), below ``priority``; 0
+            leaves them. Threads already at a real-time priority at least as high are left
+            alone; threads started meanwhile inherit their creator's and keep it.
         full_collect_period: s between full garbage collections.
         switch_interval: the interpreter's thread switch interval while the loop runs,
             s (``sys.setswitchinterval``): how long another thread may hold the GIL
@@ -248,11 +249,17 @@ def apply_realtime_settings(config: LoopConfig) -> RealtimeReport:
     return report
 
 
-def raise_other_threads(priority: int, exclude: int) -> tuple[list[int], str]:
+#: A thread's scheduling before :func:`raise_other_threads` changed it: (tid, policy, priority).
+ThreadScheduling = tuple[int, int, int]
+
+
+def raise_other_threads(priority: int, exclude: int) -> tuple[list[ThreadScheduling], str]:
     """SCHED_FIFO ``priority`` for every thread of this process (``/proc/self/task``:
-    Python's and the middleware's) except the one of native id ``exclude``; (thread ids
-    raised, why not all: '' when all were)."""
-    raised: list[int] = []
+    Python's and the middleware's) except the one of native id ``exclude`` and those
+    already at a real-time priority at least as high (another loop); returns what each
+    raised thread had before, for :func:`restore_threads`, and why not all could be
+    raised ('' when all were)."""
+    raised: list[ThreadScheduling] = []
     try:
         tids = sorted(int(name) for name in os.listdir("/proc/self/task"))
     except OSError as error:
@@ -261,20 +268,25 @@ def raise_other_threads(priority: int, exclude: int) -> tuple[list[int], str]:
         if tid == exclude:
             continue
         try:
+            policy = os.sched_getscheduler(tid)
+            before = os.sched_getparam(tid).sched_priority
+            if policy in (os.SCHED_FIFO, os.SCHED_RR) and before >= priority:
+                continue
             os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         except ProcessLookupError:
             continue  # the thread ended meanwhile
         except (OSError, AttributeError) as error:
             return raised, f"SCHED_FIFO priority {priority} for the other threads: {error}"
-        raised.append(tid)
+        raised.append((tid, policy, before))
     return raised, ""
 
 
-def restore_threads(tids: list[int]) -> None:
-    """Normal scheduling for ``tids`` (threads that ended meanwhile are skipped)."""
-    for tid in tids:
+def restore_threads(raised: list[ThreadScheduling]) -> None:
+    """Give the threads :func:`raise_other_threads` raised their scheduling back (threads
+    that ended meanwhile are skipped; threads started meanwhile keep what they inherited)."""
+    for tid, policy, priority in raised:
         try:
-            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            os.sched_setscheduler(tid, policy, os.sched_param(priority))
         except OSError:
             pass
 
@@ -352,7 +364,7 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ thread
     def _run(self, ready: threading.Event) -> None:
-        raised: list[int] = []
+        raised: list[ThreadScheduling] = []
         try:
             self.realtime = apply_realtime_settings(self.config)
             if self.config.io_priority:

@@ -484,9 +484,9 @@ class ControllerNode(LifecycleNode):
         self._input_subs = []
 
     def destroy_node(self) -> None:
-        self._stop_loop()
-        if self._outputs is not None:
-            self._outputs.stop()
+        # As cleanup: the topics backend's joint-state reader is a node of its own, which
+        # would outlive this one (a /joint_states subscriber left in the graph).
+        self._teardown()
         super().destroy_node()
 
     # ------------------------------------------------------------------ parameters

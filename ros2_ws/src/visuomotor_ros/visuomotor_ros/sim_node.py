@@ -267,8 +267,7 @@ class SimNode(Node):
             self._driven_clocks.append(clock)
 
     def _publish_clock(self) -> None:
-        now = self.hardware.now()
-        self._clock_msg.clock = seconds_to_time(now)
+        self._clock_msg.clock = seconds_to_time(self.hardware.now())
         self._pub_clock.publish(self._clock_msg)
         if self._driven_clocks:
             stamp = Time.from_msg(self._clock_msg.clock)
