@@ -726,7 +726,9 @@ def bare_sim_hardware() -> Iterator[SimHardware]:
     ({"hardware": "sim", "trigger": "joint_states"}, True,
      "trigger 'joint_states' needs hardware 'topics'"),
     ({"hardware": "sim", "rate_hz": 300.0}, True, "integer multiple of the control rate"),
-], ids=["sim-without-a-sim", "lockstep-with-topics", "joint-states-with-sim", "rate-ratio"])
+    ({"rt_priority": 10, "io_priority": 10}, False, "io_priority must be"),
+], ids=["sim-without-a-sim", "lockstep-with-topics", "joint-states-with-sim", "rate-ratio",
+        "io-priority-not-below"])
 def test_bad_hardware_and_trigger_combinations_fail_at_configure(
     ros_context, bare_sim_hardware, console, params, with_sim, message
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -506,6 +507,26 @@ def test_reset_holds_the_next_measured_position(model):
     command = tick(controller, 2 * DT, q=HOME + 0.3)
     assert command.mode is Mode.HOLD
     np.testing.assert_allclose(controller.reference[0], HOME + 0.3)
+
+
+def test_reset_refuses_targets_stamped_before_the_jump(model):
+    """A target computed from the world before a sim reset must not drive the arm the
+    reset moved: targets stamped before ``not_before`` are refused, later ones accepted."""
+    controller = make(model)
+    tick(controller, 0.0)
+    assert controller.set_target(HOME + 0.1, 0.0, 0.0).accepted
+    tick(controller, DT)
+    controller.reset(not_before=0.5)
+    tick(controller, 0.5, q=HOME + 0.3)
+    result = controller.set_target(HOME + 0.1, 0.49, 0.5)
+    assert not result.accepted and "before the reset" in result.reason
+    assert controller.mode is Mode.HOLD
+    assert controller.set_target(HOME + 0.2, 0.5, 0.5).accepted
+    assert controller.mode is Mode.TRACKING
+    for bad in (math.nan, math.inf):  # a non-finite time refuses nothing
+        controller.reset(not_before=bad)
+        tick(controller, 0.6, q=HOME)
+        assert controller.set_target(HOME, 0.45, 0.6).accepted
 
 
 # ----------------------------------------------------------------- parameters

@@ -23,6 +23,8 @@ from visuomotor_core.rt_loop import (
     ControlLoop,
     LoopConfig,
     apply_realtime_settings,
+    sleep_holding_gil_until_ns,
+    sleep_until_ns,
 )
 from visuomotor_core.timing import wait_until
 
@@ -59,6 +61,53 @@ def test_the_tick_runs_repeatedly_in_a_thread_of_its_own_until_stop_joins_it(loo
     ticks = loop.counters.ticks
     time.sleep(0.05)
     assert loop.counters.ticks == ticks, "no tick after stop() returned"
+
+
+def _stamps_of_another_thread_during(sleep: Callable[[int], None]) -> list[int]:
+    """Stamps a busy Python thread took while this thread slept 0.2 s with ``sleep``."""
+    stamps: list[int] = []
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            stamps.append(time.monotonic_ns())
+            time.sleep(0)  # gives the GIL up by itself: no forced switch is needed
+
+    thread = threading.Thread(target=busy, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)  # this thread is not made to yield between start and sleep
+    try:
+        thread.start()
+        assert wait_for(lambda: len(stamps) > 10)
+        start = time.monotonic_ns()
+        deadline = start + 200_000_000
+        sleep(deadline)
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        thread.join(WAIT)
+    return [t for t in stamps if start < t < deadline]
+
+
+def test_sleeping_holding_the_gil_keeps_every_other_python_thread_out():
+    """What ``gil_lead`` relies on: the loop, woken early, sleeps to its deadline holding
+    the GIL, so no other thread of the process runs Python meanwhile; the ordinary sleep
+    lets them run."""
+    assert _stamps_of_another_thread_during(sleep_holding_gil_until_ns) == []
+    assert _stamps_of_another_thread_during(sleep_until_ns), "the control: others ran"
+
+
+def test_a_loop_with_a_gil_lead_ticks_on_its_deadlines(loops):
+    loop = run(loops, lambda: None, rate_hz=200.0, gil_lead=2e-3)
+    assert wait_for(lambda: loop.counters.ticks >= 5)
+    loop.stop()
+    assert loop.period_stats.summary().count == loop.counters.ticks - 1
+
+
+def test_the_gil_lead_is_at_most_half_a_period():
+    assert LoopConfig(rate_hz=1000.0, gil_lead=3e-4).gil_lead_ns == 300_000
+    assert LoopConfig(rate_hz=10_000.0, gil_lead=3e-4).gil_lead_ns == 50_000
+    assert LoopConfig(gil_lead=0.0).gil_lead_ns == 0
 
 
 def test_periods_are_recorded_for_the_figures(loops):
@@ -330,6 +379,8 @@ def test_refused_fifo_priority_and_memory_lock_are_reported_and_the_loop_still_r
     ("max_consecutive_misses", 0, "max_consecutive_misses"),
     ("priority", 100, "priority"),
     ("io_priority", 5, "io_priority"),  # with priority 0: nothing to stay below
+    ("gil_lead", -1e-4, "gil_lead"),
+    ("gil_lead", float("nan"), "gil_lead"),
 ])
 def test_invalid_loop_configurations_are_refused(field, value, match):
     with pytest.raises(ValueError, match=match):

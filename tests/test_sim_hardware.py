@@ -135,6 +135,35 @@ def test_outputs_are_announced_on_their_sim_time_grids(make_hw):
 
 
 # ------------------------------------------------------------------ commands
+def test_an_episode_reset_changes_the_epoch_and_drops_commands_read_before_it(make_hw):
+    """A command computed from a sample read before an episode reset is not applied to
+    the world the reset made: the arm holds where the reset put it until the controller
+    reads the new state."""
+    hw = make_hw()
+    hw.reset_episode(0, "nominal")
+    sample = JointSample.zeros(N)
+    hw.read(sample)
+    first = sample.epoch
+    push = np.full(N, 5.0)
+    hw.write(push, "effort")
+    hw.cycle()
+    assert hw.counters.rejected == 0 and np.any(applied_effort(hw) != 0.0)
+    hw.read(sample)  # read in episode 1 ...
+    hw.reset_episode(1, "nominal")  # ... the world is reset before the write
+    home = hw.world.true_joint_positions().copy()
+    hw.write(push, "effort")
+    hw.cycle()
+    assert hw.counters.rejected == 1, "the stale command is dropped"
+    assert hw.counters.holds >= 1
+    np.testing.assert_allclose(hw.world.true_joint_positions(), home, atol=2e-3)
+    hw.read(sample)
+    assert sample.epoch == first + 1
+    hw.write(push, "effort")
+    hw.cycle()
+    assert hw.counters.rejected == 1, "a command from the new state is applied"
+    np.testing.assert_allclose(applied_effort(hw)[:2], push[:2])
+
+
 def test_effort_beyond_the_limits_is_clamped_before_it_is_applied(make_hw):
     hw = make_hw()
     hw.reset_episode(0, "nominal")

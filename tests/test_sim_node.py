@@ -29,6 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
+from visuomotor_core.hardware import JointSample
 from visuomotor_core.rt_loop import ControlLoop, LoopConfig
 from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import JointTargets, TaskStatus
@@ -408,6 +409,7 @@ class FramePolicy(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("frame_policy", **kwargs)
         self.answering = True
+        self.offset = 0.0  # rad added to every joint of the answer
         self.frames: list[float] = []
         self.answered: list[float] = []
         self._positions: list[float] | None = None
@@ -423,7 +425,8 @@ class FramePolicy(Node):
         self.frames.append(stamp)
         if not self.answering or self._positions is None:
             return
-        target = JointTargets(name=list(ARM_JOINT_NAMES), position=self._positions)
+        target = JointTargets(name=list(ARM_JOINT_NAMES),
+                              position=[q + self.offset for q in self._positions])
         target.header.stamp = seconds_to_time(stamp)
         target.policy_stamp = seconds_to_time(stamp)
         self._pub.publish(target)
@@ -486,6 +489,31 @@ def test_lockstep_waits_for_the_policys_answer_and_stops_waiting_without_one(rob
     assert _wait(lambda: len(policy.frames) >= frames + MAX_UNANSWERED + 3)
     assert counters.lockstep_timeouts == timeouts + MAX_UNANSWERED, \
         "after MAX_UNANSWERED frames without an answer the physics stops waiting"
+
+
+def test_an_episode_reset_restarts_the_controller_from_where_the_arm_was_put(robot_process):
+    """A sim episode reset teleports the arm: the controller learns it from the sample's
+    epoch, holds where the arm now is (instead of pulling it back to the reference of the
+    last episode) and refuses targets computed before the reset."""
+    runner, sim, policy = robot_process(sim={"camera_rate_hz": 20.0},
+                                        controller={"trigger": "deadline"})
+    controller, hardware = runner.nodes["controller"], sim.hardware
+    policy.offset = 0.1  # every answer moves the arm 0.1 rad further on each joint
+    assert _wait(lambda: hardware.now() > 1.0)
+    resets, refused = controller.hardware_resets, controller.controller.targets_refused
+    policy.answering = False  # the policy is silent after the reset
+    sim.reset_episode(3, "nominal")
+    reset_at = hardware.now()
+    assert _wait(lambda: controller.hardware_resets == resets + 1)
+    stale = controller.controller.set_target(np.zeros(N), reset_at - 0.01, hardware.now())
+    assert not stale.accepted and "before the reset" in stale.reason
+    assert controller.controller.targets_refused == refused + 1
+    sample, peak = JointSample.zeros(N), np.zeros(N)
+    while hardware.now() < reset_at + 0.5:  # observer states at 100 Hz of sim time
+        hardware.observed_state(sample)
+        if sample.stamp > reset_at:
+            np.maximum(peak, np.abs(sample.velocity), out=peak)
+    assert np.all(peak <= 0.05), f"the arm moved after the reset: joint speeds {peak}"
 
 
 def test_clocks_driven_by_the_sim_follow_sim_time_without_a_clock_subscription(

@@ -192,6 +192,8 @@ class SimHardware:
         self._command_interface = "effort"
         self._last_command_time = -math.inf
         self._hold_q: np.ndarray | None = None
+        self._epoch = 0                        # +1 at every episode reset
+        self._read_epoch: int | None = None    # the epoch of the last read() (None: none yet)
         self._lower, self._upper = self.world.limits.lower, self.world.limits.upper
         self._bounds = {
             "effort": (-self.world.limits.effort, self.world.limits.effort),
@@ -227,6 +229,7 @@ class SimHardware:
     def read(self, sample: JointSample) -> None:
         with self._lock:
             q, qd, tau = self.world.joint_state()
+            self._read_epoch = sample.epoch = self._epoch
         sample.position[:] = q
         sample.velocity[:] = qd
         sample.effort[:] = tau
@@ -235,9 +238,13 @@ class SimHardware:
 
     def write(self, command: np.ndarray, interface: str) -> None:
         """Take the controller's command; non-finite or wrong-length commands are refused
-        (the previous one stays), values beyond the robot's limits are clamped."""
+        (the previous one stays), values beyond the robot's limits are clamped. A command
+        written after an episode reset, when the last read() was before it, is dropped
+        (counted as rejected: it was computed from the world before): the arm holds
+        where the reset put it until a command from its new state arrives."""
         self.counters.commands += 1
-        if interface not in COMMAND_MODES or command.shape != self._command.shape \
+        stale = self._read_epoch is not None and self._read_epoch != self._epoch
+        if stale or interface not in COMMAND_MODES or command.shape != self._command.shape \
                 or not np.isfinite(command).all():
             self.counters.rejected += 1
             return
@@ -304,6 +311,7 @@ class SimHardware:
             self.task.reset(target, now=self._time)
             self._hold_q = None
             self._last_command_time = -math.inf
+            self._epoch += 1
             if self.renderer is not None:
                 self.renderer.episode(seed, dynamics, visual, target)
             # The camera runs free of episodes: the first frame comes on its grid, at the

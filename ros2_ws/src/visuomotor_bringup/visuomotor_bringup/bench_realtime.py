@@ -55,6 +55,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -70,10 +71,15 @@ from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
 SCENARIOS = ("topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
 #: Gaps between commands longer than this count as missed 1 kHz packets.
 GAP_LIMIT = 1.5e-3
+#: Wait after a measured window for the controller's diagnostics report that closes it, s.
+DIAGNOSTICS_PERIOD = 1.5
 #: The probe's reader of a 1 kHz stream: reliable, deep enough for the probe's executor
 #: to fall behind by a second without losing a message.
 PROBE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                        reliability=ReliabilityPolicy.RELIABLE)
+#: /clock is published best effort (sensor-data QoS), which a reliable reader cannot match.
+CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                       reliability=ReliabilityPolicy.BEST_EFFORT)
 BASELINE_TOPIC = "bench/timer_commands"
 IMAGE_TOPIC = "bench/image"
 
@@ -122,14 +128,20 @@ class Processes:
                 child.wait()
 
 
+def loop_overrides(rt_priority: int, gil_lead: float) -> dict[str, Any]:
+    """The controller parameters of the benchmark's loop: SCHED_FIFO ``rt_priority``,
+    the other threads of its process at ``rt_priority - 10`` (``io_priority``), and
+    the GIL taken ``gil_lead`` s before each deadline."""
+    return {"rt_priority": rt_priority, "io_priority": max(0, rt_priority - 10),
+            "gil_lead": gil_lead}
+
+
 def _graph(sim: bool, arguments: dict[str, str], log_dir: Path, roles: Sequence[str] = (),
-           rt_priority: int = 0, controller: dict[str, Any] | None = None):
+           controller: dict[str, Any] | None = None):
     """The deployed graph from the multi-process bringup (the plan ``ros2 launch`` runs),
-    restricted to ``roles``; the controller's loop at SCHED_FIFO ``rt_priority``, the
-    other Python threads of its process at ``rt_priority - 10`` (``io_priority``)."""
+    restricted to ``roles``; ``controller``: parameters of the controller node."""
     processes = []
-    extra = {"rt_priority": rt_priority, "io_priority": max(0, rt_priority - 10),
-             **(controller or {})}
+    extra = controller or {}
     for process in plan.plan(sim, arguments):
         if roles and process.role not in roles:
             continue
@@ -154,6 +166,10 @@ class Probe(Node):
         self.latencies: dict[str, list[float]] = {}
         self.callback_latencies: dict[str, list[float]] = {}
         self.diagnostics: dict[str, dict[str, str]] = {}
+        #: Every diagnostics report per status name: (monotonic time received, values).
+        self.reports: dict[str, list[tuple[float, dict[str, str]]]] = {}
+        #: /clock as received: (monotonic time, sim time s); empty until ``watch_clock``.
+        self.clock: list[tuple[float, float]] = []
         self.modes: list[int] = []
         self.status: TaskStatus | None = None
 
@@ -190,10 +206,19 @@ class Probe(Node):
         self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 50)
         self.create_subscription(TaskStatus, graph.TASK_STATUS, self._on_status, 10)
 
+    def watch_clock(self) -> None:
+        def callback(msg: Clock, info: Any) -> None:
+            self.clock.append((info["received_timestamp"] * 1e-9, time_to_seconds(msg.clock)))
+
+        self.create_subscription(Clock, graph.CLOCK, callback, CLOCK_QOS)
+
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        received = time.monotonic()
         for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
             with self.lock:
-                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+                self.diagnostics[status.name] = values
+                self.reports.setdefault(status.name, []).append((received, values))
 
     def _on_state(self, msg: ControllerState) -> None:
         with self.lock:
@@ -276,6 +301,43 @@ def _gaps(arrivals: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _real_time_factor(probe: Probe, start: float, end: float) -> float:
+    """Sim seconds per wall second between monotonic ``start`` and ``end``, from the
+    /clock messages the probe's middleware received (``watch_clock``)."""
+    inside = [sample for sample in list(probe.clock) if start <= sample[0] <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return math.nan
+    (wall0, sim0), (wall1, sim1) = inside[0], inside[-1]
+    return (sim1 - sim0) / (wall1 - wall0)
+
+
+def _loop_figures(probe: Probe, prefix: str, start: float, end: float) -> dict[str, float]:
+    """The control loop between monotonic ``start`` and ``end``, from the controller's
+    diagnostics reports: rate and misses from its tick and miss counters (first and last
+    report inside), period jitter p99 as the mean (and the worst) of the p99s of its
+    period windows taken one window apart, loop CPU as the mean of the reports."""
+    with probe.lock:
+        reports = [(t, values) for name, entries in probe.reports.items()
+                   if name.startswith(prefix) for t, values in entries if start <= t <= end]
+    if len(reports) < 2:
+        return {}
+    (t0, first), (t1, last) = reports[0], reports[-1]
+    ticks = _f(last, "loop_ticks") - _f(first, "loop_ticks")
+    misses = _f(last, "loop_misses") - _f(first, "loop_misses")
+    windows, taken = [], -math.inf
+    for t, values in reversed(reports):  # non-overlapping: one window's span apart
+        span = _f(values, "period_count") * _f(values, "period_mean_s")
+        if taken - t >= span or not windows:
+            windows.append(_f(values, "jitter_p99_s", 1e6))
+            taken = t
+    cpu = [_f(values, "loop_cpu_fraction", 100.0) for _, values in reports]
+    return {"loop_rate_hz": ticks / (t1 - t0) if t1 > t0 else math.nan,
+            "loop_misses_pct": 100.0 * misses / ticks if ticks > 0 else math.nan,
+            "loop_jitter_p99_us": float(np.mean(windows)),
+            "loop_jitter_p99_worst_window_us": float(np.max(windows)),
+            "loop_cpu_pct": float(np.mean(cpu))}
+
+
 def _f(values: dict[str, str], key: str, scale: float = 1.0) -> float:
     try:
         return float(values[key]) * scale
@@ -284,25 +346,22 @@ def _f(values: dict[str, str], key: str, scale: float = 1.0) -> float:
 
 
 # ---------------------------------------------------------------------- scenarios
-def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+def scenario_topics(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
     results: dict[str, float] = {}
     command_topic = "/" + graph.DEFAULT_COMMAND_TOPIC
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_arrivals(command_topic, Float64MultiArray)
         probe.watch_graph()
         procs.start("feeder", _self("feeder", "--rate", "1000"))
-        with _graph(False, {}, log_dir, ("controller",), rt_priority) as _robot:
+        with _graph(False, {}, log_dir, ("controller",), loop) as _robot:
             _wait(lambda: len(probe.arrivals[command_topic]) > 500, 30.0)
+            start = time.monotonic()
             arrivals, called = _window(probe, command_topic, duration)
-            diag = probe.values("controller_node")
+            time.sleep(DIAGNOSTICS_PERIOD)  # the report closing the window
+            loop = _loop_figures(probe, "controller_node", start, time.monotonic())
     results.update({f"controller_{k}": v for k, v in _gaps(arrivals).items()})
     results["controller_callback_gap_p99_ms"] = _gaps(called)["gap_p99_ms"]
-    ticks = _f(diag, "period_count")
-    results["controller_loop_rate_hz"] = _f(diag, "rate_hz")
-    results["controller_loop_jitter_p99_us"] = _f(diag, "jitter_p99_s", 1e6)
-    results["controller_loop_misses_pct"] = (
-        100.0 * _f(diag, "deadline_misses_window") / ticks if ticks else math.nan)
-    results["controller_loop_cpu_pct"] = _f(diag, "loop_cpu_fraction", 100.0)
+    results.update({f"controller_{k}": v for k, v in loop.items()})
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_arrivals("/" + BASELINE_TOPIC, Float64MultiArray)
         procs.start("timer", _self("timer"))
@@ -313,7 +372,7 @@ def scenario_topics(duration: float, log_dir: Path, rt_priority: int) -> dict[st
     return results
 
 
-def scenario_image(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+def scenario_image(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
     topic = "/" + IMAGE_TOPIC
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_latency(topic, Image)
@@ -351,38 +410,32 @@ def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
     return successes, sim_seconds
 
 
-def scenario_sim_realtime(duration: float, log_dir: Path, rt_priority: int,
+def scenario_sim_realtime(duration: float, log_dir: Path, loop: dict[str, Any],
                           episodes: int) -> dict[str, float]:
     with ProbeRunner() as probe, _graph(True, {"step_mode": "realtime"}, log_dir,
-                                        rt_priority=rt_priority) as _sim:
+                                        controller=loop) as _sim:
         probe.watch_graph()
+        probe.watch_clock()
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
         time.sleep(3.0)
-        sim0, wall0 = _sim_time(probe), time.monotonic()
+        start = time.monotonic()
         successes, run = 0, 0
-        while time.monotonic() - wall0 < duration:
+        while time.monotonic() - start < duration:
             ok, _ = _run_episodes(probe, 7000 + run, 1)
             successes, run = successes + ok, run + 1
-        sim1, wall1 = _sim_time(probe), time.monotonic()
+        end = time.monotonic()
+        time.sleep(DIAGNOSTICS_PERIOD)  # the report closing the window
         diag = probe.values("controller_node")
-    ticks = _f(diag, "period_count")
+        loop = _loop_figures(probe, "controller_node", start, time.monotonic())
     return {
-        "real_time_factor": (sim1 - sim0) / (wall1 - wall0),
-        "loop_rate_hz": _f(diag, "rate_hz"),
-        "loop_jitter_p99_us": _f(diag, "jitter_p99_s", 1e6),
-        "loop_misses_pct": 100.0 * _f(diag, "deadline_misses_window") / ticks
-        if ticks else math.nan,
-        "loop_cpu_pct": _f(diag, "loop_cpu_fraction", 100.0),
+        "real_time_factor": _real_time_factor(probe, start, end),
+        **loop,
         "camera_to_command_p99_ms": _f(diag, "camera_to_command_p99_ms"),
         "episodes": run, "success_pct": 100.0 * successes / run if run else math.nan,
     }
 
 
-def _sim_time(probe: Probe) -> float:
-    return _f(probe.values("sim_node"), "sim_time_s")
-
-
-def scenario_sim_lockstep(episodes: int, log_dir: Path, rt_priority: int) -> dict[str, float]:
+def scenario_sim_lockstep(episodes: int, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
     with ProbeRunner() as probe, _graph(True, {"step_mode": "lockstep"}, log_dir) as _sim:
         probe.watch_graph()
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
@@ -393,14 +446,14 @@ def scenario_sim_lockstep(episodes: int, log_dir: Path, rt_priority: int) -> dic
             "success_pct": 100.0 * successes / episodes}
 
 
-def scenario_robot_camera(duration: float, log_dir: Path, rt_priority: int) -> dict[str, float]:
+def scenario_robot_camera(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
     targets_topic = "/" + graph.POLICY_TARGETS
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_arrivals(targets_topic, JointTargets)
         probe.watch_graph()
         procs.start("feeder", _self("feeder", "--rate", "1000", "--no-targets"))
         procs.start("camera", _self("camera", "--topic", graph.CAMERA_IMAGE))
-        with _graph(False, {}, log_dir, rt_priority=rt_priority) as _robot:
+        with _graph(False, {}, log_dir, controller=loop) as _robot:
             _wait(lambda: len(probe.arrivals[targets_topic]) > 10, 60.0)
             time.sleep(2.0)
             probe.arrivals[targets_topic].clear()
@@ -526,6 +579,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     selected = args.only.split(",") if args.only else list(SCENARIOS)
     runs: dict[str, dict[str, dict[str, float]]] = {}
+    loop = loop_overrides(args.rt_priority, args.gil_lead)
     for label in ("quiet", "cpu hog") if args.hog else ("quiet",):
         hog = _hog() if label == "cpu hog" else None
         try:
@@ -533,19 +587,19 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
             for scenario in selected:
                 print(f"[bench] {label}: {scenario} ...", flush=True)
                 if scenario == "topics":
-                    results[scenario] = scenario_topics(args.duration, log_dir, args.rt_priority)
+                    results[scenario] = scenario_topics(args.duration, log_dir, loop)
                 elif scenario == "image":
                     results[scenario] = scenario_image(min(args.duration, 20.0), log_dir,
-                                                       args.rt_priority)
+                                                       loop)
                 elif scenario == "sim_realtime":
                     results[scenario] = scenario_sim_realtime(
-                        args.duration, log_dir, args.rt_priority, args.episodes)
+                        args.duration, log_dir, loop, args.episodes)
                 elif scenario == "sim_lockstep":
                     results[scenario] = scenario_sim_lockstep(args.episodes, log_dir,
-                                                              args.rt_priority)
+                                                              loop)
                 elif scenario == "robot_camera":
                     results[scenario] = scenario_robot_camera(min(args.duration, 30.0),
-                                                              log_dir, args.rt_priority)
+                                                              log_dir, loop)
             runs[label] = results
         finally:
             if hog is not None:
@@ -567,6 +621,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="repeat with a process spinning on one core")
     parser.add_argument("--rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority of the controller's loop thread (0: normal)")
+    parser.add_argument("--gil-lead", type=float, default=3e-4,
+                        help="s before each deadline the loop takes the GIL (gil_lead; "
+                        "default as controller.yaml)")
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the benchmark (default: 150 + pid %% 50)")
     parser.add_argument("--log-dir", default="/tmp/visuomotor-bench",

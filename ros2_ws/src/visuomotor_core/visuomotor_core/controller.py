@@ -232,6 +232,7 @@ class JointController:
         self.targets_refused = 0
         self.last_refusal = ""
         self.hold_entries = 0
+        self._not_before = -math.inf
         self._clear_state()
 
     # ----------------------------------------------------------------- configuration
@@ -369,13 +370,16 @@ class JointController:
         self._showing_fault = False
         self._clear_state()
 
-    def reset(self) -> None:
+    def reset(self, not_before: float = -math.inf) -> None:
         """Forget targets, the reference and the measured state, as a re-activation does:
         hold the next valid measured position (watchdog cleared). For an arm moved by
         something else (a simulator's episode reset); the command restarts there.
+        Targets stamped before ``not_before`` (s; the time of the jump) are refused from
+        now on: they were computed from the world before it.
 
         A latched e-stop stays latched.
         """
+        self._not_before = float(not_before) if math.isfinite(not_before) else -math.inf
         self._clear_state()
         if self._active:
             self._enter_hold("reset: waiting for target")
@@ -476,6 +480,9 @@ class JointController:
             return self._refuse("stamp and now must be numbers (s)")
         if not (math.isfinite(stamp) and math.isfinite(now)):
             return self._refuse("stamp or now is not finite")
+        if stamp < self._not_before:
+            return self._refuse(f"target stamped {stamp:.3f} s, before the reset at "
+                                f"{self._not_before:.3f} s")
         age = now - stamp
         limit = self._config.max_target_age
         if age > limit:

@@ -35,6 +35,9 @@ class JointSample:
             the first sample.
         sequence: increases by one with every new sample (a read that finds no new
             sample leaves it unchanged).
+        epoch: changes when the hardware's state jumps without the controller's doing
+            (a simulator's episode reset teleports the arm); the controller then
+            restarts from the measured state. A real arm's stays 0.
     """
 
     position: np.ndarray
@@ -42,6 +45,7 @@ class JointSample:
     effort: np.ndarray
     stamp: float = -math.inf
     sequence: int = 0
+    epoch: int = 0
 
     @classmethod
     def zeros(cls, n: int) -> JointSample:
@@ -54,6 +58,7 @@ class JointSample:
         self.effort[:] = other.effort
         self.stamp = other.stamp
         self.sequence = other.sequence
+        self.epoch = other.epoch
 
 
 class Hardware(Protocol):

@@ -29,6 +29,12 @@ interval is shortened so that a woken loop thread gets the GIL within
 loop runs and the loop collects the youngest generation itself right after a
 tick, when the rest of the period is free, and every generation every
 ``full_collect_period`` s.
+
+``gil_lead`` closes the last gap: the loop wakes that long before its deadline,
+takes the GIL (waiting for whichever thread holds it), and sleeps the rest of the
+way to the deadline *holding* it (``clock_nanosleep`` called without releasing the
+GIL), so the tick starts on the kernel's wake-up alone. The other threads lose the
+GIL for ``gil_lead`` per period, no CPU time is spent.
 """
 
 from __future__ import annotations
@@ -109,17 +115,19 @@ class _Timespec(ctypes.Structure):
     _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
 
 
-def _libc() -> ctypes.CDLL | None:
+def _libc(kind: type[ctypes.CDLL] = ctypes.CDLL) -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        return ctypes.CDLL(name, use_errno=True)
+        return kind(name, use_errno=True)
     except OSError:
         return None
 
 
 _LIBC = _libc()
+#: The same C library called *without* releasing the GIL (``ctypes.PyDLL``).
+_LIBC_HOLDING_GIL = _libc(ctypes.PyDLL)
 
 
 def sleep_until_ns(deadline_ns: int) -> None:
@@ -133,6 +141,18 @@ def sleep_until_ns(deadline_ns: int) -> None:
     remaining = deadline_ns - time.monotonic_ns()
     if remaining > 0:
         time.sleep(remaining * 1e-9)
+
+
+def sleep_holding_gil_until_ns(deadline_ns: int) -> None:
+    """Sleep until CLOCK_MONOTONIC reaches ``deadline_ns`` without releasing the GIL: no
+    other Python thread of the process runs meanwhile. Without the C library: return
+    at once."""
+    if _LIBC_HOLDING_GIL is None:
+        return
+    spec = _Timespec(deadline_ns // 1_000_000_000, deadline_ns % 1_000_000_000)
+    while _LIBC_HOLDING_GIL.clock_nanosleep(_CLOCK_MONOTONIC, _TIMER_ABSTIME,
+                                            ctypes.byref(spec), None) == 4:  # EINTR
+        pass
 
 
 @dataclass(frozen=True)
@@ -156,6 +176,10 @@ class LoopConfig:
             s (``sys.setswitchinterval``): how long another thread may hold the GIL
             before the loop thread, woken at its deadline, gets it (Python's default
             5 ms would be five control periods).
+        gil_lead: s before each deadline at which the loop wakes and takes the GIL, then
+            sleeps to the deadline holding it (``deadline`` pacing; 0: wake at the
+            deadline and wait for the GIL there). At most half a period is used
+            (``gil_lead_ns``), so the others always get the GIL between ticks.
     """
 
     rate_hz: float = 1000.0
@@ -168,6 +192,7 @@ class LoopConfig:
     io_priority: int = 0
     full_collect_period: float = 30.0
     switch_interval: float = 2e-4
+    gil_lead: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate_hz) and self.rate_hz > 0.0):
@@ -180,6 +205,8 @@ class LoopConfig:
             raise ValueError("max_consecutive_misses must be >= 1")
         if not (math.isfinite(self.switch_interval) and self.switch_interval > 0.0):
             raise ValueError(f"switch_interval must be > 0 s, got {self.switch_interval!r}")
+        if not (math.isfinite(self.gil_lead) and self.gil_lead >= 0.0):
+            raise ValueError(f"gil_lead must be >= 0 s, got {self.gil_lead!r}")
         if any(cpu < 0 for cpu in self.cpu_affinity):
             raise ValueError(f"cpu_affinity must list CPUs >= 0, got {list(self.cpu_affinity)}")
         if not 0 <= self.priority <= 99:
@@ -192,6 +219,11 @@ class LoopConfig:
     @property
     def period_ns(self) -> int:
         return round(1e9 / self.rate_hz)
+
+    @property
+    def gil_lead_ns(self) -> int:
+        """The GIL lead the loop uses, ns: ``gil_lead``, at most half a period."""
+        return min(round(self.gil_lead * 1e9), self.period_ns // 2)
 
 
 @dataclass
@@ -397,11 +429,17 @@ class ControlLoop:
         last_start: int | None = None
         next_full_gc = time.monotonic() + self.config.full_collect_period
         short, hold = self.config.switch_interval, TICK_SWITCH_INTERVAL
+        lead = self.config.gil_lead_ns
         setswitchinterval = sys.setswitchinterval
         while not self._stop.is_set():
-            sleep_until_ns(next_start)
+            if lead:
+                sleep_until_ns(next_start - lead)
+                setswitchinterval(hold)
+                sleep_holding_gil_until_ns(next_start)
+            else:
+                sleep_until_ns(next_start)
+                setswitchinterval(hold)
             start = time.monotonic_ns()
-            setswitchinterval(hold)
             self._tick()
             setswitchinterval(short)
             end = time.monotonic_ns()

@@ -142,6 +142,10 @@ NODE_SCHEMA = (
               "(executor, output threads, middleware) while the loop runs, below rt_priority "
               "(0: normal): they share the GIL with the loop, and one preempted while "
               "holding it stalls the loop", "", 0, 98, read_only=True),
+    ParamSpec("gil_lead", float, 3e-4, "how long before each deadline the loop thread wakes "
+              "to take the GIL, then sleeps to the deadline holding it (0: wakes at the "
+              "deadline and waits there for the thread holding the GIL); at most half a period is "
+              "used", "s", 0.0, 0.1, read_only=True),
     ParamSpec("cpu_affinity", int, [-1], "CPUs the loop thread may run on ([-1]: any)", "",
               -1, 1023, read_only=True),
     ParamSpec("lock_memory", bool, False, "mlockall the process (no page faults in the loop)",
@@ -255,6 +259,10 @@ class ControllerNode(LifecycleNode):
         self.commands_written = 0
         #: Ticks run by the backstop timer.
         self.backstop_ticks = 0
+        #: Jumps of the arm's state the hardware reported (sim episode resets): each one
+        #: restarts the controller from the measured state (JointSample.epoch).
+        self.hardware_resets = 0
+        self._hardware_epoch = 0
         self._joint_names = list(self._robot.arm_joints)
         self._sample = JointSample.zeros(len(self._joint_names))
         self._target_order = JointOrder(self._joint_names)
@@ -401,6 +409,7 @@ class ControllerNode(LifecycleNode):
             cpu_affinity=tuple(int(c) for c in p["cpu_affinity"] if c >= 0),
             lock_memory=p["lock_memory"],
             io_priority=p["io_priority"],
+            gil_lead=p["gil_lead"],
         )
 
     def _start_loop(self) -> None:
@@ -627,6 +636,10 @@ class ControllerNode(LifecycleNode):
             loop.counters.consecutive_misses >= self.params["max_consecutive_misses"])
         if sample.sequence > 0 and now > 0.0:
             with self._lock:
+                if sample.epoch != self._hardware_epoch:  # the arm was moved (sim reset)
+                    self._hardware_epoch = sample.epoch
+                    controller.reset(not_before=sample.stamp)
+                    self.hardware_resets += 1
                 if overrunning:  # no tracking while the loop cannot keep its deadlines
                     controller.hold(OVERRUN_REASON)
                 command = controller.update(now, sample.position, sample.velocity, sample.stamp,
@@ -732,6 +745,7 @@ class ControllerNode(LifecycleNode):
             values = {
                 **summary.as_dict(),
                 "trigger": self.params["trigger"],
+                "loop_ticks": counters.ticks,
                 "loop_misses": self._loop_misses(),
                 "loop_consecutive_misses": counters.consecutive_misses,
                 "loop_overruns": counters.overruns,
@@ -803,6 +817,7 @@ class ControllerNode(LifecycleNode):
                 **status,
                 "nominal_rate_hz": self.controller.config.rate_hz,
                 "hardware": self.params["hardware"],
+                "hardware_resets": self.hardware_resets,
                 **timing,
                 **self.latency.as_dict(),
             },
