@@ -118,7 +118,7 @@ def test_dataset_config_refuses_a_near_target_fraction_outside_0_1():
 
 
 def test_error_breakdown_by_hand_distance_bins_each_sample_once():
-    from visuomotor_models.train_encoder import error_by_hand_distance
+    from visuomotor_core.estimate_metrics import error_by_hand_distance
 
     errors = np.array([0.01, 0.02, 0.03, 0.04])
     distance = np.array([0.01, 0.07, 0.2, 0.049])

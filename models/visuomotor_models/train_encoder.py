@@ -48,6 +48,12 @@ import torch
 from tqdm import tqdm
 
 from visuomotor_core.encoder_runtime import INPUT_NAME, MODEL_NAME, OUTPUT_NAMES, EncoderRuntime
+from visuomotor_core.estimate_metrics import (
+    GOAL_MEDIAN_M,
+    GOAL_P95_M,
+    error_by_hand_distance,
+)
+from visuomotor_core.estimate_metrics import goal_met as bands_meet_goal
 from visuomotor_core.image import PreprocessConfig, preprocess_batch
 from visuomotor_models.dataset import KEYPOINTS, DatasetConfig, Split, build_dataset, landmarks
 from visuomotor_models.encoder import EncoderConfig, VisionEncoder
@@ -59,16 +65,9 @@ from visuomotor_models.export import (
     write_manifest_entry,
 )
 
-#: Held-out goals, met in every hand–target distance band.
-GOAL_MEDIAN_M = 0.008
-GOAL_P95_M = 0.025
-_CM = 0.01
 _OCCLUDED_KEYPOINT_WEIGHT = 0.1
 _EVAL_BATCH = 256
 _VISIBILITY_WEIGHT = 2.0
-# Hand–target distance bins (m) of the error breakdown: the hand near the target
-# disturbs the image the most and is where the closed loop needs the estimate.
-HAND_DISTANCE_BINS_M = ((0.0, 0.05), (0.05, 0.15), (0.15, np.inf))
 
 
 @dataclass(frozen=True)
@@ -241,28 +240,6 @@ def keypoint_metrics(keypoints: np.ndarray, split: Split) -> dict:
     return out
 
 
-def _bin_name(low: float, high: float) -> str:
-    if low == 0.0:
-        return f"lt_{high / _CM:g}cm"
-    if np.isinf(high):
-        return f"ge_{low / _CM:g}cm"
-    return f"{low / _CM:g}_{high / _CM:g}cm"
-
-
-def error_by_hand_distance(errors: np.ndarray, distance: np.ndarray) -> dict:
-    """Count, median and p95 of ``errors`` (N,) m per bin of the grasp point's distance
-    to the target ``distance`` (N,) m (bins: ``HAND_DISTANCE_BINS_M``)."""
-    out = {}
-    for low, high in HAND_DISTANCE_BINS_M:
-        chosen = errors[(distance >= low) & (distance < high)]
-        out[_bin_name(low, high)] = {
-            "count": len(chosen),
-            "median_m": float(np.median(chosen)) if len(chosen) else None,
-            "p95_m": float(np.percentile(chosen, 95)) if len(chosen) else None,
-        }
-    return out
-
-
 def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) -> dict:
     """Target-position error statistics (m) over all images, over visible ones, over the
     confident ones (confidence >= 0.5: what the policy's goal filter uses) and by
@@ -295,9 +272,7 @@ def error_metrics(positions: np.ndarray, confidences: np.ndarray, split: Split) 
 
 def goal_met(metrics: dict) -> bool:
     """Median <= GOAL_MEDIAN_M and p95 <= GOAL_P95_M in every hand–target distance band."""
-    return all(band["median_m"] is not None and band["median_m"] <= GOAL_MEDIAN_M
-               and band["p95_m"] <= GOAL_P95_M
-               for band in metrics["by_hand_distance"].values())
+    return bands_meet_goal(metrics["by_hand_distance"])
 
 
 def runtime_metrics(runtime: EncoderRuntime, split: Split) -> dict:

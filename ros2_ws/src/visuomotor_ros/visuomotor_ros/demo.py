@@ -28,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
+from visuomotor_core.estimate_metrics import error_by_hand_distance, goal_met
 from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
@@ -41,6 +43,10 @@ from visuomotor_ros.runner import GraphRunner
 
 #: Camera frames remembered while waiting for their policy targets (~5 s at 20 Hz).
 _MAX_PENDING_FRAMES = 100
+#: Task statuses remembered to place estimates (~5 s at 20 Hz).
+_MAX_STATUSES = 100
+#: An estimate is compared with the task status nearest its stamp, within this, s.
+_STATUS_MATCH_S = 0.03
 
 
 @dataclass
@@ -67,6 +73,16 @@ class LoopStats:
     robot_commands: list[tuple[float, float]] = field(default_factory=list)
     jitter_p99: float = float("nan")
     deadline_misses: int = 0
+    #: Target estimates against the truth: (hand–target distance, error), m. ``estimate``:
+    #: the encoder's per-frame estimate; ``goal``: the policy's goal (the estimates filtered
+    #: by confidence, what the policy acts on).
+    estimate_errors: list[tuple[float, float]] = field(default_factory=list)
+    goal_errors: list[tuple[float, float]] = field(default_factory=list)
+
+    def errors_by_band(self, kind: str) -> dict:
+        """``estimate`` or ``goal`` errors by hand–target distance band."""
+        samples = np.asarray(getattr(self, f"{kind}_errors"), dtype=float).reshape(-1, 2)
+        return error_by_hand_distance(samples[:, 1], samples[:, 0])
 
     def control_rate(self) -> float:
         """Commands the robot received per second of sim time (nan before two reports)."""
@@ -95,10 +111,36 @@ class Supervisor(Node):
         self.create_subscription(JointTargets, graph.POLICY_TARGETS, self._on_targets, 10)
         self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 10)
         self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics, 10)
+        self.create_subscription(PointStamped, graph.ENCODER_TARGET,
+                                 lambda msg: self._on_estimate(msg, "estimate"), 10)
+        self.create_subscription(PointStamped, graph.POLICY_GOAL,
+                                 lambda msg: self._on_estimate(msg, "goal"), 10)
+        #: Recent task statuses: (stamp s, episode start s, target, grasp point), m.
+        self._statuses: list[tuple[float, float, np.ndarray, np.ndarray]] = []
 
     def _on_status(self, msg: TaskStatus) -> None:
+        stamp = time_to_seconds(msg.header.stamp)
+        target = np.array([msg.target_position.x, msg.target_position.y, msg.target_position.z])
+        grasp = np.array([msg.grasp_position.x, msg.grasp_position.y, msg.grasp_position.z])
         with self._lock:
             self.status = msg
+            self._statuses.append((stamp, stamp - msg.elapsed, target, grasp))
+            del self._statuses[:-_MAX_STATUSES]
+
+    def _on_estimate(self, msg: PointStamped, kind: str) -> None:
+        """Compare an estimate with the true target of the task status nearest its stamp
+        (same episode, within _STATUS_MATCH_S), placed by that status's hand distance."""
+        stamp = time_to_seconds(msg.header.stamp)
+        with self._lock:
+            statuses = list(self._statuses)
+        if not statuses:
+            return
+        when, start, target, grasp = min(statuses, key=lambda s: abs(s[0] - stamp))
+        if abs(when - stamp) > _STATUS_MATCH_S or stamp < start:
+            return
+        estimate = np.array([msg.point.x, msg.point.y, msg.point.z])
+        getattr(self.stats, f"{kind}_errors").append(
+            (float(np.linalg.norm(grasp - target)), float(np.linalg.norm(estimate - target))))
 
     def _on_image(self, msg) -> None:
         self.stats.frames += 1
@@ -389,7 +431,15 @@ def format_report(
         f"    camera -> joint command       {e2e50 * 1e3:7.2f} / {e2e99 * 1e3:7.2f} ms sim time",
         f"  controller period jitter p99    {stats.jitter_p99 * 1e6:.0f} us wall, "
         f"deadline misses {stats.deadline_misses}",
+        "  target estimate error by hand-target distance, median / p95 cm (count)",
     ]
+    for kind, label in (("estimate", "encoder, per frame"), ("goal", "goal, filtered")):
+        bands = stats.errors_by_band(kind)
+        cells = [f"{name} " + ("-" if band["count"] == 0 else
+                               f"{band['median_m'] * 100:.2f} / {band['p95_m'] * 100:.2f} "
+                               f"({band['count']})") for name, band in bands.items()]
+        met = "goal met" if goal_met(bands) else "goal not met"
+        lines.append(f"    {label:<20} " + ", ".join(cells) + f"  [{met}]")
     return "\n".join(lines)
 
 
@@ -411,6 +461,10 @@ def report_record(
         "camera_frames": int(stats.frames),
         "controller_jitter_p99_s": float(stats.jitter_p99),
         "deadline_misses": int(stats.deadline_misses),
+        "target_error_by_hand_distance": {kind: stats.errors_by_band(kind)
+                                          for kind in ("estimate", "goal")},
+        "target_error_samples_m": {"estimate": stats.estimate_errors,
+                                   "goal": stats.goal_errors},
         "latency_samples_s": {
             "encoder_inference": stats.encoder_inference,
             "camera_to_encoder_features": stats.encoder_latency,
