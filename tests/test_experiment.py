@@ -250,3 +250,31 @@ def test_randomization_file_can_be_named_by_the_environment(tmp_path, monkeypatc
     monkeypatch.setenv(RANDOMIZATION_ENV, str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         default_config_path()
+
+
+def test_target_error_table_pools_episodes_by_band_and_judges_the_goal():
+    """The closed-loop report's target-error rows: samples of every episode of a (profile,
+    policy) pooled per hand–target band; confidence filters the encoder's row; the goal is
+    judged on every band (a band above it fails the row)."""
+    from visuomotor_models.experiment.report import target_error_rows
+
+    def episode(estimates, goals):
+        return {"profile": "heldout", "policy": "policy",
+                "target_error_samples_m": {"estimate": estimates, "goal": goals}}
+
+    # (hand distance m, error m, confidence): one sample per band and episode.
+    near, mid, far = 0.02, 0.1, 0.3
+    done = {
+        "a": episode([[near, 0.05, 0.1], [mid, 0.004, 0.9], [far, 0.006, 0.9]],
+                     [[near, 0.005, 1.0], [mid, 0.005, 1.0], [far, 0.004, 1.0]]),
+        "b": episode([[near, 0.007, 0.8], [mid, 0.004, 0.9], [far, 0.006, 0.9]],
+                     [[near, 0.006, 1.0], [mid, 0.006, 1.0], [far, 0.004, 1.0]]),
+    }
+    rows = {row[2]: row for row in target_error_rows(done)}
+    every, confident = rows["encoder, every frame"], rows["encoder, confidence >= 0.5"]
+    goal = rows["goal (filtered: what the policy acts on)"]
+    assert every[3].endswith("(2)") and confident[3].endswith("(1)")
+    assert every[-1] == "no", "the hidden-target frame (5 cm) fails the near band"
+    assert confident[-1] == "yes" and goal[-1] == "yes"
+    assert goal[3].startswith("0.55 / ")  # median of 0.5 and 0.6 cm
+    assert target_error_rows({"x": {"profile": "p", "policy": "q"}}) == []

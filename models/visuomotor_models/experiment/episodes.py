@@ -220,6 +220,9 @@ def run_closed_loop(task: Task) -> dict:
         "control_rate_hz": report["control_rate_hz"],
         "latency_samples_s": {k: [round(v, 6) for v in values]
                               for k, values in report["latency_samples_s"].items()},
+        "target_error_samples_m": {
+            kind: [[round(v, 5) for v in sample] for sample in samples]
+            for kind, samples in report.get("target_error_samples_m", {}).items()},
         "recording": recording,
     }
 

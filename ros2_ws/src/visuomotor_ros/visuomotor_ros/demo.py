@@ -47,6 +47,8 @@ _MAX_PENDING_FRAMES = 100
 _MAX_STATUSES = 100
 #: An estimate is compared with the task status nearest its stamp, within this, s.
 _STATUS_MATCH_S = 0.03
+#: Confidence of the estimates the policy's goal filter uses (``goal_min_confidence``).
+CONFIDENT = 0.5
 
 
 @dataclass
@@ -73,15 +75,17 @@ class LoopStats:
     robot_commands: list[tuple[float, float]] = field(default_factory=list)
     jitter_p99: float = float("nan")
     deadline_misses: int = 0
-    #: Target estimates against the truth: (hand–target distance, error), m. ``estimate``:
-    #: the encoder's per-frame estimate; ``goal``: the policy's goal (the estimates filtered
-    #: by confidence, what the policy acts on).
-    estimate_errors: list[tuple[float, float]] = field(default_factory=list)
-    goal_errors: list[tuple[float, float]] = field(default_factory=list)
+    #: Target estimates against the truth: (hand–target distance m, error m, confidence).
+    #: ``estimate``: the encoder's per-frame estimate (features); ``goal``: the policy's
+    #: goal (the estimates filtered by confidence: what the policy acts on; confidence 1).
+    estimate_errors: list[tuple[float, float, float]] = field(default_factory=list)
+    goal_errors: list[tuple[float, float, float]] = field(default_factory=list)
 
-    def errors_by_band(self, kind: str) -> dict:
-        """``estimate`` or ``goal`` errors by hand–target distance band."""
-        samples = np.asarray(getattr(self, f"{kind}_errors"), dtype=float).reshape(-1, 2)
+    def errors_by_band(self, kind: str, min_confidence: float = 0.0) -> dict:
+        """``estimate`` or ``goal`` errors by hand–target distance band, of the samples at
+        least ``min_confidence`` confident."""
+        samples = np.asarray(getattr(self, f"{kind}_errors"), dtype=float).reshape(-1, 3)
+        samples = samples[samples[:, 2] >= min_confidence]
         return error_by_hand_distance(samples[:, 1], samples[:, 0])
 
     def control_rate(self) -> float:
@@ -111,10 +115,7 @@ class Supervisor(Node):
         self.create_subscription(JointTargets, graph.POLICY_TARGETS, self._on_targets, 10)
         self.create_subscription(ControllerState, graph.CONTROLLER_STATE, self._on_state, 10)
         self.create_subscription(DiagnosticArray, graph.DIAGNOSTICS, self._on_diagnostics, 10)
-        self.create_subscription(PointStamped, graph.ENCODER_TARGET,
-                                 lambda msg: self._on_estimate(msg, "estimate"), 10)
-        self.create_subscription(PointStamped, graph.POLICY_GOAL,
-                                 lambda msg: self._on_estimate(msg, "goal"), 10)
+        self.create_subscription(PointStamped, graph.POLICY_GOAL, self._on_goal, 10)
         #: Recent task statuses: (stamp s, episode start s, target, grasp point), m.
         self._statuses: list[tuple[float, float, np.ndarray, np.ndarray]] = []
 
@@ -127,10 +128,13 @@ class Supervisor(Node):
             self._statuses.append((stamp, stamp - msg.elapsed, target, grasp))
             del self._statuses[:-_MAX_STATUSES]
 
-    def _on_estimate(self, msg: PointStamped, kind: str) -> None:
+    def _on_goal(self, msg: PointStamped) -> None:
+        self._record_estimate("goal", msg.header.stamp, msg.point, 1.0)
+
+    def _record_estimate(self, kind: str, stamp, point, confidence: float) -> None:
         """Compare an estimate with the true target of the task status nearest its stamp
         (same episode, within _STATUS_MATCH_S), placed by that status's hand distance."""
-        stamp = time_to_seconds(msg.header.stamp)
+        stamp = time_to_seconds(stamp)
         with self._lock:
             statuses = list(self._statuses)
         if not statuses:
@@ -138,9 +142,10 @@ class Supervisor(Node):
         when, start, target, grasp = min(statuses, key=lambda s: abs(s[0] - stamp))
         if abs(when - stamp) > _STATUS_MATCH_S or stamp < start:
             return
-        estimate = np.array([msg.point.x, msg.point.y, msg.point.z])
+        estimate = np.array([point.x, point.y, point.z])
         getattr(self.stats, f"{kind}_errors").append(
-            (float(np.linalg.norm(grasp - target)), float(np.linalg.norm(estimate - target))))
+            (float(np.linalg.norm(grasp - target)), float(np.linalg.norm(estimate - target)),
+             confidence))
 
     def _on_image(self, msg) -> None:
         self.stats.frames += 1
@@ -154,6 +159,8 @@ class Supervisor(Node):
         if sent is not None:
             self.stats.encoder_latency.append(time.perf_counter() - sent)
         self.stats.encoder_inference.append(msg.inference_time)
+        self._record_estimate("estimate", msg.header.stamp, msg.target_position,
+                              float(msg.confidence))
 
     def _on_targets(self, msg: JointTargets) -> None:
         stamp = time_to_seconds(msg.header.stamp)
@@ -433,8 +440,10 @@ def format_report(
         f"deadline misses {stats.deadline_misses}",
         "  target estimate error by hand-target distance, median / p95 cm (count)",
     ]
-    for kind, label in (("estimate", "encoder, per frame"), ("goal", "goal, filtered")):
-        bands = stats.errors_by_band(kind)
+    for kind, confidence, label in (("estimate", 0.0, "encoder, every frame"),
+                                    ("estimate", CONFIDENT, "encoder, confident"),
+                                    ("goal", 0.0, "goal, filtered")):
+        bands = stats.errors_by_band(kind, confidence)
         cells = [f"{name} " + ("-" if band["count"] == 0 else
                                f"{band['median_m'] * 100:.2f} / {band['p95_m'] * 100:.2f} "
                                f"({band['count']})") for name, band in bands.items()]
@@ -461,8 +470,10 @@ def report_record(
         "camera_frames": int(stats.frames),
         "controller_jitter_p99_s": float(stats.jitter_p99),
         "deadline_misses": int(stats.deadline_misses),
-        "target_error_by_hand_distance": {kind: stats.errors_by_band(kind)
-                                          for kind in ("estimate", "goal")},
+        "target_error_by_hand_distance": {
+            "estimate": stats.errors_by_band("estimate"),
+            "estimate_confident": stats.errors_by_band("estimate", CONFIDENT),
+            "goal": stats.errors_by_band("goal")},
         "target_error_samples_m": {"estimate": stats.estimate_errors,
                                    "goal": stats.goal_errors},
         "latency_samples_s": {
