@@ -19,6 +19,7 @@ EPISODES = 20
 FIRST_SEED = 1000  # seeds unused by training and evaluation
 MIN_SUCCESSES = 18  # 90%
 MIN_HELDOUT_SUCCESSES = 17  # 85%
+GOAL_BOUND_M = 0.012  # median error of the policy's goal per hand–target band
 
 
 @pytest.mark.slow
@@ -52,3 +53,10 @@ def test_full_graph_reaches_heldout_targets_with_the_encoder():
     errors = [round(r.error * 100, 2) for r in results]
     assert successes >= MIN_HELDOUT_SUCCESSES, \
         f"{successes}/{EPISODES} held-out episodes succeeded; final errors {errors} cm"
+    # The goal the policy acts on (confident estimates filtered, frozen near the hand) was
+    # compared with the true target at every frame, in every hand–target band. Measured on
+    # these seeds: median 0.59-0.80 cm per band (the held-out goal is 0.8 cm); CI holds a
+    # looser bound, as closed-loop runs are not bit-exact.
+    goal = stats.errors_by_band("goal")
+    assert all(band["count"] >= 50 for band in goal.values()), goal
+    assert all(band["median_m"] <= GOAL_BOUND_M for band in goal.values()), goal
