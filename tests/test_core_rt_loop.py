@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import pytest
 
 from visuomotor_core.rt_loop import (
+    TICK_SWITCH_INTERVAL,
     ControlLoop,
     LoopConfig,
     apply_realtime_settings,
@@ -172,6 +174,30 @@ def test_overrun_is_called_again_only_after_an_on_time_tick():
     finally:
         loop.stop()
     assert overruns[:2] == [2, 7], "once per run of misses, at its second tick"
+
+
+def test_the_switch_interval_is_short_under_deadlines_long_in_free_pacing_and_restored(loops):
+    """A deadline loop waits with a short switch interval (it gets the GIL soon after its
+    deadline); a free-running loop (lockstep) has no deadline and keeps the long one, so it
+    is not made to yield every 0.2 ms; the interpreter's own comes back when loops end."""
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    loop = run(loops, lambda: seen.append(sys.getswitchinterval()), rate_hz=200.0)
+    assert wait_for(lambda: loop.counters.ticks >= 3)
+    between: list[float] = []  # sampled while the loop mostly sleeps to its deadlines
+    assert wait_for(lambda: between.append(sys.getswitchinterval())
+                    or math.isclose(between[-1], loop.config.switch_interval))
+    loop.stop()
+    assert all(math.isclose(v, TICK_SWITCH_INTERVAL) for v in seen), "ticks: the long one"
+    seen.clear()
+    loop = run(loops, lambda: (seen.append(sys.getswitchinterval()), time.sleep(0.001)),
+               pacing="free")
+    assert wait_for(lambda: loop.counters.ticks >= 3)
+    waiting = []
+    assert wait_for(lambda: waiting.append(sys.getswitchinterval()) or len(waiting) > 3)
+    loop.stop()
+    assert all(math.isclose(v, TICK_SWITCH_INTERVAL) for v in seen + waiting)
+    assert math.isclose(sys.getswitchinterval(), before)
 
 
 def test_free_pacing_never_counts_misses(loops):

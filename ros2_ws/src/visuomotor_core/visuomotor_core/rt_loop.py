@@ -12,7 +12,9 @@ write``). Two pacings:
   (the controller holds and reports ERROR) until a tick is on time again.
 * ``free`` — no sleeping: a simulator stepping on demand (lockstep on sim time)
   sets the pace; wall-clock periods are recorded for the figures, never counted
-  as misses.
+  as misses. The loop keeps the long switch interval throughout (nothing waits
+  for it on the wall clock): the process's other threads run while a tick
+  blocks and otherwise every ``TICK_SWITCH_INTERVAL``.
 
 Real-time settings, applied in the loop thread where the system permits and
 reported (``RealtimeReport``) where it does not: SCHED_FIFO priority, CPU
@@ -463,6 +465,10 @@ class ControlLoop:
         counters, stats = self.counters, self.period_stats
         last_start: int | None = None
         next_full_gc = time.monotonic() + self.config.full_collect_period
+        # No wall-clock deadline to keep: the loop is not made to hand the GIL over every
+        # switch_interval. The others run while a tick blocks (the lockstep sim waiting
+        # for the policy's answer) and otherwise every TICK_SWITCH_INTERVAL.
+        sys.setswitchinterval(TICK_SWITCH_INTERVAL)
         while not self._stop.is_set():
             start = time.monotonic_ns()
             self._tick()
