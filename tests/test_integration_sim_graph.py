@@ -197,6 +197,7 @@ def test_sigint_stops_the_graph_cleanly(sim_graph):
     bringup, _ = sim_graph
     bringup.stop("SIGINT")
     codes = bringup.returncodes()
-    assert codes["robot"] == 0 and codes["encoder"] == 0, codes
+    assert codes["robot"] == 0 and codes["encoder"] == 0, (codes, {
+        p.role: bringup.output(p.role)[-60:] for p in bringup.processes})
     assert not _output_has_traceback(bringup), {
         p.role: bringup.output(p.role)[-20:] for p in bringup.processes}
