@@ -64,6 +64,8 @@ def test_argument_defaults_equal_the_parameter_files():
     assert plan.ARGUMENTS["command_interface"].default == controller["command_interface"]
     assert plan.ARGUMENTS["command_topic"].default == controller["command_topic"]
     assert plan.ARGUMENTS["profile"].default == sim["profile"]
+    assert int(plan.ARGUMENTS["rt_priority"].default) == controller["rt_priority"]
+    assert plan.io_priority(controller["rt_priority"]) == controller["io_priority"]
     for role in ("encoder", "policy"):
         assert plan.ARGUMENTS["execution_provider"].default == \
             _yaml_values(role)["execution_provider"]
@@ -104,6 +106,20 @@ def test_command_topic_default_is_relative_so_a_namespace_moves_it():
                                              ("left/arm", "/left/arm"), ("", ""), ("/", "")])
 def test_namespace_is_normalised_to_absolute(given, expected):
     assert {p.namespace for p in plan.plan(True, {"namespace": given})} == {expected}
+
+
+@pytest.mark.parametrize("sim", [True, False], ids=["sim", "robot"])
+def test_rt_priority_sets_the_loop_and_its_process_threads_below_it(sim):
+    controller = _by_role(plan.plan(sim, {"rt_priority": "80"}))["robot" if sim else
+                                                                  "controller"]
+    overrides = controller.overrides["controller_node"]
+    assert (overrides["rt_priority"], overrides["io_priority"]) == (80, 70)
+    low = _by_role(plan.plan(sim, {"rt_priority": "5"}))["robot" if sim else "controller"]
+    assert (low.overrides["controller_node"]["rt_priority"],
+            low.overrides["controller_node"]["io_priority"]) == (5, 0)
+    for bad in ("99", "-1", "high", "1.5"):
+        with pytest.raises(ValueError, match=f"rt_priority:={bad}"):
+            plan.plan(sim, {"rt_priority": bad})
 
 
 def test_step_mode_sets_the_controller_trigger():

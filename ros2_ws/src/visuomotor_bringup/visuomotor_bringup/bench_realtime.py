@@ -132,7 +132,7 @@ def loop_overrides(rt_priority: int, gil_lead: float) -> dict[str, Any]:
     """The controller parameters of the benchmark's loop: SCHED_FIFO ``rt_priority``,
     the other threads of its process at ``rt_priority - 10`` (``io_priority``), and
     the GIL taken ``gil_lead`` s before each deadline."""
-    return {"rt_priority": rt_priority, "io_priority": max(0, rt_priority - 10),
+    return {"rt_priority": rt_priority, "io_priority": plan.io_priority(rt_priority),
             "gil_lead": gil_lead}
 
 

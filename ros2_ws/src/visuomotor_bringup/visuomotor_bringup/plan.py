@@ -93,6 +93,9 @@ ARGUMENTS: dict[str, Argument] = {
         "lockstep", "lockstep: the controller steps the sim once per tick as fast as the "
         "CPU allows (sim time); realtime: the 1 kHz loop on wall-clock deadlines",
         tuple(STEP_MODES), bringups=(SIM,)),
+    "rt_priority": Argument(
+        "0", "SCHED_FIFO priority 1-98 of the controller's loop thread (0: normal scheduling); "
+        "the other threads of its process get 10 less (io_priority, none below 11)"),
     "image_topic": Argument(graph.CAMERA_IMAGE, "Camera image topic the encoder reads "
                             "(relative names move with the namespace)", bringups=(ROBOT,)),
     "joint_states_topic": Argument(graph.JOINT_STATES, "Joint state topic of the robot "
@@ -228,6 +231,7 @@ def resolve(sim: bool, given: Mapping[str, str]) -> dict[str, str]:
                       "and the loop would never start; keep use_sim_time:=true, or run "
                       "robot_bringup for a robot on the wall clock")
     errors += _check_namespace(values)
+    errors += _check_rt_priority(values["rt_priority"])
     for key in ("command_topic", "image_topic", "joint_states_topic"):
         if key in values and not _NAME.match(values[key]):
             errors.append(f"{key}:={values[key]} is not a valid topic name")
@@ -401,8 +405,10 @@ def _node_overrides(role: str, sim: bool, values: Mapping[str, str]) -> dict[str
         return {"execution_provider": values["execution_provider"],
                 **({"model_path": model} if model else {})}
     if role == "controller":
+        priority = int(values["rt_priority"])
         result = {"command_interface": values["command_interface"],
-                  "command_topic": values["command_topic"]}
+                  "command_topic": values["command_topic"],
+                  "rt_priority": priority, "io_priority": io_priority(priority)}
         if sim:
             result["trigger"] = STEP_MODES[values["step_mode"]]
         return result
@@ -413,6 +419,18 @@ def _remappings(values: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     pairs = ((graph.CAMERA_IMAGE, values.get("image_topic", graph.CAMERA_IMAGE)),
              (graph.JOINT_STATES, values.get("joint_states_topic", graph.JOINT_STATES)))
     return tuple((source, target) for source, target in pairs if source != target)
+
+
+def io_priority(rt_priority: int) -> int:
+    """SCHED_FIFO priority of the controller process's other threads for a loop at
+    ``rt_priority``: 10 below it (0, normal scheduling, for a loop at 10 or less)."""
+    return rt_priority - 10 if rt_priority > 10 else 0
+
+
+def _check_rt_priority(text: str) -> list[str]:
+    if not (text.isdigit() and 0 <= int(text) <= 98):
+        return [f"rt_priority:={text} is not an integer 0-98 (0: normal scheduling)"]
+    return []
 
 
 def _check_namespace(values: dict[str, str]) -> list[str]:
