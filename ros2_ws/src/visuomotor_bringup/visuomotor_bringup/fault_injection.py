@@ -671,8 +671,9 @@ def _inject(case: Case, options: Options, bringup: Any, observer: Observer,
         helper = helpers["relay" if case.action == "relay" else "rogue"]
         helper.signal(signal.SIGUSR2)
         _wait(lambda: helper.value("fault-end") is not None, HELPER_READY_TIMEOUT)
-        timeline["start"] = helper.value("fault-start") or math.nan
-        timeline["end"] = helper.value("fault-end") or math.nan
+        start, end = helper.value("fault-start"), helper.value("fault-end")
+        timeline["start"] = math.nan if start is None else start  # 0 s is a time
+        timeline["end"] = math.nan if end is None else end
         timeline["sent"] = helper.value("sent") or 0.0
         timeline["sent_rate"] = helper.value("rate") or 0.0
     if case.killed and case.killed == _required_role(bringup):
@@ -1042,6 +1043,10 @@ def _helper_node(name: str, sim_time: bool) -> Any:
     return Node(name, parameter_overrides=[Parameter("use_sim_time", value=sim_time)])
 
 
+#: Longest wait of a sim-time helper for its first /clock before it starts its fault, s.
+CLOCK_WAIT_S = 10.0
+
+
 def _now(node: Any) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
@@ -1248,6 +1253,12 @@ def role_rogue(kind: str, sim_time: bool) -> None:
             time.sleep(0.005)
         if armed.quit:
             return
+        # On sim time the stamps of the timeline need the first /clock: a rogue armed
+        # before it arrived reported its fault as starting at 0.
+        deadline = time.monotonic() + CLOCK_WAIT_S
+        while sim_time and _now(node) <= 0.0 and time.monotonic() < deadline \
+                and not armed.quit:
+            time.sleep(0.005)
         _say(f"fault-start {_now(node):.9f}")
         t0 = time.monotonic()
         batch = max(1, int(rogue.rate // 1000))
