@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from visuomotor_core.estimate_metrics import (
+    CONFIDENT,
     GOAL_MEDIAN_M,
     GOAL_P95_M,
     HAND_DISTANCE_BINS_M,
     bin_name,
-    error_by_hand_distance,
+    format_band,
     goal_met,
+    samples_by_hand_distance,
 )
 from visuomotor_models.experiment.config import MODES, ExperimentConfig
 from visuomotor_models.experiment.plan import Plan
@@ -437,7 +439,7 @@ def figure_adaptation(done: dict[str, dict]) -> tuple[bytes, str] | None:
 # ------------------------------------------------------------------ document
 #: (sample kind in the demo's report, least confidence, label) of the target-error table.
 _ESTIMATES = (("estimate", 0.0, "encoder, every frame"),
-              ("estimate", 0.5, "encoder, confidence >= 0.5"),
+              ("estimate", CONFIDENT, f"encoder, confidence >= {CONFIDENT:g}"),
               ("goal", 0.0, "goal (filtered: what the policy acts on)"))
 
 
@@ -453,15 +455,11 @@ def target_error_rows(done: dict[str, dict]) -> list[list[str]]:
     rows = []
     for (profile, policy), kinds in sorted(pooled.items()):
         for kind, least, label in _ESTIMATES:
-            samples = np.asarray(kinds.get(kind, []), dtype=float).reshape(-1, 3)
-            samples = samples[samples[:, 2] >= least]
-            if not len(samples):
+            bands = samples_by_hand_distance(kinds.get(kind, []), least)
+            if not any(band["count"] for band in bands.values()):
                 continue
-            bands = error_by_hand_distance(samples[:, 1], samples[:, 0])
-            rows.append([profile, policy, label, *[
-                "-" if not band["count"] else
-                f"{band['median_m'] * 100:.2f} / {band['p95_m'] * 100:.2f} ({band['count']})"
-                for band in bands.values()], "yes" if goal_met(bands) else "no"])
+            rows.append([profile, policy, label, *map(format_band, bands.values()),
+                         "yes" if goal_met(bands) else "no"])
     return rows
 
 

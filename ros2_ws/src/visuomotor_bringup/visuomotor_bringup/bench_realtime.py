@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,26 +128,30 @@ class Processes:
                 child.wait()
 
 
-def loop_overrides(rt_priority: int, gil_lead: float) -> dict[str, Any]:
-    """The controller parameters of the benchmark's loop: SCHED_FIFO ``rt_priority``,
-    the other threads of its process at ``rt_priority - 10`` (``io_priority``), and
-    the GIL taken ``gil_lead`` s before each deadline."""
-    return {"rt_priority": rt_priority, "io_priority": plan.io_priority(rt_priority),
-            "gil_lead": gil_lead}
+@dataclass(frozen=True)
+class LoopSettings:
+    """The benchmark's control loop: the bringups' ``rt_priority`` launch argument (the
+    loop thread at SCHED_FIFO ``rt_priority``, its process's other threads 10 below) and
+    the controller's ``gil_lead`` parameter."""
+
+    rt_priority: int = 0
+    gil_lead: float = 3e-4
 
 
 def _graph(sim: bool, arguments: dict[str, str], log_dir: Path, roles: Sequence[str] = (),
-           controller: dict[str, Any] | None = None):
+           loop: LoopSettings | None = None):
     """The deployed graph from the multi-process bringup (the plan ``ros2 launch`` runs),
-    restricted to ``roles``; ``controller``: parameters of the controller node."""
+    restricted to ``roles``, with ``loop``'s settings (none: the parameter files')."""
     processes = []
-    extra = controller or {}
+    if loop is not None:
+        arguments = {**arguments, "rt_priority": str(loop.rt_priority)}
     for process in plan.plan(sim, arguments):
         if roles and process.role not in roles:
             continue
-        if "controller_node" in process.node_names:
+        if loop is not None and "controller_node" in process.node_names:
             overrides = {**process.overrides}
-            overrides["controller_node"] = {**overrides.get("controller_node", {}), **extra}
+            overrides["controller_node"] = {**overrides.get("controller_node", {}),
+                                            "gil_lead": loop.gil_lead}
             process = replace(process, overrides=overrides)
         processes.append(process)
     output = open(log_dir / f"{'sim' if sim else 'robot'}_graph.log", "a")
@@ -347,7 +351,7 @@ def _f(values: dict[str, str], key: str, scale: float = 1.0) -> float:
 
 
 # ---------------------------------------------------------------------- scenarios
-def scenario_topics(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
+def scenario_topics(duration: float, log_dir: Path, loop: LoopSettings) -> dict[str, float]:
     results: dict[str, float] = {}
     command_topic = "/" + graph.DEFAULT_COMMAND_TOPIC
     with ProbeRunner() as probe, Processes(log_dir) as procs:
@@ -373,7 +377,7 @@ def scenario_topics(duration: float, log_dir: Path, loop: dict[str, Any]) -> dic
     return results
 
 
-def scenario_image(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
+def scenario_image(duration: float, log_dir: Path, loop: LoopSettings) -> dict[str, float]:
     topic = "/" + IMAGE_TOPIC
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_latency(topic, Image)
@@ -411,10 +415,10 @@ def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
     return successes, sim_seconds
 
 
-def scenario_sim_realtime(duration: float, log_dir: Path, loop: dict[str, Any],
+def scenario_sim_realtime(duration: float, log_dir: Path, loop: LoopSettings,
                           episodes: int) -> dict[str, float]:
     with ProbeRunner() as probe, _graph(True, {"step_mode": "realtime"}, log_dir,
-                                        controller=loop) as _sim:
+                                        loop=loop) as _sim:
         probe.watch_graph()
         probe.watch_clock()
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
@@ -436,7 +440,7 @@ def scenario_sim_realtime(duration: float, log_dir: Path, loop: dict[str, Any],
     }
 
 
-def scenario_sim_lockstep(episodes: int, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
+def scenario_sim_lockstep(episodes: int, log_dir: Path, loop: LoopSettings) -> dict[str, float]:
     with ProbeRunner() as probe, _graph(True, {"step_mode": "lockstep"}, log_dir) as _sim:
         probe.watch_graph()
         _wait(lambda: bool(probe.values("controller_node")), 60.0)
@@ -447,14 +451,14 @@ def scenario_sim_lockstep(episodes: int, log_dir: Path, loop: dict[str, Any]) ->
             "success_pct": 100.0 * successes / episodes}
 
 
-def scenario_robot_camera(duration: float, log_dir: Path, loop: dict[str, Any]) -> dict[str, float]:
+def scenario_robot_camera(duration: float, log_dir: Path, loop: LoopSettings) -> dict[str, float]:
     targets_topic = "/" + graph.POLICY_TARGETS
     with ProbeRunner() as probe, Processes(log_dir) as procs:
         probe.watch_arrivals(targets_topic, JointTargets)
         probe.watch_graph()
         procs.start("feeder", _self("feeder", "--rate", "1000", "--no-targets"))
         procs.start("camera", _self("camera", "--topic", graph.CAMERA_IMAGE))
-        with _graph(False, {}, log_dir, controller=loop) as _robot:
+        with _graph(False, {}, log_dir, loop=loop) as _robot:
             _wait(lambda: len(probe.arrivals[targets_topic]) > 10, 60.0)
             time.sleep(2.0)
             probe.arrivals[targets_topic].clear()
@@ -580,7 +584,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     selected = args.only.split(",") if args.only else list(SCENARIOS)
     runs: dict[str, dict[str, dict[str, float]]] = {}
-    loop = loop_overrides(args.rt_priority, args.gil_lead)
+    loop = LoopSettings(args.rt_priority, args.gil_lead)
     for label in ("quiet", "cpu hog") if args.hog else ("quiet",):
         hog = _hog() if label == "cpu hog" else None
         try:
@@ -622,7 +626,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="repeat with a process spinning on one core")
     parser.add_argument("--rt-priority", type=int, default=0,
                         help="SCHED_FIFO priority of the controller's loop thread (0: normal)")
-    parser.add_argument("--gil-lead", type=float, default=3e-4,
+    parser.add_argument("--gil-lead", type=float, default=LoopSettings.gil_lead,
                         help="s before each deadline the loop takes the GIL (gil_lead; "
                         "default as controller.yaml)")
     parser.add_argument("--domain-id", type=int, default=None,

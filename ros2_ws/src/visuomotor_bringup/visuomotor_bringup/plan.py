@@ -95,7 +95,7 @@ ARGUMENTS: dict[str, Argument] = {
         tuple(STEP_MODES), bringups=(SIM,)),
     "rt_priority": Argument(
         "0", "SCHED_FIFO priority 1-98 of the controller's loop thread (0: normal scheduling); "
-        "the other threads of its process get 10 less (io_priority, none below 11)"),
+        "the other threads of its process get 10 less (io_priority; 0 for a loop at 10 or less)"),
     "image_topic": Argument(graph.CAMERA_IMAGE, "Camera image topic the encoder reads "
                             "(relative names move with the namespace)", bringups=(ROBOT,)),
     "joint_states_topic": Argument(graph.JOINT_STATES, "Joint state topic of the robot "

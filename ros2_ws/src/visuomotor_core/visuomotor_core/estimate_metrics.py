@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from visuomotor_core.goal_filter import GoalFilter
+
+#: Confidence of the estimates the policy's goal filter uses (its ``min_confidence``).
+CONFIDENT = GoalFilter.min_confidence
 #: Hand–target distance bands, m: [low, high).
 HAND_DISTANCE_BINS_M = ((0.0, 0.05), (0.05, 0.15), (0.15, np.inf))
 #: The held-out goal on the target estimate, met in every band: median and p95, m.
@@ -40,6 +44,21 @@ def error_by_hand_distance(errors: np.ndarray, distance: np.ndarray) -> dict:
             "p95_m": float(np.percentile(chosen, 95)) if len(chosen) else None,
         }
     return out
+
+
+def samples_by_hand_distance(samples, min_confidence: float = 0.0) -> dict:
+    """:func:`error_by_hand_distance` of ``samples`` (N, 3): (hand–target distance m,
+    error m, confidence) rows, those at least ``min_confidence`` confident."""
+    samples = np.asarray(samples, dtype=float).reshape(-1, 3)
+    samples = samples[samples[:, 2] >= min_confidence]
+    return error_by_hand_distance(samples[:, 1], samples[:, 0])
+
+
+def format_band(band: dict) -> str:
+    """``median / p95 (count)`` in cm of one band, ``-`` when it is empty."""
+    if not band["count"]:
+        return "-"
+    return f"{band['median_m'] / _CM:.2f} / {band['p95_m'] / _CM:.2f} ({band['count']})"
 
 
 def goal_met(by_band: dict) -> bool:

@@ -33,7 +33,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from visuomotor_core.estimate_metrics import error_by_hand_distance, goal_met
+from visuomotor_core.estimate_metrics import (
+    CONFIDENT,
+    format_band,
+    goal_met,
+    samples_by_hand_distance,
+)
 from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_interfaces.msg import ControllerState, EncoderFeatures, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
@@ -47,8 +52,6 @@ _MAX_PENDING_FRAMES = 100
 _MAX_STATUSES = 100
 #: An estimate is compared with the task status nearest its stamp, within this, s.
 _STATUS_MATCH_S = 0.03
-#: Confidence of the estimates the policy's goal filter uses (``goal_min_confidence``).
-CONFIDENT = 0.5
 
 
 @dataclass
@@ -84,9 +87,7 @@ class LoopStats:
     def errors_by_band(self, kind: str, min_confidence: float = 0.0) -> dict:
         """``estimate`` or ``goal`` errors by hand–target distance band, of the samples at
         least ``min_confidence`` confident."""
-        samples = np.asarray(getattr(self, f"{kind}_errors"), dtype=float).reshape(-1, 3)
-        samples = samples[samples[:, 2] >= min_confidence]
-        return error_by_hand_distance(samples[:, 1], samples[:, 0])
+        return samples_by_hand_distance(getattr(self, f"{kind}_errors"), min_confidence)
 
     def control_rate(self) -> float:
         """Commands the robot received per second of sim time (nan before two reports)."""
@@ -444,9 +445,7 @@ def format_report(
                                     ("estimate", CONFIDENT, "encoder, confident"),
                                     ("goal", 0.0, "goal, filtered")):
         bands = stats.errors_by_band(kind, confidence)
-        cells = [f"{name} " + ("-" if band["count"] == 0 else
-                               f"{band['median_m'] * 100:.2f} / {band['p95_m'] * 100:.2f} "
-                               f"({band['count']})") for name, band in bands.items()]
+        cells = [f"{name} {format_band(band)}" for name, band in bands.items()]
         met = "goal met" if goal_met(bands) else "goal not met"
         lines.append(f"    {label:<20} " + ", ".join(cells) + f"  [{met}]")
     return "\n".join(lines)

@@ -306,7 +306,7 @@ class SimNode(Node):
                 f"episode {episode.number} done: success={status.success}, "
                 f"error={status.error * 100:.1f} cm, t={status.time:.2f} s"
             )
-        self._report_diagnostics(now)
+        self._report_diagnostics()
 
     def _frame_loop(self) -> None:
         while self._running:
@@ -325,19 +325,20 @@ class SimNode(Node):
                 return
             self.frames_published += 1
 
-    def _report_diagnostics(self, now: float) -> None:
+    def _report_diagnostics(self) -> None:
+        """/diagnostics when due, after a status. The counters are paired with the sim
+        time read together with them (within a tick), not with the status's time: this
+        thread runs some ticks after it, by a varying delay, which biased commands per sim
+        second by a few per cent."""
         wall0, sim0, steps0 = self._rate_window
         wall = time.perf_counter() - wall0
         c = self.hardware.counters
         renderer = self.hardware.renderer
-        # The command count and the sim time it is paired with are read together (within a
-        # tick): this thread runs some ticks after ``now``, by a varying delay, and pairing
-        # the count with ``now`` biased commands per sim second by a few per cent.
         commands, current = c.commands, self.hardware.now()
         values = {
             "lockstep": self.hardware.lockstep,
             "sim_time_s": current,
-            "real_time_factor": (now - sim0) / wall if wall > 0.0 else 0.0,
+            "real_time_factor": (current - sim0) / wall if wall > 0.0 else 0.0,
             "steps_per_s": (c.steps - steps0) / wall if wall > 0.0 else 0.0,
             "episode": self.hardware.episode.number if self.hardware.episode else 0,
             "commands": commands,
@@ -350,7 +351,7 @@ class SimNode(Node):
             "lockstep_timeouts": c.lockstep_timeouts,
         }
         if self._diagnostics.report("ok", "stepping", values):
-            self._rate_window = (time.perf_counter(), now, c.steps)
+            self._rate_window = (time.perf_counter(), current, c.steps)
 
     def _camera_info_msg(self) -> CameraInfo:
         info = self.hardware.world.camera_info()
