@@ -24,6 +24,7 @@ from visuomotor_core.rt_loop import (
     TICK_SWITCH_INTERVAL,
     ControlLoop,
     LoopConfig,
+    LoopLock,
     apply_realtime_settings,
     sleep_holding_gil_until_ns,
     sleep_until_ns,
@@ -146,10 +147,36 @@ def test_consecutive_misses_call_on_overrun_once_at_the_threshold_and_reset_on_t
     counters = loop.counters
     assert overruns[0] == (3, 3), "called with the count, at the third miss in a row"
     assert counters.misses >= slow_ticks
+    # Each miss has one cause; the slow ticks started on time and ended late.
+    assert counters.late_starts + counters.long_ticks == counters.misses
+    assert counters.long_ticks >= slow_ticks
     # The schedule skipped the slots the slow ticks lost instead of bursting to catch up.
     assert counters.skipped_periods >= slow_ticks
     assert counters.overruns == len(overruns)
     assert len(overruns) == 1, f"one call per run of misses, got {overruns}"
+
+
+def test_a_tick_kept_from_starting_is_counted_as_a_late_start(loops):
+    period = 0.02
+    hold = threading.Event()
+    ticks_before: list[int] = []
+    loop = run(loops, lambda: None, rate_hz=1.0 / period)
+    assert wait_for(lambda: loop.counters.ticks >= 3)
+
+    def take_the_gil() -> None:
+        # Holding the GIL for 3 periods: the loop thread wakes on time but cannot run
+        # its tick, which starts more than tolerance * period late.
+        ticks_before.append(loop.counters.ticks)
+        sleep_holding_gil_until_ns(time.monotonic_ns() + round(3 * period * 1e9))
+        hold.set()
+
+    threading.Thread(target=take_the_gil).start()
+    assert hold.wait(WAIT)
+    assert wait_for(lambda: loop.counters.ticks >= ticks_before[0] + 3)
+    loop.stop()
+    counters = loop.counters
+    assert counters.late_starts >= 1
+    assert counters.late_starts + counters.long_ticks == counters.misses
 
 
 def test_overrun_is_called_again_only_after_an_on_time_tick():
@@ -447,3 +474,79 @@ def test_starting_a_loop_does_not_stop_for_a_full_collection():
     assert wait_for(gc.isenabled)
     gc.collect()
     assert alive() is None
+
+
+# ------------------------------------------------------------------ LoopLock
+def _loop_blocked_on(lock, loops) -> tuple[ControlLoop, threading.Event, dict]:
+    """A loop whose first tick takes ``lock`` (held by the caller) and records the switch
+    interval it runs with once inside."""
+    entered, seen = threading.Event(), {}
+
+    def tick() -> None:
+        if entered.is_set():
+            return
+        entered.set()
+        with lock:
+            seen["inside"] = sys.getswitchinterval()
+
+    return run(loops, tick, rate_hz=100.0, switch_interval=2e-4), entered, seen
+
+
+def test_a_loop_thread_waits_for_a_held_loop_lock_with_its_short_switch_interval(loops):
+    lock = LoopLock()
+    with lock:
+        _loop, entered, seen = _loop_blocked_on(lock, loops)
+        assert entered.wait(WAIT)
+        # The tick runs with the long interval; blocked on the lock, the loop thread
+        # lowers it to its own, so it gets the GIL back that soon after the release.
+        assert wait_for(lambda: math.isclose(sys.getswitchinterval(), 2e-4, rel_tol=1e-3)), \
+            sys.getswitchinterval()
+    assert wait_for(lambda: "inside" in seen)
+    assert math.isclose(seen["inside"], TICK_SWITCH_INTERVAL, rel_tol=1e-3), \
+        "back to the tick's interval once held"
+
+
+def test_a_plain_lock_leaves_the_tick_s_long_switch_interval_in_force(loops):
+    # The control: what LoopLock is for. A tick blocked on a threading.Lock leaves the
+    # 5 ms interval, so the thread that releases it keeps the GIL up to 5 ms.
+    lock = threading.Lock()
+    with lock:
+        _loop, entered, seen = _loop_blocked_on(lock, loops)
+        assert entered.wait(WAIT)
+        time.sleep(0.1)
+        assert math.isclose(sys.getswitchinterval(), TICK_SWITCH_INTERVAL, rel_tol=1e-3)
+    assert wait_for(lambda: "inside" in seen)
+
+
+def test_loop_lock_is_a_plain_lock_outside_loop_threads_and_serves_a_condition():
+    lock = LoopLock()
+    interval = sys.getswitchinterval()
+    assert lock.acquire() and lock.locked()
+    assert not lock.acquire(blocking=False)
+    assert not lock.acquire(timeout=0.01)
+    lock.release()
+    assert not lock.locked()
+    acquired = threading.Event()
+    with lock:
+        waiter = threading.Thread(target=lambda: (lock.acquire(), acquired.set(),
+                                                  lock.release()))
+        waiter.start()
+        assert not acquired.wait(0.05)
+        assert sys.getswitchinterval() == interval, "no loop thread: the interval stays"
+    assert acquired.wait(WAIT)
+    waiter.join()
+    condition = threading.Condition(LoopLock())
+    box: list[int] = []
+
+    def consumer() -> None:
+        with condition:
+            assert condition.wait_for(lambda: box, timeout=WAIT)
+            box.append(2)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    with condition:
+        box.append(1)
+        condition.notify_all()
+    thread.join(WAIT)
+    assert box == [1, 2]

@@ -440,6 +440,28 @@ def test_lockstep_stops_waiting_after_max_unanswered_frames_and_resumes_on_an_an
     assert counters.lockstep_waits >= MAX_UNANSWERED + 2
 
 
+def test_the_worker_s_messages_are_sent_in_order_by_its_own_thread(make_hw):
+    # A frame request from the control loop's tick costs a queue put: the client's
+    # sender thread pickles and sends, in the order the messages were made.
+    hw = make_hw(renderer=True)
+    worker = hw.renderer
+    sent: list[tuple[str, str]] = []
+    send = worker._conn.send
+
+    def recording(message) -> None:
+        sent.append((threading.current_thread().name, message[0]))
+        send(message)
+
+    worker._conn.send = recording
+    hw.reset_episode(3, "nominal")
+    assert worker.request(0.5, hw.world.true_joint_positions(), wait=WAIT)
+    hw.set_target(np.array([0.5, 0.1, 0.25]))
+    assert worker.receive(WAIT) is not None
+    assert wait_for(lambda: len(sent) >= 3)
+    assert sent == [("render-requests", "episode"), ("render-requests", "render"),
+                    ("render-requests", "target")]
+
+
 # ------------------------------------------------------------------ lifetime
 def test_close_stops_the_render_worker_and_is_idempotent(make_hw):
     hw = make_hw(renderer=True)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from visuomotor_core.hardware import JointSample
+from visuomotor_core.rt_loop import LoopLock, waiting_in_loop
 from visuomotor_sim.randomization import DomainRandomizer, RandomizationProfile, load_profiles
 from visuomotor_sim.render_worker import Frame, RenderWorker
 from visuomotor_sim.robot import COMMAND_MODES
@@ -180,7 +181,8 @@ class SimHardware:
         self.renderer = RenderWorker(world_config) if renderer else None
         self.on_output = on_output or (lambda kind: None)
         n = len(self.joint_names)
-        self._lock = threading.Lock()          # the world, the task, the episode
+        # Locks the loop's tick takes are LoopLocks (see visuomotor_core.rt_loop).
+        self._lock = LoopLock()                # the world, the task, the episode
         # Sim time is kept in integer ns, so that stamps stay exact multiples of the
         # control period (summing float periods drifts by ~0.3 µs an hour at 1 kHz).
         self._time_ns = 0
@@ -201,7 +203,7 @@ class SimHardware:
             "velocity": (-self.world.limits.velocity, self.world.limits.velocity),
         }
         # Outputs for the node: copied here in the loop thread, read under _out_lock.
-        self._out_lock = threading.Lock()
+        self._out_lock = LoopLock()
         self._observed = JointSample.zeros(n)
         self._status: StatusSnapshot | None = None
         # Output schedules, ns of sim time: each output is due on its own grid k·period
@@ -214,7 +216,7 @@ class SimHardware:
         }
         self._next = dict(self._periods)
         # Lockstep: the frame awaiting the policy's answer.
-        self._answered = threading.Condition(threading.Lock())
+        self._answered = threading.Condition(LoopLock())
         self._pending_frame = math.nan
         self._answered_stamp = -math.inf
         self._unanswered = 0
@@ -469,10 +471,11 @@ class SimHardware:
                 if self._skipped_waits % PROBE_EVERY:
                     return
             self.counters.lockstep_waits += 1
-            answered = self._answered.wait_for(
-                lambda: self._answered_stamp >= frame - TIME_EPS or self._closed,
-                timeout=config.lockstep_timeout,
-            )
+            with waiting_in_loop():
+                answered = self._answered.wait_for(
+                    lambda: self._answered_stamp >= frame - TIME_EPS or self._closed,
+                    timeout=config.lockstep_timeout,
+                )
             if not answered:
                 self.counters.lockstep_timeouts += 1
                 self._unanswered += 1

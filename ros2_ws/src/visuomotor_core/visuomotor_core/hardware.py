@@ -103,10 +103,10 @@ class LatestSample:
     _slot: JointSample = field(init=False)
 
     def __post_init__(self) -> None:
-        import threading
+        from visuomotor_core.rt_loop import LoopLock
 
         self._slot = JointSample.zeros(self.n)
-        self._lock = threading.Lock()
+        self._lock = LoopLock()  # the loop's tick takes from it
 
     def put(self, position: np.ndarray, velocity: np.ndarray, effort: np.ndarray | None,
             stamp: float) -> None:

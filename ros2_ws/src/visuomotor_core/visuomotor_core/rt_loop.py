@@ -41,6 +41,7 @@ GIL for ``gil_lead`` per period, no CPU time is spent.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -49,7 +50,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from visuomotor_core.timing import PeriodStats
@@ -111,6 +112,69 @@ class _GcHold:
 
 
 _GC_HOLD = _GcHold()
+
+
+#: Threads running a control loop (``threading.get_ident()``) -> their short switch
+#: interval, s (:class:`LoopLock`).
+_LOOP_THREADS: dict[int, float] = {}
+
+
+@contextlib.contextmanager
+def waiting_in_loop() -> Iterator[None]:
+    """Around a wait of a loop's tick for another thread (a lock, a condition): the loop
+    thread's short switch interval meanwhile, so the GIL comes back that soon after the
+    other thread is done (see :class:`LoopLock`). Nothing in other threads."""
+    short = _LOOP_THREADS.get(threading.get_ident())
+    if short is None:
+        yield
+        return
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(short)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+class LoopLock:
+    """A lock for what a control loop's tick shares with the process's other threads.
+
+    A tick runs with the long switch interval (``TICK_SWITCH_INTERVAL``), so that no
+    thread makes it yield midway. When the tick finds a plain lock held, it releases the
+    GIL to wait; the holder finishes its critical section and releases the lock, but then
+    keeps the GIL, running on, until it blocks or the switch interval in force expires: up
+    to 5 ms before the tick may go on (measured in the robot process: 0.4-1 ms waits, the
+    ticks of most deadline misses). A loop thread that finds a ``LoopLock`` held waits for
+    it with its short ``switch_interval`` instead, so it gets the GIL back that soon after
+    the release. Uncontended, and in any other thread, it is a plain lock (a failed
+    non-blocking attempt first). Usable with ``threading.Condition``.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        lock = self._lock
+        if lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        with waiting_in_loop():
+            return lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class _Timespec(ctypes.Structure):
@@ -331,6 +395,10 @@ class LoopCounters:
 
     ticks: int = 0
     misses: int = 0
+    #: Misses by cause: the tick started later than ``tolerance·period`` (woken late, or
+    #: waiting for the GIL or a lock), or it started on time and ended after its deadline.
+    late_starts: int = 0
+    long_ticks: int = 0
     consecutive_misses: int = 0
     overruns: int = 0
     skipped_periods: int = 0
@@ -399,6 +467,8 @@ class ControlLoop:
     # ------------------------------------------------------------------ thread
     def _run(self, ready: threading.Event) -> None:
         raised: list[ThreadScheduling] = []
+        ident = threading.get_ident()
+        _LOOP_THREADS[ident] = self.config.switch_interval
         try:
             self.realtime = apply_realtime_settings(self.config)
             if self.config.io_priority:
@@ -419,6 +489,7 @@ class ControlLoop:
             if self._on_error is not None:
                 self._on_error(error)
         finally:
+            _LOOP_THREADS.pop(ident, None)
             restore_threads(raised)
             ready.set()
             _GC_HOLD.release()
@@ -450,7 +521,11 @@ class ControlLoop:
                 stats.record_period((start - last_start) * 1e-9)
             last_start = start
             deadline = next_start + period
-            if start - next_start > late_limit or end > deadline:
+            if start - next_start > late_limit:
+                counters.late_starts += 1
+                self._missed()
+            elif end > deadline:
+                counters.long_ticks += 1
                 self._missed()
             else:
                 counters.consecutive_misses = 0

@@ -79,7 +79,7 @@ from visuomotor_core.hardware import Hardware, JointSample
 from visuomotor_core.params import ParamSpec
 from visuomotor_core.robot_description import DEFAULT_ROBOT
 from visuomotor_core.robot_model import RobotModel
-from visuomotor_core.rt_loop import ControlLoop, LoopConfig
+from visuomotor_core.rt_loop import ControlLoop, LoopConfig, LoopLock
 from visuomotor_core.timing import LatencyStats, PeriodStats
 from visuomotor_interfaces.msg import ControllerState, JointTargets
 from visuomotor_ros import graph
@@ -249,8 +249,10 @@ class ControllerNode(LifecycleNode):
         self.hardware: Hardware | None = None
         self.loop: ControlLoop | None = None
         self._outputs: OutputThread | None = None
-        self._lock = threading.Lock()
-        self._tick_lock = threading.Lock()
+        # Locks the loop's tick takes: LoopLock, so that the tick never waits for the GIL
+        # with its long switch interval behind a thread that held one.
+        self._lock = LoopLock()
+        self._tick_lock = LoopLock()
         self._last_tick_wall = -math.inf
         self._owned: list[Any] = []
         self._backstop_timer = None
@@ -277,7 +279,7 @@ class ControllerNode(LifecycleNode):
         self._last_state_pub = -np.inf
         self._last_command = np.zeros(len(self._joint_names))
         self._snapshot = _TickSnapshot.zeros(len(self._joint_names))
-        self._snapshot_lock = threading.Lock()
+        self._snapshot_lock = LoopLock()
         self._announced = threading.Event()
         self._mode_changed = False
         self._overrun = False
@@ -747,6 +749,8 @@ class ControllerNode(LifecycleNode):
                 "trigger": self.params["trigger"],
                 "loop_ticks": counters.ticks,
                 "loop_misses": self._loop_misses(),
+                "loop_late_starts": counters.late_starts,
+                "loop_long_ticks": counters.long_ticks,
                 "loop_consecutive_misses": counters.consecutive_misses,
                 "loop_overruns": counters.overruns,
                 "loop_skipped_periods": counters.skipped_periods,

@@ -44,7 +44,7 @@ from rclpy.qos import (
 )
 
 from visuomotor_core.params import ParamSpec, validate
-from visuomotor_core.rt_loop import set_parent_death_signal
+from visuomotor_core.rt_loop import LoopLock, set_parent_death_signal
 from visuomotor_ros.callback_guard import CallbackGuard
 
 #: Camera images and camera info: best effort, keep only the newest frame so a
@@ -172,7 +172,7 @@ class OutputThread:
         self.guard = CallbackGuard(node.get_logger(), alive=self._alive)
         self._publish = self.guard(publish)
         self._due: set[str] = set()
-        self._ready = threading.Condition()
+        self._ready = threading.Condition(LoopLock())  # triggered by the loop's tick
         self._running = True
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
