@@ -259,6 +259,35 @@ def test_effort_law_is_pd_plus_gravity(model):
     np.testing.assert_allclose(command.values, expected, atol=1e-9)
 
 
+def test_at_the_velocity_limit_the_effort_law_adds_no_torque_beyond_gravity(model):
+    controller = make(model, interpolation="none")
+    tick(controller, 0.0)
+    vmax = model.limits.velocity
+    now = 0.0
+    for sign in (1.0, -1.0):
+        # The arm lags 0.1 rad behind the reference: the PD term pushes on.
+        now += DT
+        controller.set_target(HOME + sign * 0.3, now, now)
+        lagging = HOME - sign * 0.1
+        at_limit = tick(controller, now, q=lagging, qd=sign * vmax)
+        now += DT
+        beyond = tick(controller, now, q=lagging, qd=sign * (vmax + 0.5))
+        assert at_limit.mode is beyond.mode is Mode.TRACKING
+        gravity = model.gravity_torques(lagging)
+        assert (sign * (at_limit.values - gravity) <= 1e-9).all()
+        assert (sign * (beyond.values - gravity) < 0.0).all(), "beyond the limit it brakes"
+    # Well below the limits the bound is not reached: the law is PD + gravity.
+    now += DT
+    controller.set_target(HOME + 0.01, now, now)
+    slow = tick(controller, now, q=HOME, qd=0.1 * vmax)
+    reference, velocity = controller.reference
+    kp, kd = np.array(controller.config.kp), np.array(controller.config.kd)
+    np.testing.assert_allclose(
+        slow.values,
+        kp * (reference - HOME) + kd * (velocity - 0.1 * vmax) + model.gravity_torques(HOME),
+        atol=1e-9)
+
+
 def test_effort_is_clamped_to_the_scaled_effort_limits(model):
     controller = make(model, effort_scale=0.5)
     tick(controller, 0.0)
