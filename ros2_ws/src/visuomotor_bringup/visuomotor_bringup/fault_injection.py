@@ -431,6 +431,8 @@ class Observer:
         #: Header stamp (s, the publisher's clock) of each status's newest report.
         self.diagnostics_stamps: dict[str, float] = {}
         self.targets = 0
+        #: Newest policy-target stamp received (s, the camera frame it answers).
+        self.target_stamp = -math.inf
         self._context = Context()
         # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt here, so a case stops
         # its graph and helpers on the way out.
@@ -491,6 +493,9 @@ class Observer:
 
     def _on_targets(self, msg: Any) -> None:
         self.targets += 1
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self.lock:
+            self.target_stamp = max(self.target_stamp, stamp)
 
     def _on_diagnostics(self, msg: Any) -> None:
         with self.lock:
@@ -664,6 +669,13 @@ def _inject(case: Case, options: Options, bringup: Any, observer: Observer,
         helper.signal(signal.SIGUSR1)
         _wait(lambda: helper.value("fault-start") is not None, HELPER_READY_TIMEOUT)
     time.sleep(options.fault_s)
+    if sim and case.action in ("kill", "stop"):
+        # The graph time read before the signal lags the sim by this process's /clock
+        # delay (tens of ms of sim time with a loaded machine in lockstep); every target
+        # received since answers a frame taken before the signal, so the newest one's
+        # stamp is also a time the fault had not begun by.
+        with observer.lock:
+            timeline["start"] = max(timeline["start"], observer.target_stamp)
     if case.action == "stop":
         timeline["end"] = observer.graph_time(sim)
         _signal_role(bringup, helpers, case.target, signal.SIGCONT)
@@ -723,7 +735,7 @@ def _analyse(case: Case, result: Result, bringup: Any, observer: Observer, limit
         result.failures.append(f"{limits.violations} limit violations: {limits.first}")
     result.crashes = _crashes(bringup, case)
     if result.crashes:
-        result.failures.append(f"crashed: {', '.join(result.crashes)}")
+        result.failures.append(f"crashed: {_crash_names(result.crashes)}")
     if "start" not in timeline or not math.isfinite(timeline["start"]):
         if not result.failures:
             result.failures.append("the fault was never injected")
@@ -838,15 +850,27 @@ def _check_limits(states: list[StateSample], commands: list[tuple[float, int, np
     return lost
 
 
+#: Lines of a crashed process's output quoted with its crash (a fault dump, an error).
+CRASH_TAIL_LINES = 40
+
+
 def _crashes(bringup: Any, case: Case) -> list[str]:
+    """What ended badly, each with the last lines its process printed."""
     crashes = []
     for process in bringup.processes:
         code = bringup.returncodes().get(process.role)
+        output = bringup.output(process.role)
+        tail = "\n".join(output[-CRASH_TAIL_LINES:])
         if process.role != case.killed and code not in (0, None):
-            crashes.append(f"{process.role} exited {code}")
-        if any("Traceback" in line for line in bringup.output(process.role)):
-            crashes.append(f"{process.role} printed a Traceback")
+            crashes.append(f"{process.role} exited {code}; its last output:\n{tail}")
+        if any("Traceback" in line for line in output):
+            crashes.append(f"{process.role} printed a Traceback; its last output:\n{tail}")
     return crashes
+
+
+def _crash_names(crashes: list[str]) -> str:
+    """The crashes' first lines (what crashed, without the output quoted)."""
+    return ", ".join(crash.splitlines()[0].split(";")[0] for crash in crashes)
 
 
 def _time_to_hold(states: list[StateSample], origin: float) -> float | None:
@@ -938,7 +962,7 @@ def _run_memory(case: Case, options: Options) -> Result:
         log.close()
     result.crashes = _crashes(bringup, case)
     if result.crashes:
-        result.failures.append(f"crashed: {', '.join(result.crashes)}")
+        result.failures.append(f"crashed: {_crash_names(result.crashes)}")
     if len(samples) >= 2:
         times = np.array([s[0] for s in samples])
         rss = np.array([s[1] for s in samples])
@@ -986,7 +1010,7 @@ def format_table(results: Sequence[Result]) -> str:
     lines = ["| case | crashes | limit violations | time to hold | result | outcome |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        crashes = ", ".join(r.crashes) if r.crashes else "0"
+        crashes = _crash_names(r.crashes) if r.crashes else "0"
         violations = f"{r.violations} / {r.checked}" if r.checked else "—"
         if r.time_to_hold is None:
             hold = "—"
