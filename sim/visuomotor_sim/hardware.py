@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from visuomotor_core.hardware import JointSample
+from visuomotor_core.limits import all_true
 from visuomotor_core.rt_loop import LoopLock, waiting_in_loop
 from visuomotor_sim.randomization import DomainRandomizer, RandomizationProfile, load_profiles
 from visuomotor_sim.render_worker import Frame, RenderWorker
@@ -247,13 +248,14 @@ class SimHardware:
         self.counters.commands += 1
         stale = self._read_epoch is not None and self._read_epoch != self._epoch
         if stale or interface not in COMMAND_MODES or command.shape != self._command.shape \
-                or not np.isfinite(command).all():
+                or not all_true(np.isfinite(command)):
             self.counters.rejected += 1
             return
         low, high = self._bounds[interface]
-        if np.any(command < low) or np.any(command > high):
+        clamped = np.minimum(np.maximum(command, low, out=self._command), high,
+                             out=self._command)
+        if not all_true(clamped == command):
             self.counters.clamped += 1
-        np.minimum(np.maximum(command, low, out=self._command), high, out=self._command)
         self._command_interface = interface
         self._last_command_time = self._time
 

@@ -190,6 +190,7 @@ class ArmWorld:
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = cfg = config or WorldConfig()
         self._client = c = _connect(cfg.gui)
+        self._step_simulation = c.stepSimulation  # bound once (see SimRobot)
         self.renderer = SceneRenderer(c, cfg.camera, cfg.use_egl)
         self.camera = self.renderer.camera
         c.setPhysicsEngineParameter(fixedTimeStep=cfg.dt, deterministicOverlappingPairs=1)
@@ -295,7 +296,7 @@ class ArmWorld:
 
     def step(self, n: int = 1) -> None:
         """Advance the physics by ``n`` steps, applying the delayed command each step."""
-        step_simulation, actuate, dt = self._client.stepSimulation, self.arm.actuate, self.dt
+        step_simulation, actuate, dt = self._step_simulation, self.arm.actuate, self.dt
         tau = self.arm.applied_tau
         for _ in range(n):
             actuate()

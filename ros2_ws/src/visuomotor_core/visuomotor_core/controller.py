@@ -107,7 +107,13 @@ from visuomotor_core.controller_config import (
     parameter_schema,
 )
 from visuomotor_core.joint_state_check import MEASURED_SPEED_FACTOR, JointStateCheck
-from visuomotor_core.limits import JointLimits, check_vector, clip_into, effective_limits
+from visuomotor_core.limits import (
+    JointLimits,
+    all_true,
+    check_vector,
+    clip_into,
+    effective_limits,
+)
 from visuomotor_core.reference_trajectory import ReferenceTrajectory
 from visuomotor_core.robot_model import RobotModel
 
@@ -535,7 +541,7 @@ class JointController:
         dt = self._tick(now)
         self._check_watchdogs(now, wall, fault)
         values = self._command(now, dt, fault)
-        if not np.isfinite(values).all():
+        if not all_true(np.isfinite(values)):
             # Unreachable with validated inputs; never send it if it happens.
             self._enter_hold("non-finite command suppressed")
             return self._idle_command()

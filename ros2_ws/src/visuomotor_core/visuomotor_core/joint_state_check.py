@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from visuomotor_core.limits import JointLimits
+from visuomotor_core.limits import JointLimits, all_true
 
 #: A measured speed above this many URDF velocity limits is a sensor fault: the
 #: drives cannot reach it.
@@ -100,13 +100,13 @@ class JointStateCheck:
         inside = self._inside
         # NaN fails every comparison: (q >= low) is False for it.
         np.greater_equal(q, self._low, out=inside)
-        if inside.all():
+        if all_true(inside):
             np.less_equal(q, self._high, out=inside)
-        if not inside.all():
+        if not all_true(inside):
             return "joint positions not finite or outside the robot's position range"
         np.abs(qd, out=self._work)
         np.less_equal(self._work, self._speed_bound, out=inside)
-        if not inside.all():
+        if not all_true(inside):
             return "joint velocities not finite or implausible"
         self.q[:] = q
         self.qd[:] = qd

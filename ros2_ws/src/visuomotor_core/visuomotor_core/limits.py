@@ -145,6 +145,11 @@ def effective_limits(base: JointLimits, overrides: LimitOverrides) -> JointLimit
     return JointLimits(lower=lower, upper=upper, velocity=velocity, effort=effort)
 
 
+#: ``mask.all()`` for a boolean vector without ndarray.all's Python-level dispatch (half
+#: of its 1.6 µs, which counts several times per 1 kHz tick).
+all_true = np.logical_and.reduce
+
+
 def clip_into(
     values: np.ndarray, low: np.ndarray, high: np.ndarray, out: np.ndarray
 ) -> np.ndarray:

@@ -171,6 +171,8 @@ class LoopLock:
         return self._lock.locked()
 
     def __enter__(self) -> bool:
+        if self._lock.acquire(False):  # the common case, without acquire()'s call
+            return True
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
