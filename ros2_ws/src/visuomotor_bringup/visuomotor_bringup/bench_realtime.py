@@ -8,6 +8,11 @@ with a process spinning on one core, to show the degradation.
 
 Scenarios (``--only`` picks some):
 
+* ``wakeup`` — the machine's floor for the loops below: a bare SCHED_FIFO thread (the
+  loop's ``--rt-priority``) sleeping to absolute 1 ms deadlines (``clock_nanosleep``, no
+  Python work) in a process of its own, while a spinning process per core keeps every
+  core busy (the wall-paced graph keeps both busy): how late it wakes, p99/p99.9/max,
+  and how often later than the loops' miss tolerance (half a period).
 * ``topics`` — the controller with the topics backend (``trigger: deadline``)
   fed by a separate process publishing ``joint_states`` at 1 kHz, seen from a
   subscriber here: command rate, inter-arrival p50/p99/max, gaps over 1.5 ms,
@@ -36,6 +41,7 @@ within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -62,13 +68,20 @@ from std_srvs.srv import Trigger
 
 from visuomotor_bringup import plan
 from visuomotor_bringup.multiprocess import Bringup
+from visuomotor_core.rt_loop import (
+    LoopConfig,
+    apply_realtime_settings,
+    sleep_until_ns,
+)
 from visuomotor_core.timing import wait_until
 from visuomotor_interfaces.msg import ControllerState, JointTargets, TaskStatus
 from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
 
-SCENARIOS = ("topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
+SCENARIOS = ("wakeup", "topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
+#: A loop tick starting later than this fraction of its period is a miss (LoopConfig).
+MISS_TOLERANCE = 0.5
 #: Gaps between commands longer than this count as missed 1 kHz packets.
 GAP_LIMIT = 1.5e-3
 #: Wait after a measured window for the controller's diagnostics report that closes it, s.
@@ -415,6 +428,48 @@ def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
     return successes, sim_seconds
 
 
+def scenario_wakeup(duration: float, loop: LoopSettings) -> dict[str, float]:
+    hogs = [_hog() for _ in range(os.cpu_count() or 1)]
+    try:
+        out = subprocess.run(_self("wakeup", "--duration", str(duration), "--rt-priority",
+                                   str(loop.rt_priority)),
+                             capture_output=True, text=True, timeout=duration + 60.0,
+                             check=True).stdout
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def role_wakeup(duration: float, priority: int, rate: float = 1000.0) -> None:
+    """Sleep to absolute deadlines at ``rate`` in a SCHED_FIFO thread; print the lateness
+    figures as one JSON line."""
+    period = round(1e9 / rate)
+    late = np.empty(max(1, round(duration * rate)), dtype=np.int64)
+    applied: list[str] = []
+
+    def body() -> None:
+        applied.extend(apply_realtime_settings(LoopConfig(priority=priority)).applied)
+        deadline = time.monotonic_ns() + period
+        for i in range(late.size):
+            sleep_until_ns(deadline)
+            late[i] = time.monotonic_ns() - deadline
+            deadline += period
+
+    thread = threading.Thread(target=body, name="wakeup")
+    thread.start()
+    thread.join()
+    late_us = late * 1e-3
+    print(json.dumps({
+        "bare_late_p99_us": float(np.percentile(late_us, 99)),
+        "bare_late_p999_us": float(np.percentile(late_us, 99.9)),
+        "bare_late_max_us": float(late_us.max()),
+        "bare_late_over_tolerance_pct": float(np.mean(late > MISS_TOLERANCE * period) * 100),
+        "bare_sched_fifo": float(any("SCHED_FIFO" in a for a in applied)),
+    }))
+
+
 def scenario_sim_realtime(duration: float, log_dir: Path, loop: LoopSettings,
                           episodes: int) -> dict[str, float]:
     with ProbeRunner() as probe, _graph(True, {"step_mode": "realtime"}, log_dir,
@@ -545,6 +600,7 @@ def _spin_until_signal(node: Node, on_stop: Callable[[], None] | None = None) ->
 
 # ---------------------------------------------------------------------- report
 TARGETS = {
+    "wakeup": {"bare_late_over_tolerance_pct": "(misses <= 0.1)"},
     "topics": {"controller_rate_hz": ">= 995", "controller_gap_p99_ms": "<= 1.25",
                "controller_loop_misses_pct": "<= 0.1", "controller_loop_cpu_pct": "<= 25"},
     "image": {"image_p50_ms": "<= 1"},
@@ -591,7 +647,9 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
             results: dict[str, dict[str, float]] = {}
             for scenario in selected:
                 print(f"[bench] {label}: {scenario} ...", flush=True)
-                if scenario == "topics":
+                if scenario == "wakeup":
+                    results[scenario] = scenario_wakeup(min(args.duration, 30.0), loop)
+                elif scenario == "topics":
                     results[scenario] = scenario_topics(args.duration, log_dir, loop)
                 elif scenario == "image":
                     results[scenario] = scenario_image(min(args.duration, 20.0), log_dir,
@@ -633,7 +691,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="ROS_DOMAIN_ID of the benchmark (default: 150 + pid %% 50)")
     parser.add_argument("--log-dir", default="/tmp/visuomotor-bench",
                         help="folder for the processes' logs")
-    parser.add_argument("--role", choices=("feeder", "timer", "camera"), help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("feeder", "timer", "camera", "wakeup"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     parser.add_argument("--topic", default=IMAGE_TOPIC, help=argparse.SUPPRESS)
     parser.add_argument("--no-targets", action="store_true", help=argparse.SUPPRESS)
@@ -642,6 +701,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.role == "wakeup":
+        role_wakeup(args.duration, args.rt_priority)
+        return
     if args.role == "feeder":
         role_feeder(args.rate, not args.no_targets)
         return
