@@ -33,7 +33,7 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("name", CASES)
 def test_fault_case_ends_without_crash_or_limit_violation(results, name):
     result = results[name]
-    assert not result.crashes, "\n".join(result.crashes)
+    assert not result.crashes, "\n".join(result.crash_output)
     assert result.checked > 0, result
     assert result.violations == 0, result.first_violation
     assert result.passed, result.failures

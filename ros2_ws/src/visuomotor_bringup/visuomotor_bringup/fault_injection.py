@@ -260,6 +260,8 @@ class Result:
 
     case: str
     crashes: list[str] = field(default_factory=list)
+    #: The last lines each crashed process printed (a fault dump, an error), one per crash.
+    crash_output: list[str] = field(default_factory=list)
     violations: int = 0
     checked: int = 0
     first_violation: str = ""
@@ -733,9 +735,9 @@ def _analyse(case: Case, result: Result, bringup: Any, observer: Observer, limit
         limits.violations, limits.checked, limits.first)
     if limits.violations:
         result.failures.append(f"{limits.violations} limit violations: {limits.first}")
-    result.crashes = _crashes(bringup, case)
+    result.crashes, result.crash_output = _crashes(bringup, case)
     if result.crashes:
-        result.failures.append(f"crashed: {_crash_names(result.crashes)}")
+        result.failures.append(f"crashed: {', '.join(result.crashes)}")
     if "start" not in timeline or not math.isfinite(timeline["start"]):
         if not result.failures:
             result.failures.append("the fault was never injected")
@@ -854,23 +856,22 @@ def _check_limits(states: list[StateSample], commands: list[tuple[float, int, np
 CRASH_TAIL_LINES = 40
 
 
-def _crashes(bringup: Any, case: Case) -> list[str]:
-    """What ended badly, each with the last lines its process printed."""
-    crashes = []
+def _crashes(bringup: Any, case: Case) -> tuple[list[str], list[str]]:
+    """What ended badly, and the last lines each of those processes printed."""
+    crashes: list[str] = []
+    outputs: list[str] = []
     for process in bringup.processes:
         code = bringup.returncodes().get(process.role)
         output = bringup.output(process.role)
-        tail = "\n".join(output[-CRASH_TAIL_LINES:])
+        found = []
         if process.role != case.killed and code not in (0, None):
-            crashes.append(f"{process.role} exited {code}; its last output:\n{tail}")
+            found.append(f"{process.role} exited {code}")
         if any("Traceback" in line for line in output):
-            crashes.append(f"{process.role} printed a Traceback; its last output:\n{tail}")
-    return crashes
-
-
-def _crash_names(crashes: list[str]) -> str:
-    """The crashes' first lines (what crashed, without the output quoted)."""
-    return ", ".join(crash.splitlines()[0].split(";")[0] for crash in crashes)
+            found.append(f"{process.role} printed a Traceback")
+        crashes += found
+        outputs += [f"{crash}; its last output:\n" + "\n".join(output[-CRASH_TAIL_LINES:])
+                    for crash in found]
+    return crashes, outputs
 
 
 def _time_to_hold(states: list[StateSample], origin: float) -> float | None:
@@ -960,9 +961,9 @@ def _run_memory(case: Case, options: Options) -> Result:
         bringup.stop("memory case ended")
         observer.close()
         log.close()
-    result.crashes = _crashes(bringup, case)
+    result.crashes, result.crash_output = _crashes(bringup, case)
     if result.crashes:
-        result.failures.append(f"crashed: {_crash_names(result.crashes)}")
+        result.failures.append(f"crashed: {', '.join(result.crashes)}")
     if len(samples) >= 2:
         times = np.array([s[0] for s in samples])
         rss = np.array([s[1] for s in samples])
@@ -1010,7 +1011,7 @@ def format_table(results: Sequence[Result]) -> str:
     lines = ["| case | crashes | limit violations | time to hold | result | outcome |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        crashes = _crash_names(r.crashes) if r.crashes else "0"
+        crashes = ", ".join(r.crashes) if r.crashes else "0"
         violations = f"{r.violations} / {r.checked}" if r.checked else "—"
         if r.time_to_hold is None:
             hold = "—"

@@ -6,9 +6,9 @@ and ``g(q)`` the model's gravity torques (N·m; zero when gravity compensation i
 
 * effort, tracking: ``tau = kp (q_ref - q) + kd (qd_ref - qd) + g(q)``;
   hold: ``tau = hold_kp (q_ref - q) - hold_kd qd + g(q)``; then bounded by the velocity
-  limits, ``g(q) + kd (-v_max - qd) <= tau <= g(q) + kd (v_max - qd)`` (the velocity part of
-  ros_control's soft joint limits for effort joints, taken relative to the gravity torque
-  and with the tracking damping ``kd`` as its gain): at the limit no torque beyond gravity
+  limits, ``g(q) + k (-v_max - qd) <= tau <= g(q) + k (v_max - qd)`` (the velocity part of
+  ros_control's soft joint limits for effort joints, taken relative to the gravity torque,
+  with ``k`` from ``VELOCITY_LIMIT_TIME_CONSTANT``): at the limit no torque beyond gravity
   speeds the joint up further, beyond it the torque brakes; then clamped to ±effort limits.
   The reference is rate-limited to ``v_max``, but a joint lagging behind it would
   otherwise be pushed past the limit by ``kp`` (measured: 2.3-4.0 rad/s against 2.175 and
@@ -56,7 +56,8 @@ class ControlLaw:
         self._work = np.zeros(n)
         self._gravity = np.zeros(n)
         self._zeros = np.zeros(n)
-        self._inertia_floor = model.inertia_floor()
+        #: Gain of the velocity-limit bound, N·m·s/rad (the robot's, not a parameter).
+        self._speed_gain = model.inertia_floor() / VELOCITY_LIMIT_TIME_CONSTANT
         self.idle = np.zeros(n)
 
     def configure(self, config: ControllerConfig, limits: JointLimits) -> None:
@@ -69,7 +70,6 @@ class ControlLaw:
         self._hold_kp = np.array(config.effective_hold_kp)
         self._hold_kd = np.array(config.effective_hold_kd)
         self._kv = config.velocity_feedback_gain
-        self._speed_gain = self._inertia_floor / VELOCITY_LIMIT_TIME_CONSTANT
         self._low = limits.lower
         self._high = limits.upper
         self._vmax = limits.velocity
