@@ -320,8 +320,9 @@ class StallingNode(Node):
 
 
 def test_a_stalled_executor_delays_neither_the_control_loop_nor_the_watchdog(ros_context):
-    """The controller's executor stalls (targets, services, state messages wait): its loop
-    thread keeps commanding and its watchdog fires on time anyway."""
+    """The controller's executor stalls (services and parameter changes wait): its loop
+    thread, which takes the joint states and the targets itself, keeps tracking and
+    commanding, and its watchdog fires on time when the targets stop."""
     spinner = Spinner(ros_context)
     probe = Probe(context=ros_context)
     feeder = SyntheticFeeder(FeederConfig(state_rate_hz=RATE_HZ), context=ros_context)
@@ -339,15 +340,23 @@ def test_a_stalled_executor_delays_neither_the_control_loop_nor_the_watchdog(ros
         probe.wait_mode(ControllerState.MODE_TRACKING)
         executor.add_node(stalling)  # its timer's callback blocks the controller's executor
         assert stalling.stalled.wait(WAIT)
+        accepted_before = controller.controller.status()["targets_accepted"]
         ticks, commands = controller.loop.counters.ticks, len(probe.commands)
-        # Neither joint states nor targets reach the controller now: the loop's watchdogs
-        # hold on their own.
+        sent = feeder.targets_sent
+        # Joint states and targets still reach the loop: it keeps tracking fresh targets.
+        assert wait_for(lambda: feeder.targets_sent >= sent + 3
+                        and controller.controller.status()["targets_accepted"]
+                        >= accepted_before + 3)
+        assert controller.controller.mode.value == "tracking"
+        # The targets stop: the loop's watchdog holds on its own.
+        feeder.targets_enabled = False
         assert wait_for(lambda: controller.controller.mode.value == "hold")
         reason = controller.controller.reason
-        assert "stale" in reason or "target_timeout" in reason, reason
+        assert "target_timeout" in reason, reason
         assert wait_for(lambda: controller.loop.counters.ticks >= ticks + 200
                         and len(probe.commands) >= commands + 50), "the loop kept commanding"
         assert not stalling.release.is_set(), "all of that during the stall"
+        feeder.targets_enabled = True
         stalling.release.set()
         since = len(probe.states)
         probe.wait_mode(ControllerState.MODE_TRACKING, since)  # targets flow again
@@ -438,6 +447,40 @@ def test_topic_hardware_without_a_tick_callback_is_read_by_the_loop_not_by_an_ex
         hardware.close()
         owner.destroy_node()
         robot.destroy_node()
+
+
+def test_latest_message_reader_waits_for_a_message_without_an_executor(ros_context):
+    """LatestMessageReader.wait blocks until a message is waiting (no executor spins the
+    reader), times out without one, and returns False once the reader is destroyed."""
+    from visuomotor_ros.node_common import LatestMessageReader
+
+    owner = Node("reader_owner", context=ros_context)
+    peer = Node("reader_peer", context=ros_context)
+    received: list[float] = []
+    reader = LatestMessageReader(owner, JointTargets, graph.POLICY_TARGETS, LATEST_QOS,
+                                 lambda msg: received.append(stamp_of(msg)), "targets")
+    publisher = peer.create_publisher(JointTargets, graph.POLICY_TARGETS, LATEST_QOS)
+    try:
+        assert wait_for(lambda: publisher.get_subscription_count() == 1)
+        start = time.monotonic()
+        assert not reader.wait(0.05)
+        assert time.monotonic() - start >= 0.04, "it waited the timeout"
+        msg = JointTargets()
+        msg.header.stamp = seconds_to_time(2.5)
+
+        def later() -> None:
+            time.sleep(0.05)
+            publisher.publish(msg)
+
+        threading.Thread(target=later, daemon=True).start()
+        assert reader.wait(WAIT)
+        assert reader.take_latest() and received == [2.5]
+        assert not reader.take_latest()
+        reader.destroy()
+        assert not reader.wait(0.01)
+    finally:
+        peer.destroy_node()
+        owner.destroy_node()
 
 
 def test_topic_hardware_maps_joint_states_by_name_and_drops_malformed_ones(ros_context):
@@ -889,6 +932,34 @@ def test_sim_estop_holds_refuses_targets_and_reset_resumes(make_sim_rig):
     assert estop.reason == "e-stop service"
 
 
+def test_sim_lockstep_goes_on_only_once_the_controller_holds_the_answer(make_sim_rig,
+                                                                        monkeypatch):
+    """In lockstep the loop's thread takes the policy's targets itself (the sim's answer
+    source): every target answering a frame reaches the controller at sim time no
+    later than frame + lockstep_latency, where the physics waits — never after the
+    physics went on without it — and none of the waits times out."""
+    taken: list[tuple[float, float]] = []  # (target stamp, sim time when taken)
+    on_targets = ControllerNode._on_targets
+
+    def recording(self, msg):
+        taken.append((time_to_seconds(msg.header.stamp), self.hardware.now()))
+        on_targets(self, msg)
+
+    monkeypatch.setattr(ControllerNode, "_on_targets", recording)
+    rig = make_sim_rig(goal=GOAL)
+    hardware = rig.hardware
+    latency = hardware.config.lockstep_latency
+    # (The first frames may come before the stand-in policy is discovered.)
+    assert wait_for(lambda: len(taken) >= 1, 3 * WAIT)
+    timeouts, waits = hardware.counters.lockstep_timeouts, hardware.counters.lockstep_waits
+    assert wait_for(lambda: len(taken) >= 21, 3 * WAIT)
+    assert all(now <= stamp + latency + 1e-9 for stamp, now in taken), taken
+    assert hardware.counters.lockstep_timeouts == timeouts
+    assert hardware.counters.lockstep_waits >= waits + 19
+    assert list(rig.runner.nodes["sim"].subscriptions) == [], \
+        "the sim node needs no subscription of its own for the answers"
+
+
 def test_sim_rate_change_live_keeps_an_integer_number_of_steps_per_cycle(make_sim_rig):
     rig = make_sim_rig(answering=False)
     rig.probe.wait_mode(ControllerState.MODE_HOLD)
@@ -906,14 +977,18 @@ def test_sim_rate_change_live_keeps_an_integer_number_of_steps_per_cycle(make_si
     assert round((rig.hardware.now() - t0) * 1e9) % 2_000_000 == 0, "2 ms per cycle"
 
 
-def test_destroying_the_controller_removes_its_joint_state_reader_from_the_graph(ros_context):
-    """The topics backend's reader is a node of its own: destroy_node (no cleanup before)
-    must take it along, or a /joint_states subscriber outlives the controller."""
+def test_destroying_the_controller_removes_its_readers_from_the_graph(ros_context):
+    """The topics backend's joint-state reader and the targets reader are nodes of their
+    own: destroy_node (no cleanup before) must take them along, or a subscriber outlives
+    the controller. The controller node itself subscribes to nothing an executor spins."""
     peer = Node("graph_peer", context=ros_context)
     controller = ControllerNode(context=ros_context)
     try:
-        assert wait_for(lambda: peer.count_subscribers("/joint_states") == 1)
+        assert [s.topic_name for s in controller.subscriptions] in ([], ["/clock"])
+        for topic in ("/joint_states", "/" + graph.POLICY_TARGETS):
+            assert wait_for(lambda t=topic: peer.count_subscribers(t) == 1)
         controller.destroy_node()
-        assert wait_for(lambda: peer.count_subscribers("/joint_states") == 0)
+        for topic in ("/joint_states", "/" + graph.POLICY_TARGETS):
+            assert wait_for(lambda t=topic: peer.count_subscribers(t) == 0)
     finally:
         peer.destroy_node()

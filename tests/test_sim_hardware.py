@@ -8,6 +8,7 @@ worker process; lockstep is exercised with a thread standing in for the policy.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -362,9 +363,12 @@ def test_frames_are_stamped_on_the_camera_period_grid_also_after_a_reset(make_hw
 class Policy:
     """Stands in for the policy: receives every frame and answers it when told to."""
 
-    def __init__(self, hw: SimHardware, answer: bool) -> None:
+    def __init__(self, hw: SimHardware, answer: bool,
+                 deliver: Callable[[float], None] | None = None) -> None:
         self.hw = hw
         self.answer = answer
+        #: How an answer reaches the hardware (default: SimHardware.frame_answered).
+        self.deliver = deliver or hw.frame_answered
         self.frames: list[float] = []
         self.physics_at_answer: list[tuple[float, float]] = []
         self._stop = False
@@ -387,7 +391,7 @@ class Policy:
             wait_for(lambda s=frame.stamp, w=waits: hw.counters.lockstep_waits > w
                      or hw.now() > s + latency + 1e-9 or self._stop, WAIT)
             self.physics_at_answer.append((frame.stamp, hw.now()))
-            hw.frame_answered(frame.stamp)
+            self.deliver(frame.stamp)
 
     def stop(self) -> None:
         self._stop = True
@@ -440,9 +444,88 @@ def test_lockstep_stops_waiting_after_max_unanswered_frames_and_resumes_on_an_an
     assert counters.lockstep_waits >= MAX_UNANSWERED + 2
 
 
-def test_the_worker_s_messages_are_sent_in_order_by_its_own_thread(make_hw):
-    # A frame request from the control loop's tick costs a queue put: the client's
-    # sender thread pickles and sends, in the order the messages were made.
+class AnswerSource:
+    """Stands in for the controller's answer source (SimHardware.set_answer_source): the
+    answers of the stand-in policy wait in a queue, as targets in a subscription's."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[float] = queue.SimpleQueue()
+        self.newest = -math.inf
+        self.calls: list[tuple[float, float]] = []  # (timeout, sim time) per call
+        self.hw: SimHardware | None = None
+
+    def __call__(self, timeout: float) -> float:
+        self.calls.append((timeout, self.hw.now() if self.hw is not None else math.nan))
+        try:
+            self.newest = max(self.newest, self.queue.get(timeout=timeout) if timeout > 0
+                              else self.queue.get_nowait())
+            while True:
+                self.newest = max(self.newest, self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return self.newest
+
+
+def test_lockstep_waits_on_the_answer_source_in_the_loop_s_thread(make_hw):
+    """With an answer source the loop's own thread waits for the answers, through it:
+    the physics stops at frame + lockstep_latency until the source has handed over the
+    answer (frame_answered is never called from outside), and an answer the source
+    handed over before the wait point (at a tick) lets the physics go on at once."""
+    hw = make_hw(renderer=True, lockstep=True, lockstep_latency=0.005, lockstep_timeout=WAIT)
+    source = AnswerSource()
+    source.hw = hw
+    hw.set_answer_source(source)
+    hw.reset_episode(0, "nominal")
+    policy = Policy(hw, answer=True, deliver=source.queue.put)
+    try:
+        run_frames(hw, policy, 4)
+        assert wait_for(lambda: len(policy.physics_at_answer) >= 3)
+    finally:
+        policy.stop()
+    for stamp, physics in policy.physics_at_answer[:3]:
+        assert physics == pytest.approx(stamp + 0.005, abs=1e-9), \
+            "the physics waited at frame + lockstep_latency"
+    assert hw.counters.lockstep_waits >= 3 and hw.counters.lockstep_timeouts == 0
+    wait_points = {round(stamp + 0.005, 6) for stamp in policy.frames}
+    assert {round(t, 6) for _, t in source.calls} <= wait_points, \
+        "the source is consulted only at the wait points"
+    assert any(timeout > 0 for timeout, _ in source.calls), "the loop blocked in the source"
+
+    # The answer to the next frame comes before its wait point: taken at a tick (the
+    # consumer's newest stamp), the physics passes the wait point without blocking.
+    source.newest = hw.now()  # every frame so far answered
+    frame = hw.counters.frames_requested
+    while hw.counters.frames_requested == frame:
+        hw.cycle()
+    stamp = hw.now()
+    waits, calls = hw.counters.lockstep_waits, len(source.calls)
+    source.newest = stamp  # handed over at a tick, before the wait point
+    cycles(hw, 10)
+    assert hw.now() == pytest.approx(stamp + 0.010, abs=1e-9)
+    assert hw.counters.lockstep_waits == waits + 1 and hw.counters.lockstep_timeouts == 0
+    assert [timeout for timeout, _ in source.calls[calls:]] == [0.0], \
+        "one look at what came, no blocking wait"
+
+
+def test_lockstep_with_a_silent_answer_source_times_out_and_goes_on(make_hw):
+    hw = make_hw(renderer=True, lockstep=True, lockstep_timeout=0.05)
+    source = AnswerSource()
+    hw.set_answer_source(source)
+    hw.reset_episode(0, "nominal")
+    policy = Policy(hw, answer=False)
+    try:
+        run_frames(hw, policy, MAX_UNANSWERED + 2)
+    finally:
+        policy.stop()
+    assert hw.counters.lockstep_waits == hw.counters.lockstep_timeouts == MAX_UNANSWERED
+    assert sum(timeout for timeout, _ in source.calls) == pytest.approx(
+        MAX_UNANSWERED * 0.05, abs=0.02), "each wait blocks in the source until its timeout"
+
+
+def test_the_worker_s_messages_reach_it_in_the_order_made(make_hw):
+    # A frame request is sent by the thread making it (the control loop's tick) when
+    # nothing is queued; the services' messages go through the sender thread, and a
+    # request never overtakes one made before it.
     hw = make_hw(renderer=True)
     worker = hw.renderer
     sent: list[tuple[str, str]] = []
@@ -458,8 +541,13 @@ def test_the_worker_s_messages_are_sent_in_order_by_its_own_thread(make_hw):
     hw.set_target(np.array([0.5, 0.1, 0.25]))
     assert worker.receive(WAIT) is not None
     assert wait_for(lambda: len(sent) >= 3)
-    assert sent == [("render-requests", "episode"), ("render-requests", "render"),
-                    ("render-requests", "target")]
+    assert [kind for _, kind in sent] == ["episode", "render", "target"]
+    assert sent[0][0] == sent[2][0] == "render-requests"
+    # Nothing queued now: the next request goes out from this thread, at once.
+    assert wait_for(lambda: worker._queued == 0)
+    assert worker.request(0.55, hw.world.true_joint_positions(), wait=WAIT)
+    assert sent[-1] == (threading.current_thread().name, "render")
+    assert worker.receive(WAIT) is not None
 
 
 # ------------------------------------------------------------------ lifetime

@@ -11,8 +11,13 @@ node publishes what this class produces, through ``on_output``.
 
 Pacing. With ``lockstep`` the loop runs as fast as it can on sim time, and
 after each camera frame at ``t_k`` the physics stops at ``t_k + lockstep_latency``
-until the policy's joint targets for that frame (stamped ``t_k``) are reported
-by :meth:`frame_answered`, at most ``lockstep_timeout`` s of wall time; after
+until the policy's joint targets for that frame (stamped ``t_k``) have arrived,
+at most ``lockstep_timeout`` s of wall time. The loop's own thread waits for
+them through the answer source its controller sets
+(:meth:`SimHardware.set_answer_source`): it hands the targets to the controller
+before the physics goes on, so the next tick acts on them whatever the order in
+which the process's threads run, and no executor wakes for them. Without a
+source, :meth:`SimHardware.frame_answered` (any thread) reports answers; after
 ``MAX_UNANSWERED`` frames in a row without an answer (no policy running) it
 waits only on every ``PROBE_EVERY``-th frame until an answer comes again. The
 perception latency the robot sees is then ``lockstep_latency`` of sim time
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -46,6 +52,8 @@ from visuomotor_sim.world import ArmWorld, WorldConfig
 MAX_UNANSWERED = 3
 #: Without answers, lockstep still waits on every this many frames (see _wait_for_answer).
 PROBE_EVERY = 10
+#: Longest single wait on the answer source, s (a close() is seen within it).
+ANSWER_POLL_S = 0.05
 #: Slack (s) when comparing sim times with stamps that went through a message (ns).
 TIME_EPS = 1e-9
 #: Seeds an episode accepts (ResetEpisode.seed is uint32 on the wire).
@@ -222,6 +230,7 @@ class SimHardware:
         self._answered_stamp = -math.inf
         self._unanswered = 0
         self._skipped_waits = 0
+        self._answer_source: Callable[[float], float] | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ seam
@@ -388,6 +397,19 @@ class SimHardware:
             self._unanswered = 0
             self._answered.notify_all()
 
+    def set_answer_source(self, source: Callable[[float], float] | None) -> None:
+        """Let the loop's thread wait for the policy's answers itself (None: through
+        :meth:`frame_answered` only).
+
+        ``source(timeout)`` is called in the loop's thread, inside :meth:`cycle`, while
+        lockstep waits: it hands the policy's joint targets waiting, if any, to their
+        consumer (the controller stepping this world); when none are waiting it first
+        blocks for them at most ``timeout`` s of wall time. It returns the stamp (s, the
+        frame answered) of the newest targets the consumer has received so far, at a
+        tick or here (``-inf`` before any).
+        """
+        self._answer_source = source
+
     def receive_frame(self, timeout: float) -> Frame | None:
         """The next rendered camera frame (blocking up to ``timeout`` s); None without one."""
         if self.renderer is None:
@@ -473,14 +495,35 @@ class SimHardware:
                 if self._skipped_waits % PROBE_EVERY:
                     return
             self.counters.lockstep_waits += 1
-            with waiting_in_loop():
-                answered = self._answered.wait_for(
-                    lambda: self._answered_stamp >= frame - TIME_EPS or self._closed,
-                    timeout=config.lockstep_timeout,
-                )
-            if not answered:
+            source = self._answer_source
+            if source is None:
+                with waiting_in_loop():
+                    answered = self._answered.wait_for(
+                        lambda: self._answered_stamp >= frame - TIME_EPS or self._closed,
+                        timeout=config.lockstep_timeout,
+                    )
+        if source is not None:
+            answered = self._wait_on_source(source, frame)
+        if not answered:
+            with self._answered:
                 self.counters.lockstep_timeouts += 1
                 self._unanswered += 1
+
+    def _wait_on_source(self, source: Callable[[float], float], frame: float) -> bool:
+        """Wait (outside the lock) until ``source`` has handed over the answer to
+        ``frame``, the hardware closes (True) or ``lockstep_timeout`` passes (False)."""
+        deadline = time.monotonic() + self.config.lockstep_timeout
+        wait = 0.0  # first what came already (a tick may have handed the answer over)
+        while True:
+            with waiting_in_loop():
+                stamp = source(wait)
+            if stamp >= frame - TIME_EPS:
+                self.frame_answered(stamp)
+                return True
+            remaining = deadline - time.monotonic()
+            if self._closed or remaining <= 0.0:
+                return self._closed
+            wait = min(remaining, ANSWER_POLL_S)
 
 
 def load_profiles_default() -> dict[str, RandomizationProfile]:

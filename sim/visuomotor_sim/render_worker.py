@@ -13,9 +13,14 @@ parallel with the physics.
 One frame is in flight at a time: a request made while the worker is busy is
 dropped and counted, as a camera drops frames its driver cannot take.
 
-A request costs the caller (the control loop's tick) a queue put: a thread of the
-client, ``render-requests``, pickles and sends every message to the worker in the order
-they were made (sending from the tick took 150 µs of a 1 ms period in the robot process).
+A frame request is sent by the caller (the control loop's tick) itself: a tuple of
+plain floats, about 10 µs to pickle and write, its wait for the GIL after the write
+bounded by the loop's short switch interval (``waiting_in_loop``). Handing it to a
+thread instead left it queued while the tick held the GIL: 1.6 ms p50 before the
+worker saw it, in lockstep, where the render is on the critical path. The other
+messages (episode, target: larger, sent by the services) go through a thread of the
+client, ``render-requests``; every message reaches the worker in the order made (a
+request made while others are queued waits behind them).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from visuomotor_core.rt_loop import LoopLock, waiting_in_loop
 from visuomotor_sim.world import WorldConfig
 
 #: Seconds to wait for the worker to start (imports PyBullet, builds the scene).
@@ -50,7 +56,7 @@ def _serve(conn: Any, config: WorldConfig) -> None:
             kind = message[0]
             if kind == "render":
                 _, stamp, positions = message
-                world.pose_arm(positions)
+                world.pose_arm(np.asarray(positions, dtype=np.float64))
                 frame = world.render()
                 conn.send(("frame", stamp, frame.shape))
                 conn.send_bytes(np.ascontiguousarray(frame).reshape(-1))
@@ -95,6 +101,10 @@ class RenderWorker:
         self._conn = Connection(parent.detach())
         self._conn.send(config)
         self._outbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        # Orders the direct sends of requests with the queued messages: _queued counts
+        # messages put and not yet sent; a request goes directly only when it is 0.
+        self._send_lock = LoopLock()
+        self._queued = 0
         self._sender = threading.Thread(target=self._send_all, name="render-requests",
                                         daemon=True)
         self._sender.start()
@@ -115,17 +125,21 @@ class RenderWorker:
 
     def _send(self, message: tuple) -> None:
         """Queue ``message`` for the worker (sent in order by the sender thread)."""
-        self._outbox.put(message)
+        with self._send_lock:
+            self._queued += 1
+            self._outbox.put(message)
 
     def _send_all(self) -> None:
         """Sender thread: send queued messages until 'close' or the worker is gone (then
         frames stop coming and :meth:`receive` returns None)."""
         while True:
             message = self._outbox.get()
-            try:
-                self._conn.send(message)
-            except (OSError, ValueError):
-                return
+            with self._send_lock:
+                self._queued -= 1
+                try:
+                    self._conn.send(message)
+                except (OSError, ValueError):
+                    return
             if message[0] == "close":
                 return
 
@@ -144,7 +158,17 @@ class RenderWorker:
             self.dropped += 1
             return False
         self._idle.clear()
-        self._send(("render", stamp, np.array(positions, dtype=np.float64)))
+        message = ("render", float(stamp), [float(q) for q in positions])
+        with self._send_lock:
+            if self._queued:
+                self._queued += 1
+                self._outbox.put(message)
+                return True
+            try:
+                with waiting_in_loop():
+                    self._conn.send(message)
+            except (OSError, ValueError):
+                pass  # the worker is gone: no frame comes (receive returns None)
         return True
 
     def receive(self, timeout: float) -> Frame | None:

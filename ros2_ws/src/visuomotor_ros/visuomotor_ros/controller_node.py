@@ -17,12 +17,18 @@ with optional SCHED_FIFO priority, CPU affinity and locked memory); ``lockstep``
 stamp (topics only). ``max_consecutive_misses`` deadline misses in a row →
 HOLD and ERROR on ``/diagnostics``.
 
-rclpy only carries the I/O around the loop: targets, services and parameters
-arrive on the executor; ``controller/state``, the RViz text and
+rclpy only carries the I/O around the loop: services and parameters arrive on
+the executor; the policy's targets are taken by the tick itself, the newest
+waiting at its start (:class:`visuomotor_ros.node_common.LatestMessageReader`,
+a subscription no executor spins), and in sim lockstep the loop's thread waits
+for them inside the tick (``SimHardware.set_answer_source``), so the physics
+goes on only once the controller holds the answer to the frame;
+``controller/state``, the RViz text and
 ``/diagnostics`` are built by an output thread when the loop announces them
 (:class:`visuomotor_ros.node_common.OutputThread`: no executor wake-up, whose
-wait-set rebuild would hold the GIL the loop needs), so no DDS work runs inside
-a tick except the command itself (topics backend). Commands go out only while the node is active.
+wait-set rebuild would hold the GIL the loop needs), so the only DDS work inside
+a tick is taking the targets and, with the topics backend, the joint state and the
+command. Commands go out only while the node is active.
 
 Safety (``docs/safety.md``):
 
@@ -88,6 +94,7 @@ from visuomotor_ros.node_common import (
     LATEST_QOS,
     DiagnosticsReporter,
     JointOrder,
+    LatestMessageReader,
     OutputThread,
     ThrottledWarnings,
     declare_schema,
@@ -222,6 +229,7 @@ class _TickSnapshot:
         return cls(np.zeros(n), np.zeros(n), np.zeros(n))
 
 
+
 class ControllerNode(LifecycleNode):
     """Lifecycle node running :class:`JointController` against a hardware backend.
 
@@ -270,6 +278,9 @@ class ControllerNode(LifecycleNode):
         self._target_order = JointOrder(self._joint_names)
         self._target_camera_stamp: float | None = None
         self._target_policy_stamp = 0.0
+        self._targets: LatestMessageReader | None = None
+        #: Stamp (s) of the newest targets received, accepted or not (lockstep answers).
+        self._received_target_stamp = -math.inf
         #: Hardware-clock time (s) at which the latest accepted target arrived.
         self.last_target_arrival = -np.inf
         self._latency_pending = False
@@ -356,16 +367,15 @@ class ControllerNode(LifecycleNode):
         self._diagnostics = DiagnosticsReporter(self, "actuator controller")
         self._outputs = OutputThread(self, "controller-outputs",
                                      lambda _due: self._publish_announced())
-        self._input_subs = [
-            self.create_subscription(
-                JointTargets, graph.POLICY_TARGETS, self._on_targets, LATEST_QOS,
-                callback_group=self._io_group,
-            ),
-        ]
+        # Taken by the tick (see the module docstring); a node of its own, destroyed
+        # by _teardown.
+        self._targets = LatestMessageReader(self, JointTargets, graph.POLICY_TARGETS,
+                                            LATEST_QOS, self._on_targets, "targets")
         if p["hardware"] == "sim":
             self.hardware = self._sim_hardware
             self.hardware.set_control_rate(config.rate_hz)
             self.hardware.lockstep = p["trigger"] == "lockstep"
+            self.hardware.set_answer_source(self._answers)
         else:
             on_sample = self._tick if p["trigger"] == "joint_states" else None
             self.hardware = TopicHardware(self, self._joint_names, p["command_topic"],
@@ -474,7 +484,12 @@ class ControllerNode(LifecycleNode):
         with self._tick_lock:
             if isinstance(self.hardware, TopicHardware):
                 self.hardware.close()
+            elif self.hardware is not None:
+                self.hardware.set_answer_source(None)
             self.hardware = None
+            if self._targets is not None:
+                self._targets.destroy()
+                self._targets = None
             with self._lock:
                 self.controller = None
         destroy = (
@@ -492,7 +507,6 @@ class ControllerNode(LifecycleNode):
                     break
         self._owned = []
         self._pub_state = self._pub_text = None
-        self._input_subs = []
 
     def destroy_node(self) -> None:
         # As cleanup: the topics backend's joint-state reader is a node of its own, which
@@ -548,7 +562,19 @@ class ControllerNode(LifecycleNode):
         return check_gains(config, self._robot_model) if self._robot_model else ""
 
     # ------------------------------------------------------------------ inputs
+    def _answers(self, timeout: float) -> float:
+        """The sim's lockstep answer source (``SimHardware.set_answer_source``; in the
+        loop's thread, inside the tick): the targets waiting, else those arriving
+        within ``timeout`` s, go to the controller; returns the newest stamp received."""
+        reader = self._targets
+        if reader is not None and not reader.take_latest() and timeout > 0.0 \
+                and reader.wait(timeout):
+            reader.take_latest()
+        return self._received_target_stamp
+
     def _on_targets(self, msg: JointTargets) -> None:
+        stamp = time_to_seconds(msg.header.stamp)
+        self._received_target_stamp = max(self._received_target_stamp, stamp)
         if self.controller is None or self.hardware is None:
             return
         positions = np.asarray(msg.position, dtype=np.float64)
@@ -564,7 +590,6 @@ class ControllerNode(LifecycleNode):
             positions = positions[index]
             velocities = None if velocities is None else velocities[index]
         now = self.hardware.now()
-        stamp = time_to_seconds(msg.header.stamp)
         with self._lock:
             result = self.controller.set_target(
                 positions, stamp=stamp, now=now, velocities=velocities
@@ -629,6 +654,8 @@ class ControllerNode(LifecycleNode):
             return
         self._last_tick_wall = self._wall()
         start = time.perf_counter()
+        if self._targets is not None:
+            self._targets.take_latest()  # the newest targets, before this tick's update
         sample = self._sample
         hardware.read(sample)
         now = hardware.now()

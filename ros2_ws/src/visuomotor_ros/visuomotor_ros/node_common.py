@@ -229,6 +229,26 @@ class LatestMessageReader:
         #: The subscription; its ``callback`` is the one :meth:`take_latest` calls.
         self.subscription = self._reader.create_subscription(
             msg_type, node.resolve_topic_name(topic), callback, qos)
+        self._wait_set: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block (without the GIL) until a message is waiting, at most ``timeout`` s; True
+        when one is. False at once when the reader is destroyed or its context shut down.
+        """
+        subscription = self.subscription
+        try:
+            if self._wait_set is None:
+                self._wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0,
+                                                self._reader.context.handle)
+            wait_set = self._wait_set
+            wait_set.clear_entities()
+            with subscription.handle:
+                wait_set.add_subscription(subscription.handle)
+                wait_set.wait(max(0, round(timeout * 1e9)))
+            return bool(wait_set.is_ready("subscription", 0))
+        except (InvalidHandle, _RCLError):
+            time.sleep(min(timeout, 0.01))  # shutting down: the caller re-checks and ends
+            return False
 
     def take_latest(self) -> bool:
         """Take every waiting message and call the callback with the newest; False when

@@ -14,7 +14,9 @@ Threads: the control loop only announces due outputs; an output thread
 (:class:`visuomotor_ros.node_common.OutputThread`) builds and publishes the
 messages, and a frame thread publishes each camera frame as the render worker
 delivers it. No DDS work runs in the loop, and the executor wakes only for the
-services, the policy's targets and parameter changes.
+services and parameter changes: the policy's targets, which let lockstep go on,
+reach the hardware through the controller that takes them
+(``SimHardware.set_answer_source``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from visualization_msgs.msg import Marker
 from visuomotor_core.hardware import JointSample
 from visuomotor_core.params import ParamSpec
 from visuomotor_core.robot_description import DEFAULT_ROBOT
-from visuomotor_interfaces.msg import JointTargets
 from visuomotor_interfaces.msg import TaskStatus as TaskStatusMsg
 from visuomotor_interfaces.srv import ResetEpisode, SetTarget
 from visuomotor_ros import graph
@@ -52,7 +53,6 @@ from visuomotor_ros.node_common import (
     declare_schema,
     on_set_validated,
     seconds_to_time,
-    time_to_seconds,
 )
 from visuomotor_sim.hardware import OUTPUTS, SimHardware, SimHardwareConfig
 from visuomotor_sim.task import TaskConfig
@@ -104,6 +104,7 @@ def task_config(params: Mapping[str, Any]) -> TaskConfig:
     return TaskConfig(params["tolerance"], params["dwell"], params["episode_timeout"])
 
 
+
 class SimNode(Node):
     """The simulated robot's topics and services; its physics is stepped by the controller."""
 
@@ -153,9 +154,6 @@ class SimNode(Node):
                             callback_group=services)
         self.create_service(SetTarget, graph.SIM_SET_TARGET, self._on_set_target,
                             callback_group=services)
-        # Lockstep: the policy's targets for a frame let the physics go on.
-        self.create_subscription(JointTargets, graph.POLICY_TARGETS, self._on_targets,
-                                 LATEST_QOS)
         self._joint_msg = JointState(name=list(self.hardware.joint_names))
         self._clock_msg = Clock()
         self._driven_clocks: list[Any] = []
@@ -231,9 +229,6 @@ class SimNode(Node):
         self._publish_marker(position)
         response.success, response.message = True, "target placed"
         return response
-
-    def _on_targets(self, msg: JointTargets) -> None:
-        self.hardware.frame_answered(time_to_seconds(msg.header.stamp))
 
     # ---------------------------------------------------------------- outputs
     def _announce(self, kind: str) -> None:
