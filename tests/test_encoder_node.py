@@ -139,8 +139,7 @@ def test_bad_images_are_skipped_counted_and_the_node_keeps_running(harness):
     for msg in (wrong_encoding, short):
         harness.send(msg)
         assert harness.spin_until(lambda: harness.node.counters["received"] > 0 and
-                                  harness.node.counters["bad_inputs"] > 0 and
-                                  harness.node._slot is None, timeout=3.0)
+                                  harness.node.counters["bad_inputs"] > 0, timeout=3.0)
     assert harness.spin_until(lambda: harness.node.counters["bad_inputs"] == 2)
     assert harness.features == []
     harness.send(_image(3))
@@ -171,12 +170,31 @@ def test_non_finite_output_is_never_published_and_is_counted(harness, monkeypatc
         for d in harness.diagnostics for s in d.status for kv in s.values))
 
 
-def test_only_the_newest_frame_is_kept(harness):
+def test_only_the_newest_frame_is_encoded_and_the_dropped_ones_are_counted(harness):
+    """Three frames published while the node's executor is busy: the middleware keeps the
+    newest (depth 1), the node encodes it and counts the two it never saw from the gap in
+    the publisher's sequence numbers."""
+    assert harness.connected()
+    harness.send(_image(1))
+    assert harness.spin_until(lambda: len(harness.features) == 1)
+    for sec in (2, 3, 4):  # nothing spins the node meanwhile
+        harness.send(_image(sec))
+    assert harness.spin_until(lambda: len(harness.features) == 2)
+    harness.spin_until(lambda: False, timeout=0.2)
+    assert [f.header.stamp.sec for f in harness.features] == [1, 4]
+    counters = harness.node.counters
+    assert counters["received"] == 2 and counters["processed"] == 2
+    assert counters["dropped"] == 2
+
+
+def test_dropped_frames_follow_the_publisher_s_sequence_numbers(harness):
     node = harness.node
-    for sec in (1, 2, 3):
-        node._on_image(_image(sec))
-    assert node.counters["dropped"] == 2
-    assert node._take().header.stamp.sec == 3 and node._take() is None
+    for seq, dropped in ((5, 0), (8, 2), (9, 2), (3, 2), (4, 2), (10, 7)):
+        node._on_image(_image(1), {"publication_sequence_number": seq})
+        assert node.counters["dropped"] == dropped, seq  # back to 3: a new publisher
+    node._on_image(_image(1), {})  # a middleware without sequence numbers: none counted
+    node._on_image(_image(1), {"publication_sequence_number": 20})
+    assert node.counters["dropped"] == 7 and node.counters["received"] == 8
 
 
 def test_invalid_parameter_values_are_refused(harness):
@@ -382,8 +400,7 @@ def _valid(msg: Image) -> bool:
 
 def _deliver(node, msg: Image) -> None:
     """Run the callbacks the executor would run for ``msg``, guards included."""
-    node._subscription.callback(msg)
-    node._wake.callback()
+    node._subscription.callback(msg, {})
 
 
 @settings(max_examples=250, deadline=None,
@@ -414,7 +431,7 @@ def test_an_unexpected_exception_in_inference_is_counted_and_the_node_keeps_runn
     monkeypatch.setattr(runtime, "run_raw", broken)
     harness.send(_image(8))
     assert harness.spin_until(lambda: harness.node.counters["callback_errors"] == 1)
-    assert harness.node._guard.errors == {"_process_latest": 1}
+    assert harness.node._guard.errors == {"_on_image": 1}
     monkeypatch.undo()
     harness.send(_image(9))
     assert harness.spin_until(lambda: len(harness.features) == 1)

@@ -1,10 +1,11 @@
 """Vision encoder node: camera image -> EncoderFeatures + target estimate (lifecycle).
 
-Subscribes ``/camera/image_raw`` (sensor-data QoS) and keeps only the newest frame in a
-single-slot buffer; a guard condition wakes the processing callback, which runs in its
-own callback group, so with a multi-threaded executor frames keep arriving while one is
-encoded and a slow encoder drops frames instead of building a backlog (each overwritten
-frame counts as dropped).
+Subscribes ``/camera/image_raw`` (sensor-data QoS, depth 1) and encodes each frame in the
+image callback itself, one executor wake-up per frame: while a frame is encoded the
+middleware keeps only the newest one, so a slow encoder drops frames instead of building
+a backlog. Dropped frames are counted from gaps in the camera publisher's sequence numbers
+(``publication_sequence_number`` of the message info; a sequence that goes back, a new
+publisher, starts the count again).
 
 The encoder (:class:`visuomotor_core.encoder_runtime.EncoderRuntime`) finds keypoints and
 locates the target by camera geometry, so it needs the camera's model: it subscribes
@@ -150,7 +151,7 @@ class EncoderNode(Node):
                                     alive=self.context.ok)
         self._warnings = ThrottledWarnings(self.get_logger(), self.params["error_log_period"])
         self._lock = threading.Lock()
-        self._slot: Image | None = None
+        self._last_sequence: int | None = None  # the camera publisher's, last frame seen
         self._subscription = None
         self._info_subscription = None
         self._camera_key: tuple | None = None  # (width, height, K) of the last CameraInfo
@@ -159,9 +160,6 @@ class EncoderNode(Node):
         self._target_pub = None
         self._active = False
         self._receive_group = MutuallyExclusiveCallbackGroup()
-        self._process_group = MutuallyExclusiveCallbackGroup()
-        self._wake = self.create_guard_condition(self._guard(self._process_latest),
-                                                 self._process_group)
         self._counters = dict.fromkeys(
             ("received", "processed", "dropped", "bad_inputs", "rejected_outputs",
              "refused_camera_model", "pose_refined"), 0)
@@ -171,7 +169,7 @@ class EncoderNode(Node):
         self._diagnostics = DiagnosticsReporter(self, "vision encoder",
                                                 period=self.params["diagnostics_period"])
         self._diag_timer = self.create_timer(self.params["diagnostics_period"],
-                                             self._guard(self._report), self._process_group)
+                                             self._guard(self._report), self._receive_group)
         self._start_timer = None
         if self.params["autostart"]:
             self._start_timer = self.create_timer(0.0, self._guard(self._autostart))
@@ -246,6 +244,7 @@ class EncoderNode(Node):
         return self.params["base_frame"] or self._robot_base_frame
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._last_sequence = None  # frames missed while inactive are not drops
         self._info_subscription = self.create_subscription(
             CameraInfo, graph.CAMERA_INFO, self._guard(self._on_camera_info), SENSOR_QOS,
             callback_group=self._receive_group)
@@ -258,8 +257,6 @@ class EncoderNode(Node):
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._active = False
         self._stop_subscriptions()
-        with self._lock:
-            self._slot = None
         return super().on_deactivate(state)
 
     def _stop_subscriptions(self) -> None:
@@ -307,24 +304,20 @@ class EncoderNode(Node):
                                    f"frames are encoded again")
         self._camera_refused = ""
 
-    def _on_image(self, msg: Image) -> None:
-        """Receive callback: keep only the newest frame, wake the processing callback."""
+    def _on_image(self, msg: Image, info: Mapping[str, Any]) -> None:
+        """Image callback: count the frame (and those the middleware dropped before it),
+        encode it, publish."""
+        sequence = info.get("publication_sequence_number")
         with self._lock:
-            if self._slot is not None:
-                self._counters["dropped"] += 1
-            self._slot = msg
             self._counters["received"] += 1
-        self._wake.trigger()
+            last, self._last_sequence = self._last_sequence, sequence
+            if last is not None and sequence is not None and sequence > last + 1:
+                self._counters["dropped"] += sequence - last - 1
+        self._encode(msg)
 
-    def _take(self) -> Image | None:
-        with self._lock:
-            msg, self._slot = self._slot, None
-        return msg
-
-    def _process_latest(self) -> None:
-        msg = self._take()
+    def _encode(self, msg: Image) -> None:
         runtime = self.runtime
-        if msg is None or runtime is None or not self._active:
+        if runtime is None or not self._active:
             return
         period = self.params["error_log_period"]
         if self._camera_refused:
@@ -430,8 +423,8 @@ def main(args: list[str] | None = None) -> None:
     # One thread. rclpy's MultiThreadedExecutor (receive and processing groups running
     # concurrently) delayed frames by 49 ms p50 / 613 ms p90 between the camera and the
     # features in the multi-process sim graph; a SingleThreadedExecutor: 4.9 / 7.2 ms. The
-    # newest-frame slot and the image subscription's depth-1 QoS still drop, not queue,
-    # frames that arrive while one is processed.
+    # image subscription's depth-1 QoS drops, not queues, frames that arrive while one is
+    # encoded.
     run_node(EncoderNode, args, threads=1)
 
 
