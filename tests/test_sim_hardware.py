@@ -411,10 +411,9 @@ def run_frames(hw: SimHardware, policy: Policy, frames: int) -> None:
             assert wait_for(lambda n=hw.counters.frames_requested: len(policy.frames) >= n)
 
 
-def test_lockstep_stops_the_physics_until_the_policy_answers_each_frame(make_hw):
-    hw = make_hw(renderer=True, lockstep=True, lockstep_latency=0.005, lockstep_timeout=WAIT)
-    hw.reset_episode(0, "nominal")
-    policy = Policy(hw, answer=True)
+def check_answered_frames(hw: SimHardware, policy: Policy) -> None:
+    """Four frames, answered by ``policy``: the physics waited for each answer at
+    frame + lockstep_latency (5 ms), and no wait timed out."""
     try:
         run_frames(hw, policy, 4)
         assert wait_for(lambda: len(policy.physics_at_answer) >= 3)
@@ -424,6 +423,12 @@ def test_lockstep_stops_the_physics_until_the_policy_answers_each_frame(make_hw)
         assert physics == pytest.approx(stamp + 0.005, abs=1e-9), \
             "the physics waited at frame + lockstep_latency"
     assert hw.counters.lockstep_waits >= 3 and hw.counters.lockstep_timeouts == 0
+
+
+def test_lockstep_stops_the_physics_until_the_policy_answers_each_frame(make_hw):
+    hw = make_hw(renderer=True, lockstep=True, lockstep_latency=0.005, lockstep_timeout=WAIT)
+    hw.reset_episode(0, "nominal")
+    check_answered_frames(hw, Policy(hw, answer=True))
 
 
 def test_lockstep_stops_waiting_after_max_unanswered_frames_and_resumes_on_an_answer(make_hw):
@@ -477,15 +482,7 @@ def test_lockstep_waits_on_the_answer_source_in_the_loop_s_thread(make_hw):
     hw.set_answer_source(source)
     hw.reset_episode(0, "nominal")
     policy = Policy(hw, answer=True, deliver=source.queue.put)
-    try:
-        run_frames(hw, policy, 4)
-        assert wait_for(lambda: len(policy.physics_at_answer) >= 3)
-    finally:
-        policy.stop()
-    for stamp, physics in policy.physics_at_answer[:3]:
-        assert physics == pytest.approx(stamp + 0.005, abs=1e-9), \
-            "the physics waited at frame + lockstep_latency"
-    assert hw.counters.lockstep_waits >= 3 and hw.counters.lockstep_timeouts == 0
+    check_answered_frames(hw, policy)
     wait_points = {round(stamp + 0.005, 6) for stamp in policy.frames}
     assert {round(t, 6) for _, t in source.calls} <= wait_points, \
         "the source is consulted only at the wait points"
