@@ -165,6 +165,34 @@ def test_an_episode_reset_changes_the_epoch_and_drops_commands_read_before_it(ma
     np.testing.assert_allclose(applied_effort(hw)[:2], push[:2])
 
 
+def test_a_reset_cannot_land_between_the_epoch_check_and_the_command(make_hw):
+    """A reset requested from another thread (the sim node's service) while the loop is
+    inside write(): it waits for the write, so the command read before it is dropped by
+    the reset, never left live for the new world."""
+    hw = make_hw()
+    hw.reset_episode(0, "nominal")
+    sample = JointSample.zeros(N)
+    hw.read(sample)
+    resets: list[threading.Thread] = []
+
+    class ResetMidWrite(dict):
+        def __getitem__(self, interface):  # write() looks the bounds up after its check
+            thread = threading.Thread(target=hw.reset_episode, args=(1, "nominal"))
+            thread.start()
+            thread.join(0.3)  # a reset not held off by the write finishes meanwhile
+            resets.append(thread)
+            return super().__getitem__(interface)
+
+    hw._bounds = ResetMidWrite(hw._bounds)
+    hw.write(np.full(N, 5.0), "effort")
+    resets[0].join(WAIT)
+    assert hw.episode.number == 2
+    holds = hw.counters.holds
+    hw.cycle()
+    assert hw.counters.holds == holds + 1, "the command from before the reset is not applied"
+    assert not np.any(applied_effort(hw)[:2] == 5.0)
+
+
 def test_effort_beyond_the_limits_is_clamped_before_it_is_applied(make_hw):
     hw = make_hw()
     hw.reset_episode(0, "nominal")

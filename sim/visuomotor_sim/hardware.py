@@ -253,20 +253,23 @@ class SimHardware:
         (the previous one stays), values beyond the robot's limits are clamped. A command
         written after an episode reset, when the last read() was before it, is dropped
         (counted as rejected: it was computed from the world before): the arm holds
-        where the reset put it until a command from its new state arrives."""
-        self.counters.commands += 1
-        stale = self._read_epoch is not None and self._read_epoch != self._epoch
-        if stale or interface not in COMMAND_MODES or command.shape != self._command.shape \
-                or not all_true(np.isfinite(command)):
-            self.counters.rejected += 1
-            return
-        low, high = self._bounds[interface]
-        clamped = np.minimum(np.maximum(command, low, out=self._command), high,
-                             out=self._command)
-        if not all_true(clamped == command):
-            self.counters.clamped += 1
-        self._command_interface = interface
-        self._last_command_time = self._time
+        where the reset put it until a command from its new state arrives. Under the
+        world's lock: a reset cannot land between the epoch check and the command."""
+        with self._lock:
+            self.counters.commands += 1
+            stale = self._read_epoch is not None and self._read_epoch != self._epoch
+            if stale or interface not in COMMAND_MODES \
+                    or command.shape != self._command.shape \
+                    or not all_true(np.isfinite(command)):
+                self.counters.rejected += 1
+                return
+            low, high = self._bounds[interface]
+            clamped = np.minimum(np.maximum(command, low, out=self._command), high,
+                                 out=self._command)
+            if not all_true(clamped == command):
+                self.counters.clamped += 1
+            self._command_interface = interface
+            self._last_command_time = self._time
 
     def cycle(self) -> None:
         """Step the physics by one control period; do what is due at the new sim time.
