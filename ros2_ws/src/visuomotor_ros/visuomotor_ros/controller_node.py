@@ -229,7 +229,6 @@ class _TickSnapshot:
         return cls(np.zeros(n), np.zeros(n), np.zeros(n))
 
 
-
 class ControllerNode(LifecycleNode):
     """Lifecycle node running :class:`JointController` against a hardware backend.
 

@@ -104,7 +104,6 @@ def task_config(params: Mapping[str, Any]) -> TaskConfig:
     return TaskConfig(params["tolerance"], params["dwell"], params["episode_timeout"])
 
 
-
 class SimNode(Node):
     """The simulated robot's topics and services; its physics is stepped by the controller."""
 
