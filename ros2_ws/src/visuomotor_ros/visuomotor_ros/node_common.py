@@ -233,7 +233,8 @@ class LatestMessageReader:
 
     def wait(self, timeout: float) -> bool:
         """Block (without the GIL) until a message is waiting, at most ``timeout`` s; True
-        when one is. False at once when the reader is destroyed or its context shut down.
+        when one is. False when the reader is destroyed or its context shut down, after
+        at most 10 ms (so that a caller waiting in a loop does not spin meanwhile).
         """
         subscription = self.subscription
         try:
