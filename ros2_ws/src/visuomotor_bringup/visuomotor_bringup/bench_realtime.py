@@ -13,6 +13,17 @@ Scenarios (``--only`` picks some):
   Python work) in a process of its own, while a spinning process per core keeps every
   core busy (the wall-paced graph keeps both busy): how late it wakes, p99/p99.9/max,
   and how often later than the loops' miss tolerance (half a period).
+* ``compute`` — the graph's own work with no ROS and no hand-off between processes,
+  in one process of its own (:func:`role_compute`): the robot process's tick
+  (SimHardware read → JointController update → write → physics step) back to back,
+  then in a bare ``ControlLoop`` at 1 kHz on wall-clock deadlines (the loop's
+  settings; no rclpy thread beside it): its thread's CPU share, rate, misses; and the
+  perception chain per camera frame at the camera's pace (render, encoder, policy
+  step, one after the other). These are the floors the graph's figures are measured
+  against: the loop's CPU and misses without ROS, camera → command with zero
+  transport, and the lockstep real-time factor that compute alone allows
+  (``lockstep_ceiling``: one camera period of sim time over the chain plus the ticks
+  of a frame, the chain overlapping the ``lockstep_latency`` ticks).
 * ``topics`` — the controller with the topics backend (``trigger: deadline``)
   fed by a separate process publishing ``joint_states`` at 1 kHz, seen from a
   subscriber here: command rate, inter-arrival p50/p99/max, gaps over 1.5 ms,
@@ -72,6 +83,7 @@ from std_srvs.srv import Trigger
 from visuomotor_bringup import plan
 from visuomotor_bringup.multiprocess import Bringup
 from visuomotor_core.rt_loop import (
+    ControlLoop,
     LoopConfig,
     apply_realtime_settings,
     sleep_until_ns,
@@ -82,7 +94,8 @@ from visuomotor_interfaces.srv import ResetEpisode
 from visuomotor_ros import graph
 from visuomotor_ros.node_common import LATEST_QOS, SENSOR_QOS, time_to_seconds
 
-SCENARIOS = ("wakeup", "topics", "image", "sim_realtime", "sim_lockstep", "robot_camera")
+SCENARIOS = ("wakeup", "compute", "topics", "image", "sim_realtime", "sim_lockstep",
+             "robot_camera")
 #: A loop tick starting later than this fraction of its period is a miss (LoopConfig).
 MISS_TOLERANCE = 0.5
 #: Gaps between commands longer than this count as missed 1 kHz packets.
@@ -445,6 +458,14 @@ def scenario_wakeup(duration: float, loop: LoopSettings) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def scenario_compute(duration: float, loop: LoopSettings) -> dict[str, float]:
+    out = subprocess.run(_self("compute", "--duration", str(duration), "--rt-priority",
+                               str(loop.rt_priority), "--gil-lead", str(loop.gil_lead)),
+                         capture_output=True, text=True, timeout=duration + 120.0,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def role_wakeup(duration: float, priority: int, rate: float = 1000.0) -> None:
     """Sleep to absolute deadlines at ``rate`` in a SCHED_FIFO thread; print the lateness
     figures as one JSON line."""
@@ -470,6 +491,101 @@ def role_wakeup(duration: float, priority: int, rate: float = 1000.0) -> None:
         "bare_late_max_us": float(late_us.max()),
         "bare_late_over_tolerance_pct": float(np.mean(late > MISS_TOLERANCE * period) * 100),
         "bare_sched_fifo": float(any("SCHED_FIFO" in a for a in applied)),
+    }))
+
+
+def role_compute(duration: float, priority: int, gil_lead: float,
+                 frames: int = 100, ticks: int = 5000) -> None:
+    """The graph's work without ROS, in this process (see ``compute`` in the module
+    docstring); print its figures as one JSON line."""
+    from visuomotor_core.controller import JointController
+    from visuomotor_core.controller_config import ControllerConfig
+    from visuomotor_core.encoder_runtime import EncoderRuntime
+    from visuomotor_core.hardware import JointSample
+    from visuomotor_core.policy_runtime import load_policy_runtime
+    from visuomotor_core.robot_model import RobotModel
+    from visuomotor_sim.hardware import SimHardware, SimHardwareConfig
+
+    sim_config = SimHardwareConfig(lockstep=False)
+    hardware = SimHardware(sim_config, renderer=False)
+    hardware.reset_episode(0, "nominal")
+    model = RobotModel.from_description(graph.robot())
+    controller = JointController(ControllerConfig(), model)
+    controller.activate()
+    sample = JointSample.zeros(len(hardware.joint_names))
+    hardware.read(sample)
+    home = sample.position.copy()
+    target = home.copy()
+    ticks_per_frame = round(sim_config.control_rate_hz / sim_config.camera_rate_hz)
+
+    def tick() -> None:  # ControllerNode's tick, less its ROS outputs
+        hardware.read(sample)
+        now = hardware.now()
+        if hardware.counters.cycles % ticks_per_frame == 0:  # the policy's 20 Hz targets
+            target[0] = home[0] + 0.2 * math.sin(now)
+            controller.set_target(target, stamp=now, now=now)
+        command = controller.update(now, sample.position, sample.velocity, sample.stamp)
+        if command.valid:
+            hardware.write(command.values, command.interface)
+        hardware.cycle()
+
+    elapsed = np.empty(ticks)
+    for i in range(ticks):
+        start = time.perf_counter()
+        tick()
+        elapsed[i] = time.perf_counter() - start
+    tick_s = float(np.percentile(elapsed, 50))
+
+    control = ControlLoop(tick, LoopConfig(priority=priority, gil_lead=gil_lead))
+    control.start()
+    time.sleep(1.0)
+    first, window_start = replace(control.counters), time.monotonic()
+    cpu: list[float] = []
+    end = window_start + duration
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        cpu.append(control.counters.cpu_fraction)
+    last, window = replace(control.counters), time.monotonic() - window_start
+    jitter_p99 = control.period_stats.summary().jitter_p99
+    sched_fifo = any("SCHED_FIFO" in text for text in control.realtime.applied)
+    control.stop()
+    loop_ticks = last.ticks - first.ticks
+
+    encoder = EncoderRuntime(graph.model_path("manifest.json"))
+    policy = load_policy_runtime(graph.model_path("manifest.json"), "policy", model)
+    world = hardware.world
+    stages = np.empty((frames, 3))
+    period = 1.0 / sim_config.camera_rate_hz
+    for i in range(-5, frames):  # 5 frames of warm-up
+        next_frame = time.monotonic() + period
+        t0 = time.perf_counter()
+        image = world.render()
+        t1 = time.perf_counter()
+        estimate = encoder.infer(image)
+        t2 = time.perf_counter()
+        q, qd, _ = world.joint_state()
+        policy(q, qd, estimate.target_position)
+        t3 = time.perf_counter()
+        if i >= 0:
+            stages[i] = (t1 - t0, t2 - t1, t3 - t2)
+        time.sleep(max(0.0, next_frame - time.monotonic()))
+    hardware.close()
+    chain = stages.sum(axis=1)
+    chain_p50 = float(np.percentile(chain, 50))
+    overlap = round(sim_config.lockstep_latency * sim_config.control_rate_hz)
+    frame_wall = max(chain_p50, overlap * tick_s) + (ticks_per_frame - overlap) * tick_s
+    render, encode, step = (float(np.percentile(stages[:, k], 50)) * 1e3 for k in range(3))
+    print(json.dumps({
+        "tick_back_to_back_p50_us": tick_s * 1e6,
+        "loop_cpu_pct": float(np.mean(cpu)) * 100.0,
+        "loop_rate_hz": loop_ticks / window,
+        "loop_misses_pct": 100.0 * (last.misses - first.misses) / max(loop_ticks, 1),
+        "loop_jitter_p99_us": jitter_p99 * 1e6,
+        "loop_sched_fifo": float(sched_fifo),
+        "render_p50_ms": render, "encoder_p50_ms": encode, "policy_p50_ms": step,
+        "chain_p50_ms": chain_p50 * 1e3,
+        "chain_p99_ms": float(np.percentile(chain, 99)) * 1e3,
+        "lockstep_ceiling": period / frame_wall,
     }))
 
 
@@ -606,6 +722,8 @@ def _spin_until_signal(node: Node, on_stop: Callable[[], None] | None = None) ->
 # ---------------------------------------------------------------------- report
 TARGETS = {
     "wakeup": {"bare_late_over_tolerance_pct": "(misses <= 0.1)"},
+    "compute": {"loop_cpu_pct": "(<= 25)", "loop_misses_pct": "(<= 0.1)",
+                "chain_p99_ms": "(cam→cmd <= 5)", "lockstep_ceiling": "(>= 3)"},
     "topics": {"controller_rate_hz": ">= 995", "controller_gap_p99_ms": "<= 1.25",
                "controller_loop_misses_pct": "<= 0.1", "controller_loop_cpu_pct": "<= 25"},
     "image": {"image_p50_ms": "<= 1"},
@@ -654,6 +772,8 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
                 print(f"[bench] {label}: {scenario} ...", flush=True)
                 if scenario == "wakeup":
                     results[scenario] = scenario_wakeup(min(args.duration, 30.0), loop)
+                elif scenario == "compute":
+                    results[scenario] = scenario_compute(min(args.duration, 30.0), loop)
                 elif scenario == "topics":
                     results[scenario] = scenario_topics(args.duration, log_dir, loop)
                 elif scenario == "image":
@@ -696,7 +816,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="ROS_DOMAIN_ID of the benchmark (default: 150 + pid %% 50)")
     parser.add_argument("--log-dir", default="/tmp/visuomotor-bench",
                         help="folder for the processes' logs")
-    parser.add_argument("--role", choices=("feeder", "timer", "camera", "wakeup"),
+    parser.add_argument("--role", choices=("feeder", "timer", "camera", "wakeup", "compute"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     parser.add_argument("--topic", default=IMAGE_TOPIC, help=argparse.SUPPRESS)
@@ -708,6 +828,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.role == "wakeup":
         role_wakeup(args.duration, args.rt_priority)
+        return
+    if args.role == "compute":
+        role_compute(args.duration, args.rt_priority, args.gil_lead)
         return
     if args.role == "feeder":
         role_feeder(args.rate, not args.no_targets)
