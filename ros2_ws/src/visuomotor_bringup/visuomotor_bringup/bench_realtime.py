@@ -498,30 +498,55 @@ def role_compute(duration: float, priority: int, gil_lead: float,
                  frames: int = 100, ticks: int = 5000) -> None:
     """The graph's work without ROS, in this process (see ``compute`` in the module
     docstring); print its figures as one JSON line."""
-    from visuomotor_core.controller import JointController
-    from visuomotor_core.controller_config import ControllerConfig
-    from visuomotor_core.encoder_runtime import EncoderRuntime
-    from visuomotor_core.hardware import JointSample
-    from visuomotor_core.policy_runtime import load_policy_runtime
-    from visuomotor_core.robot_model import RobotModel
     from visuomotor_sim.hardware import SimHardware, SimHardwareConfig
 
-    sim_config = SimHardwareConfig(lockstep=False)
-    hardware = SimHardware(sim_config, renderer=False)
-    hardware.reset_episode(0, "nominal")
-    model = RobotModel.from_description(graph.robot())
-    controller = JointController(ControllerConfig(), model)
+    config = SimHardwareConfig(lockstep=False)
+    hardware = SimHardware(config, renderer=False)
+    try:
+        hardware.reset_episode(0, "nominal")
+        tick = _sim_tick(hardware)
+        tick_s = _back_to_back(tick, ticks)
+        figures = _bare_loop(tick, duration, LoopConfig(priority=priority, gil_lead=gil_lead))
+        stages = _chain_stages(hardware.world, frames, 1.0 / config.camera_rate_hz)
+    finally:
+        hardware.close()
+    chain = stages.sum(axis=1)
+    chain_p50 = float(np.percentile(chain, 50))
+    per_frame = round(config.control_rate_hz / config.camera_rate_hz)
+    overlap = round(config.lockstep_latency * config.control_rate_hz)
+    frame_wall = max(chain_p50, overlap * tick_s) + (per_frame - overlap) * tick_s
+    render, encode, step = (float(np.percentile(stages[:, k], 50)) * 1e3 for k in range(3))
+    print(json.dumps({
+        "tick_back_to_back_p50_us": tick_s * 1e6,
+        **figures,
+        "render_p50_ms": render, "encoder_p50_ms": encode, "policy_p50_ms": step,
+        "chain_p50_ms": chain_p50 * 1e3,
+        "chain_p99_ms": float(np.percentile(chain, 99)) * 1e3,
+        "lockstep_ceiling": 1.0 / config.camera_rate_hz / frame_wall,
+    }))
+
+
+def _sim_tick(hardware: Any) -> Callable[[], None]:
+    """The robot process's tick on ``hardware`` (SimHardware read → JointController
+    update → write → physics step) without its ROS outputs, fed a moving target at the
+    camera's rate as the policy would."""
+    from visuomotor_core.controller import JointController
+    from visuomotor_core.controller_config import ControllerConfig
+    from visuomotor_core.hardware import JointSample
+    from visuomotor_core.robot_model import RobotModel
+
+    controller = JointController(ControllerConfig(), RobotModel.from_description(graph.robot()))
     controller.activate()
     sample = JointSample.zeros(len(hardware.joint_names))
     hardware.read(sample)
-    home = sample.position.copy()
-    target = home.copy()
-    ticks_per_frame = round(sim_config.control_rate_hz / sim_config.camera_rate_hz)
+    home, target = sample.position.copy(), sample.position.copy()
+    config = hardware.config
+    per_frame = round(config.control_rate_hz / config.camera_rate_hz)
 
-    def tick() -> None:  # ControllerNode's tick, less its ROS outputs
+    def tick() -> None:
         hardware.read(sample)
         now = hardware.now()
-        if hardware.counters.cycles % ticks_per_frame == 0:  # the policy's 20 Hz targets
+        if hardware.counters.cycles % per_frame == 0:
             target[0] = home[0] + 0.2 * math.sin(now)
             controller.set_target(target, stamp=now, now=now)
         command = controller.update(now, sample.position, sample.velocity, sample.stamp)
@@ -529,34 +554,57 @@ def role_compute(duration: float, priority: int, gil_lead: float,
             hardware.write(command.values, command.interface)
         hardware.cycle()
 
-    elapsed = np.empty(ticks)
-    for i in range(ticks):
+    return tick
+
+
+def _back_to_back(tick: Callable[[], None], count: int) -> float:
+    """Median cost of ``tick`` called ``count`` times in a row, s."""
+    elapsed = np.empty(count)
+    for i in range(count):
         start = time.perf_counter()
         tick()
         elapsed[i] = time.perf_counter() - start
-    tick_s = float(np.percentile(elapsed, 50))
+    return float(np.percentile(elapsed, 50))
 
-    control = ControlLoop(tick, LoopConfig(priority=priority, gil_lead=gil_lead))
+
+def _bare_loop(tick: Callable[[], None], duration: float,
+               config: LoopConfig) -> dict[str, float]:
+    """``tick`` in a ControlLoop for ``duration`` s after a second of warm-up: its thread's
+    CPU share, rate, misses and period jitter p99."""
+    control = ControlLoop(tick, config)
     control.start()
-    time.sleep(1.0)
-    first, window_start = replace(control.counters), time.monotonic()
-    cpu: list[float] = []
-    end = window_start + duration
-    while time.monotonic() < end:
-        time.sleep(0.5)
-        cpu.append(control.counters.cpu_fraction)
-    last, window = replace(control.counters), time.monotonic() - window_start
-    jitter_p99 = control.period_stats.summary().jitter_p99
-    sched_fifo = any("SCHED_FIFO" in text for text in control.realtime.applied)
-    control.stop()
-    loop_ticks = last.ticks - first.ticks
+    try:
+        time.sleep(1.0)
+        first, window_start = replace(control.counters), time.monotonic()
+        cpu: list[float] = []
+        while time.monotonic() < window_start + duration:
+            time.sleep(0.5)
+            cpu.append(control.counters.cpu_fraction)
+        last, window = replace(control.counters), time.monotonic() - window_start
+        jitter_p99 = control.period_stats.summary().jitter_p99
+        sched_fifo = any("SCHED_FIFO" in text for text in control.realtime.applied)
+    finally:
+        control.stop()
+    ticks = last.ticks - first.ticks
+    return {"loop_cpu_pct": float(np.mean(cpu)) * 100.0,
+            "loop_rate_hz": ticks / window,
+            "loop_misses_pct": 100.0 * (last.misses - first.misses) / max(ticks, 1),
+            "loop_jitter_p99_us": jitter_p99 * 1e6,
+            "loop_sched_fifo": float(sched_fifo)}
 
-    encoder = EncoderRuntime(graph.model_path("manifest.json"))
-    policy = load_policy_runtime(graph.model_path("manifest.json"), "policy", model)
-    world = hardware.world
+
+def _chain_stages(world: Any, frames: int, period: float) -> np.ndarray:
+    """Render, encoder and policy step of ``frames`` frames, one after the other, a
+    frame every ``period`` s (after 5 of warm-up): their times (frames, 3), s."""
+    from visuomotor_core.encoder_runtime import EncoderRuntime
+    from visuomotor_core.policy_runtime import load_policy_runtime
+    from visuomotor_core.robot_model import RobotModel
+
+    manifest = graph.model_path("manifest.json")
+    encoder = EncoderRuntime(manifest)
+    policy = load_policy_runtime(manifest, "policy", RobotModel.from_description(graph.robot()))
     stages = np.empty((frames, 3))
-    period = 1.0 / sim_config.camera_rate_hz
-    for i in range(-5, frames):  # 5 frames of warm-up
+    for i in range(-5, frames):
         next_frame = time.monotonic() + period
         t0 = time.perf_counter()
         image = world.render()
@@ -569,24 +617,7 @@ def role_compute(duration: float, priority: int, gil_lead: float,
         if i >= 0:
             stages[i] = (t1 - t0, t2 - t1, t3 - t2)
         time.sleep(max(0.0, next_frame - time.monotonic()))
-    hardware.close()
-    chain = stages.sum(axis=1)
-    chain_p50 = float(np.percentile(chain, 50))
-    overlap = round(sim_config.lockstep_latency * sim_config.control_rate_hz)
-    frame_wall = max(chain_p50, overlap * tick_s) + (ticks_per_frame - overlap) * tick_s
-    render, encode, step = (float(np.percentile(stages[:, k], 50)) * 1e3 for k in range(3))
-    print(json.dumps({
-        "tick_back_to_back_p50_us": tick_s * 1e6,
-        "loop_cpu_pct": float(np.mean(cpu)) * 100.0,
-        "loop_rate_hz": loop_ticks / window,
-        "loop_misses_pct": 100.0 * (last.misses - first.misses) / max(loop_ticks, 1),
-        "loop_jitter_p99_us": jitter_p99 * 1e6,
-        "loop_sched_fifo": float(sched_fifo),
-        "render_p50_ms": render, "encoder_p50_ms": encode, "policy_p50_ms": step,
-        "chain_p50_ms": chain_p50 * 1e3,
-        "chain_p99_ms": float(np.percentile(chain, 99)) * 1e3,
-        "lockstep_ceiling": period / frame_wall,
-    }))
+    return stages
 
 
 def scenario_sim_realtime(duration: float, log_dir: Path, loop: LoopSettings,
