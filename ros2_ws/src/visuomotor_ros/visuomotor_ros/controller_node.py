@@ -22,7 +22,9 @@ the executor; the policy's targets are taken by the tick itself, the newest
 waiting at its start (:class:`visuomotor_ros.node_common.LatestMessageReader`,
 a subscription no executor spins), and in sim lockstep the loop's thread waits
 for them inside the tick (``SimHardware.set_answer_source``), so the physics
-goes on only once the controller holds the answer to the frame;
+goes on only once the controller holds the answer to the frame, and takes an
+answer no earlier than ``lockstep_latency`` after its frame
+(``SimHardware.answer_held``);
 ``controller/state``, the RViz text and
 ``/diagnostics`` are built by an output thread when the loop announces them
 (:class:`visuomotor_ros.node_common.OutputThread`: no executor wake-up, whose
@@ -180,6 +182,10 @@ OVERRUN_REASON = "control deadlines missed in a row: holding until the loop keep
 BACKSTOP_FAULT = "no control tick for more than state_timeout (wall clock): backstop hold"
 
 
+def _never() -> bool:
+    return False
+
+
 class EstopLatches:
     """Latched e-stops, per rclpy context and fully qualified node name.
 
@@ -278,6 +284,8 @@ class ControllerNode(LifecycleNode):
         self._target_camera_stamp: float | None = None
         self._target_policy_stamp = 0.0
         self._targets: LatestMessageReader | None = None
+        #: True while the hardware holds the policy's answer back (sim lockstep).
+        self._answer_held: Callable[[], bool] = _never
         #: Stamp (s) of the newest targets received, accepted or not (lockstep answers).
         self._received_target_stamp = -math.inf
         #: Hardware-clock time (s) at which the latest accepted target arrived.
@@ -375,7 +383,9 @@ class ControllerNode(LifecycleNode):
             self.hardware.set_control_rate(config.rate_hz)
             self.hardware.lockstep = p["trigger"] == "lockstep"
             self.hardware.set_answer_source(self._answers)
+            self._answer_held = self.hardware.answer_held
         else:
+            self._answer_held = _never
             on_sample = self._tick if p["trigger"] == "joint_states" else None
             self.hardware = TopicHardware(self, self._joint_names, p["command_topic"],
                                           on_sample=on_sample, callback_group=self._io_group)
@@ -653,7 +663,7 @@ class ControllerNode(LifecycleNode):
             return
         self._last_tick_wall = self._wall()
         start = time.perf_counter()
-        if self._targets is not None:
+        if self._targets is not None and not self._answer_held():
             self._targets.take_latest()  # the newest targets, before this tick's update
         sample = self._sample
         hardware.read(sample)
