@@ -387,34 +387,6 @@ def test_frames_are_stamped_on_the_camera_period_grid_also_after_a_reset(make_hw
     assert reset_at < stamps[2] <= reset_at + 0.05, "the first frame after the reset"
 
 
-def test_a_lockstep_episode_runs_the_same_whenever_its_reset_arrives(make_hw):
-    """In lockstep an episode starts on the camera's grid: two resets that arrive at
-    different moments (off the grid) give the same outputs at the same times from the
-    episode's start and, under the same commands, the same measured and true states."""
-    runs = []
-    for before in (17, 33):  # cycles of an earlier episode before the reset
-        hw = make_hw(lockstep=True, camera_rate_hz=20.0, joint_state_rate_hz=100.0,
-                     clock_rate_hz=100.0)
-        hw.reset_episode(3, "nominal")
-        cycles(hw, before)
-        hw.reset_episode(4, "training")  # joint-state noise and randomized dynamics
-        start = hw.now()
-        assert round(start * 1e9) % 50_000_000 == 0, start
-        outputs: list[tuple[str, int]] = []
-        hw.on_output = lambda kind, hw=hw, start=start, outputs=outputs: outputs.append(
-            (kind, round((hw.now() - start) * 1e9)))
-        sample, measured = JointSample.zeros(N), []
-        for i in range(120):
-            hw.read(sample)
-            hw.write(np.full(N, 2.0 * math.sin(0.05 * i)), "effort")
-            hw.cycle()
-            measured.append(sample.position.copy())
-        runs.append((outputs, np.array(measured), hw.world.true_joint_positions()))
-    (outputs_a, measured_a, true_a), (outputs_b, measured_b, true_b) = runs
-    assert outputs_a == outputs_b
-    assert np.array_equal(measured_a, measured_b) and np.array_equal(true_a, true_b)
-
-
 def test_lockstep_holds_an_answer_back_until_the_latency_after_its_frame(make_hw):
     """answer_held: from a frame's request until lockstep_latency of sim time after it
     (where the physics waits for the answer), and never in wall-paced runs."""

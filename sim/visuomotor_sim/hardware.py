@@ -19,13 +19,11 @@ before the physics goes on, so the next tick acts on them whatever the order in
 which the process's threads run, and no executor wakes for them. Until then the
 controller leaves them waiting (:meth:`SimHardware.answer_held`): they take
 effect exactly ``lockstep_latency`` after their frame, however fast they came.
-An episode starts on the camera's grid (see :meth:`SimHardware.reset_episode`),
-so a lockstep episode runs the same whenever its reset arrives. Without a
-source, :meth:`SimHardware.frame_answered` (any thread) reports answers; after
-``MAX_UNANSWERED`` frames in a row without an answer (no policy running) it
-waits only on every ``PROBE_EVERY``-th frame until an answer comes again. The
-perception latency the robot sees is then ``lockstep_latency`` of sim time
-whatever the machine's speed, so runs are repeatable. Without ``lockstep`` the
+Without a source, :meth:`SimHardware.frame_answered` (any thread) reports
+answers; after ``MAX_UNANSWERED`` frames in a row without an answer (no policy
+running) it waits only on every ``PROBE_EVERY``-th frame until an answer comes
+again. The perception latency the robot sees is then ``lockstep_latency`` of sim
+time whatever the machine's speed. Without ``lockstep`` the
 loop paces the ticks on the wall clock and sim time advances one control period
 per tick (a real-time factor of 1 as long as no tick is missed).
 
@@ -325,18 +323,6 @@ class SimHardware:
         randomizer = DomainRandomizer(self.profiles[profile], np.random.default_rng(seed))
         dynamics, visual = randomizer.sample()
         with self._lock:
-            if self.lockstep:
-                # In lockstep an episode starts on the camera's grid: sim time moves on to
-                # the next multiple of the camera period (at most one period; nothing is
-                # stepped meanwhile). The episode's frames, joint states and clock then
-                # keep the same phase to its start whenever the reset arrives, and the
-                # episode runs the same every time. A frame of the last episode still
-                # awaiting its answer is no longer waited for.
-                period = self._periods["frame"]
-                self._time_ns = -(-self._time_ns // period) * period
-                self._time = self._time_ns / 1e9
-                with self._answered:
-                    self._pending_frame = math.nan
             target = self.world.reset(seed, dynamics=dynamics, visual=visual)
             number = 1 if self._episode is None else self._episode.number + 1
             self._episode = Episode(number, seed, profile, target.copy())
@@ -346,10 +332,10 @@ class SimHardware:
             self._epoch += 1
             if self.renderer is not None:
                 self.renderer.episode(seed, dynamics, visual, target)
-            # The outputs stay on their grids: each comes at the first multiple of its
-            # period after now; the status at the next cycle.
-            for kind, period in self._periods.items():
-                self._next[kind] = (self._time_ns // period + 1) * period
+            # The camera runs free of episodes: the first frame comes on its grid, at the
+            # first multiple of the camera period after now; the status at the next cycle.
+            period = self._periods["frame"]
+            self._next["frame"] = (self._time_ns // period + 1) * period
             self._next["status"] = self._time_ns
             with self._out_lock:
                 self._status = None
