@@ -146,9 +146,18 @@ def make_sim(ros_context) -> Iterator:
 # ------------------------------------------------------------------------ start-up
 @pytest.mark.parametrize("overrides", [[], [Parameter("use_sim_time", value=False)]],
                          ids=["default", "false"])
-def test_the_sim_node_refuses_to_run_on_the_wall_clock(ros_context, overrides):
+def test_the_sim_node_refuses_to_run_on_the_wall_clock(ros_context, overrides, monkeypatch):
+    destroyed: list[str] = []
+    original = SimNode.destroy_node
+
+    def recording(self):
+        destroyed.append(self.get_name())
+        original(self)
+
+    monkeypatch.setattr(SimNode, "destroy_node", recording)
     with pytest.raises(ValueError, match="use_sim_time:=true"):
         SimNode(context=ros_context, parameter_overrides=overrides)
+    assert destroyed == ["sim_node"], "the node that failed to start is destroyed at once"
 
 
 def test_an_unknown_start_profile_fails_at_start_and_stops_the_render_worker(

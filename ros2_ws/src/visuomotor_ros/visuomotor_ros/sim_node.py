@@ -109,6 +109,15 @@ class SimNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("sim_node", **kwargs)
+        try:
+            self._start()
+        except BaseException:
+            # A node that failed to start leaves nothing behind: its rcl node, and the
+            # render worker once started, go with it now, not whenever it is collected.
+            self.destroy_node()
+            raise
+
+    def _start(self) -> None:
         if not self.get_parameter("use_sim_time").value:
             raise ValueError(
                 "sim_node needs use_sim_time:=true: the simulated robot stamps everything with "
@@ -128,7 +137,6 @@ class SimNode(Node):
             on_output=self._announce,
         )
         if p["profile"] not in self.hardware.profiles:
-            self.hardware.close()
             raise ValueError(f"sim_node: unknown profile '{p['profile']}' "
                              f"(known: {sorted(self.hardware.profiles)})")
         on_set_validated(self, SCHEMA, self._apply_params)
