@@ -421,7 +421,7 @@ class SimHardware:
         answer through the answer source at that tick, not at an earlier one, so the
         targets take effect at the same sim time however fast the policy answered."""
         frame = self._pending_frame
-        return self.lockstep and frame == frame \
+        return self.lockstep and not math.isnan(frame) \
             and self._time < frame + self.config.lockstep_latency - TIME_EPS
 
     def receive_frame(self, timeout: float) -> Frame | None:
