@@ -15,9 +15,11 @@ dropped and counted, as a camera drops frames its driver cannot take.
 
 A frame request is sent by the caller (the control loop's tick) itself: a tuple of
 plain floats, about 10 µs to pickle and write, its wait for the GIL after the write
-bounded by the loop's short switch interval (``waiting_in_loop``). Handing it to a
-thread instead left it queued while the tick held the GIL: 1.6 ms p50 before the
-worker saw it, in lockstep, where the render is on the critical path. The other
+bounded by the loop's short switch interval (``waiting_in_loop``). In the lockstep
+graph the call took 0.5-0.9 ms mean per frame all the same: the worker the write wakes
+can preempt the loop's thread on its core (0.2 ms with the loop at SCHED_FIFO).
+Handing it to a thread instead left it queued while the tick held the GIL: 1.6 ms p50
+before the worker saw it, in lockstep, where the render is on the critical path. The other
 messages (episode, target: larger, sent by the services) go through a thread of the
 client, ``render-requests``; every message reaches the worker in the order made (a
 request made while others are queued waits behind them).

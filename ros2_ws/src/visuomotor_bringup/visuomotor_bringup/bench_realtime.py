@@ -444,26 +444,27 @@ def _run_episodes(probe: Probe, seed: int, count: int) -> tuple[int, float]:
     return successes, sim_seconds
 
 
+def _role_figures(role: str, duration: float, timeout: float, *args: str) -> dict[str, float]:
+    """Run ``role`` for ``duration`` s in a process of its own; the JSON line it prints last."""
+    out = subprocess.run(_self(role, "--duration", str(duration), *args),
+                         capture_output=True, text=True, timeout=duration + timeout,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def scenario_wakeup(duration: float, loop: LoopSettings) -> dict[str, float]:
     hogs = [_hog() for _ in range(os.cpu_count() or 1)]
     try:
-        out = subprocess.run(_self("wakeup", "--duration", str(duration), "--rt-priority",
-                                   str(loop.rt_priority)),
-                             capture_output=True, text=True, timeout=duration + 60.0,
-                             check=True).stdout
+        return _role_figures("wakeup", duration, 60.0, "--rt-priority", str(loop.rt_priority))
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def scenario_compute(duration: float, loop: LoopSettings) -> dict[str, float]:
-    out = subprocess.run(_self("compute", "--duration", str(duration), "--rt-priority",
-                               str(loop.rt_priority), "--gil-lead", str(loop.gil_lead)),
-                         capture_output=True, text=True, timeout=duration + 120.0,
-                         check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _role_figures("compute", duration, 120.0, "--rt-priority", str(loop.rt_priority),
+                         "--gil-lead", str(loop.gil_lead))
 
 
 def role_wakeup(duration: float, priority: int, rate: float = 1000.0) -> None:
